@@ -1,0 +1,1 @@
+//! Reference model of the RNIC (work in progress).

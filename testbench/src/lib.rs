@@ -1,0 +1,1 @@
+//! Testbench (work in progress).
