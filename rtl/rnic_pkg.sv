@@ -1,0 +1,113 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// Hand-written shared types of the RNIC: the header descriptor the engine hands to the transmit
+// framer, the parsed frame the receive framer hands to the engine, and the opcode table.
+// Everything shared with software (opcodes, layouts, registers) comes from rnic_reg_pkg, which is
+// generated from spec/rnic.toml.
+
+package rnic_pkg;
+  import rnic_reg_pkg::*;
+
+  localparam int unsigned DataW     = 512;
+  localparam int unsigned DataBytes = DataW / 8;
+  localparam int unsigned MaxPayload = 4096;
+
+  // Transmit header descriptor: rnic_tx_frame builds Ethernet/IPv4/UDP/BTH and the extension
+  // headers the opcode calls for (see has_* below) from it; payload_len bytes of payload follow
+  // on the framer's payload port.
+  typedef struct packed {
+    logic [47:0] dst_mac;
+    logic [31:0] dst_ip;
+    logic [15:0] udp_sport;
+    logic [7:0]  opcode;
+    logic        se;
+    logic        ackreq;
+    logic [23:0] dqpn;
+    logic [23:0] psn;
+    logic [63:0] va;           // RETH or AtomicETH virtual address
+    logic [31:0] rkey;         // RETH or AtomicETH R_Key
+    logic [31:0] dma_len;      // RETH DMA length
+    logic [31:0] imm;          // ImmDt (numeric value, sent big-endian)
+    logic [7:0]  syndrome;     // AETH
+    logic [23:0] msn;          // AETH
+    logic [63:0] swap_add;     // AtomicETH swap or add data
+    logic [63:0] compare;      // AtomicETH compare data
+    logic [63:0] orig;         // AtomicAckETH original remote data
+    logic [12:0] payload_len;  // 0 .. MaxPayload
+  } tx_hdr_t;
+
+  typedef enum logic [1:0] {
+    RxOk      = 2'd0,
+    RxDropHdr = 2'd1,   // counter RX_DROP_HDR
+    RxDropIcrc = 2'd2   // counter RX_DROP_ICRC
+  } rx_status_e;
+
+  // Parsed receive frame (valid only when status == RxOk, except status itself).
+  typedef struct packed {
+    rx_status_e  status;
+    logic [7:0]  opcode;
+    logic        se;
+    logic        ackreq;
+    logic [1:0]  padcnt;
+    logic [23:0] dqpn;
+    logic [23:0] psn;
+    logic [63:0] va;
+    logic [31:0] rkey;
+    logic [31:0] dma_len;
+    logic [31:0] imm;
+    logic [7:0]  syndrome;
+    logic [23:0] msn;
+    logic [63:0] swap_add;
+    logic [63:0] compare;
+    logic [63:0] orig;
+    logic [12:0] payload_len;
+  } rx_pkt_t;
+
+  // ---- opcode table (RC), following rxe_opcode.c
+  function automatic logic op_valid(logic [7:0] op);
+    return op <= 8'h14;
+  endfunction
+
+  function automatic logic op_has_reth(logic [7:0] op);
+    return op == BthOpcodeWriteFirst || op == BthOpcodeWriteOnly ||
+           op == BthOpcodeWriteOnlyImm || op == BthOpcodeReadRequest;
+  endfunction
+
+  function automatic logic op_has_imm(logic [7:0] op);
+    return op == BthOpcodeSendLastImm || op == BthOpcodeSendOnlyImm ||
+           op == BthOpcodeWriteLastImm || op == BthOpcodeWriteOnlyImm;
+  endfunction
+
+  function automatic logic op_has_aeth(logic [7:0] op);
+    return op == BthOpcodeReadRespFirst || op == BthOpcodeReadRespLast ||
+           op == BthOpcodeReadRespOnly || op == BthOpcodeAck || op == BthOpcodeAtomicAck;
+  endfunction
+
+  function automatic logic op_has_atomiceth(logic [7:0] op);
+    return op == BthOpcodeCmpSwap || op == BthOpcodeFetchAdd;
+  endfunction
+
+  function automatic logic op_has_atomicack(logic [7:0] op);
+    return op == BthOpcodeAtomicAck;
+  endfunction
+
+  function automatic logic op_is_response(logic [7:0] op);
+    return op >= BthOpcodeReadRespFirst && op <= BthOpcodeAtomicAck;
+  endfunction
+
+  // Bytes of extension headers after the BTH: RETH 16, ImmDt 4, AETH 4, AtomicETH 28, AtomicAck 8.
+  function automatic logic [6:0] op_ext_len(logic [7:0] op);
+    logic [6:0] n;
+    n = 7'd0;
+    if (op_has_reth(op))      n = n + 7'd16;
+    if (op_has_imm(op))       n = n + 7'd4;
+    if (op_has_aeth(op))      n = n + 7'd4;
+    if (op_has_atomiceth(op)) n = n + 7'd28;
+    if (op_has_atomicack(op)) n = n + 7'd8;
+    return n;
+  endfunction
+
+  // Order of extension headers on the wire: RETH, AtomicETH, AETH, AtomicAckETH, ImmDt
+  // (only the combinations above occur: RETH+ImmDt, AETH+AtomicAck).
+
+endpackage
