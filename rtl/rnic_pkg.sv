@@ -9,7 +9,7 @@ package rnic_pkg;
   import rnic_reg_pkg::*;
 
   localparam int unsigned DataW     = 512;
-  localparam int unsigned DataBytes = DataW / 8;
+  localparam int unsigned DataBeatBytes = DataW / 8;
   localparam int unsigned MaxPayload = 4096;
 
   // Transmit header descriptor: rnic_tx_frame builds Ethernet/IPv4/UDP/BTH and the extension
