@@ -1,0 +1,50 @@
+# SPDX-License-Identifier: Apache-2.0
+# Common tasks. `make demo` runs the main job, `make test` runs every test (installing what is missing).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+RTL_SRCS := rtl/rnic_reg_pkg.sv rtl/rnic_pkg.sv $(filter-out rtl/rnic_reg_pkg.sv rtl/rnic_pkg.sv,$(wildcard rtl/*.sv))
+WAIVER := $(wildcard rtl/lint/verilator_waiver.vlt)
+
+.PHONY: all deps regs check-regs lint build test demo rtl-unit clean-waves
+
+all: build
+
+## deps: install Verilator and tshark from Debian if they are missing
+deps:
+	@missing=""; \
+	command -v verilator >/dev/null || missing="$$missing verilator"; \
+	command -v tshark >/dev/null || missing="$$missing tshark"; \
+	command -v python3 >/dev/null || missing="$$missing python3"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+## regs: regenerate rtl/rnic_reg_pkg.sv, regs/src/generated.rs, docs/register-map.md from spec/rnic.toml
+regs:
+	python3 spec/gen.py
+
+## check-regs: fail if the generated files are stale
+check-regs:
+	python3 spec/gen.py --check
+
+## lint: verilator -Wall on the whole RTL
+lint:
+	verilator --lint-only -Wall $(WAIVER) $(RTL_SRCS) --top-module rnic_top
+
+build:
+	$(CARGO) build --release
+
+## rtl-unit: module-level Verilator testbenches (framers)
+rtl-unit:
+	@if [ -x rtl/tb/run.sh ]; then rtl/tb/run.sh; else echo "no rtl/tb/run.sh"; fi
+
+## test: everything a fresh clone needs to pass
+test: deps check-regs lint rtl-unit
+	$(CARGO) test --release --workspace
+
+## demo: two NICs, every verb, RTL and model in lockstep
+demo: deps
+	$(CARGO) run --release -p rnic-testbench --bin rnic-demo

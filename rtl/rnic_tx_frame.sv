@@ -1,0 +1,321 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// Transmit framer (docs/architecture.md sections 6 and 13).
+//
+// For every header descriptor it sends one frame: Ethernet · IPv4 · UDP · BTH · extension headers
+// · payload (streamed on pl_*, any chunking of 1..64 bytes) · zero pad to a multiple of 4 · ICRC.
+//
+// Structure: a 128-byte accumulator (`acc`) is a byte packer. The headers (54..82 bytes) are loaded
+// into it in one cycle, every payload chunk is OR-ed in at the current fill level, and the low 64
+// bytes leave as one beat whenever 64 bytes are present (or the frame is complete). Since at most 64
+// bytes remain after a beat leaves, a full chunk can be taken in the same cycle: with payload
+// arriving one beat per cycle the frame leaves one beat per cycle.
+// The ICRC is computed on the input side (header at load, each chunk as it is taken, the pad with the
+// last chunk), so it is ready to be appended right after the last payload byte; only when the
+// accumulator has no room for pad + ICRC in that cycle does a one-cycle trailer step follow.
+// A one-entry header register lets the next header be accepted while the current frame drains.
+// Invariant: accumulator bytes at and above the fill level are zero.
+module rnic_tx_frame
+  import rnic_pkg::*;
+  import rnic_reg_pkg::*;
+(
+  input  logic          clk_i,
+  input  logic          rst_ni,
+  input  logic [47:0]   port_mac_i,   // [47:40] is the first byte on the wire
+  input  logic [31:0]   port_ip_i,    // [31:24] is the first byte on the wire
+
+  input  logic          hdr_valid_i,
+  output logic          hdr_ready_o,
+  input  tx_hdr_t       hdr_i,
+
+  input  logic          pl_valid_i,
+  output logic          pl_ready_o,
+  input  logic [511:0]  pl_data_i,
+  input  logic [6:0]    pl_bytes_i,   // 1..64
+
+  output logic          tx_tvalid_o,
+  input  logic          tx_tready_i,
+  output logic [511:0]  tx_tdata_o,
+  output logic [63:0]   tx_tkeep_o,
+  output logic          tx_tlast_o,
+
+  output logic          sent_o
+);
+
+  // Register value of the CRC-32 after the 8 bytes of 0xFF that precede the IP header in the ICRC
+  // (the seed Linux rxe uses).
+  localparam logic [31:0] IcrcSeed = 32'hDEBB20E3;
+
+  typedef enum logic [1:0] {
+    StIdle,      // no frame in the accumulator
+    StPayload,   // headers loaded, payload bytes outstanding
+    StTrailer,   // all payload taken, pad + ICRC not yet appended (accumulator was too full)
+    StDrain      // whole frame in the accumulator, emitting its last beats
+  } state_e;
+
+  ///////////////////////
+  // Header generation //
+  ///////////////////////
+
+  localparam int unsigned HdrBytes = 82;  // 14 + 20 + 8 + 12 + 28 (largest extension: AtomicETH)
+
+  function automatic logic [HdrBytes-1:0][7:0] put_be(logic [HdrBytes-1:0][7:0] b, int unsigned off,
+                                                       logic [63:0] v, int unsigned nbytes);
+    for (int unsigned i = 0; i < 8; i++) begin
+      if (i < nbytes) b[off + i] = v[8 * (nbytes - 1 - i) +: 8];
+    end
+    return b;
+  endfunction
+
+  tx_hdr_t                  pend_hdr_q, pend_hdr_d;
+  logic                     pend_valid_q, pend_valid_d;
+
+  logic [HdrBytes-1:0][7:0] hb;        // header bytes of pend_hdr_q
+  logic [HdrBytes-1:0][7:0] hb_crc;    // same with the ICRC's invariant mask applied
+  logic [6:0]               ext_len;
+  logic [6:0]               hdr_len;
+  logic [1:0]               pad;
+  logic [15:0]              ip_total;
+  logic [19:0]              csum_acc;
+  logic [15:0]              csum_fold;
+
+  always_comb begin
+    ext_len  = op_ext_len(pend_hdr_q.opcode);
+    hdr_len  = 7'd54 + ext_len;
+    pad      = 2'(3'd4 - {1'b0, pend_hdr_q.payload_len[1:0]});
+    ip_total = 16'd44 + 16'(ext_len) + 16'(pend_hdr_q.payload_len) + 16'(pad);
+
+    hb = '0;
+    // Ethernet
+    hb = put_be(hb, 0, 64'(pend_hdr_q.dst_mac), 6);
+    hb = put_be(hb, 6, 64'(port_mac_i), 6);
+    hb = put_be(hb, 12, 64'h0800, 2);
+    // IPv4 (checksum filled in below)
+    hb[14] = 8'h45;
+    hb = put_be(hb, 16, 64'(ip_total), 2);
+    hb = put_be(hb, 20, 64'h4000, 2);
+    hb[22] = 8'(IpTtl);
+    hb[23] = 8'd17;
+    hb = put_be(hb, 26, 64'(port_ip_i), 4);
+    hb = put_be(hb, 30, 64'(pend_hdr_q.dst_ip), 4);
+    // UDP (checksum 0)
+    hb = put_be(hb, 34, 64'(pend_hdr_q.udp_sport), 2);
+    hb = put_be(hb, 36, 64'(RoceUdpPort), 2);
+    hb = put_be(hb, 38, 64'(ip_total - 16'd20), 2);
+    // BTH
+    hb[42] = pend_hdr_q.opcode;
+    hb[43] = {pend_hdr_q.se, 1'b0, pad, 4'd0};
+    hb = put_be(hb, 44, 64'(DefaultPkey), 2);
+    hb = put_be(hb, 47, 64'(pend_hdr_q.dqpn), 3);
+    hb[50] = {pend_hdr_q.ackreq, 7'd0};
+    hb = put_be(hb, 51, 64'(pend_hdr_q.psn), 3);
+    // Extension headers, in wire order RETH, AtomicETH, AETH, AtomicAckETH, ImmDt.
+    if (op_has_reth(pend_hdr_q.opcode) || op_has_atomiceth(pend_hdr_q.opcode)) begin
+      hb = put_be(hb, 54, pend_hdr_q.va, 8);
+      hb = put_be(hb, 62, 64'(pend_hdr_q.rkey), 4);
+    end
+    if (op_has_reth(pend_hdr_q.opcode)) begin
+      hb = put_be(hb, 66, 64'(pend_hdr_q.dma_len), 4);
+    end
+    if (op_has_atomiceth(pend_hdr_q.opcode)) begin
+      hb = put_be(hb, 66, pend_hdr_q.swap_add, 8);
+      hb = put_be(hb, 74, pend_hdr_q.compare, 8);
+    end
+    if (op_has_aeth(pend_hdr_q.opcode)) begin
+      hb[54] = pend_hdr_q.syndrome;
+      hb = put_be(hb, 55, 64'(pend_hdr_q.msn), 3);
+    end
+    if (op_has_atomicack(pend_hdr_q.opcode)) begin
+      hb = put_be(hb, 58, pend_hdr_q.orig, 8);
+    end
+    if (op_has_imm(pend_hdr_q.opcode)) begin
+      hb = put_be(hb, op_has_reth(pend_hdr_q.opcode) ? 70 : 54, 64'(pend_hdr_q.imm), 4);
+    end
+
+    // IPv4 header checksum: one's complement of the one's-complement sum of the 10 header words.
+    csum_acc = '0;
+    for (int unsigned i = 0; i < 10; i++) begin
+      csum_acc = csum_acc + {4'd0, hb[14 + 2 * i], hb[15 + 2 * i]};
+    end
+    csum_fold = csum_acc[15:0] + {12'd0, csum_acc[19:16]};
+    csum_fold = csum_fold + 16'(csum_fold < csum_acc[15:0]);  // end-around carry of the fold
+    hb = put_be(hb, 24, 64'(~csum_fold), 2);
+
+    // ICRC invariant mask: TOS, TTL, IP checksum, UDP checksum, BTH byte 4 count as all ones.
+    hb_crc     = hb;
+    hb_crc[15] = 8'hFF;
+    hb_crc[22] = 8'hFF;
+    hb_crc[24] = 8'hFF;
+    hb_crc[25] = 8'hFF;
+    hb_crc[40] = 8'hFF;
+    hb_crc[41] = 8'hFF;
+    hb_crc[46] = 8'hFF;
+  end
+
+  // ICRC over the headers: IP..BTH (40 bytes), then the extension headers.
+  logic [31:0] crc_h1, crc_h2;
+
+  rnic_crc32 u_crc_hdr_base (
+    .crc_i   (IcrcSeed),
+    .data_i  ({192'd0, hb_crc[53:14]}),
+    .bytes_i (7'd40),
+    .crc_o   (crc_h1)
+  );
+
+  rnic_crc32 u_crc_hdr_ext (
+    .crc_i   (crc_h1),
+    .data_i  ({288'd0, hb_crc[81:54]}),
+    .bytes_i (ext_len),
+    .crc_o   (crc_h2)
+  );
+
+  //////////////////////////
+  // Packer and streaming //
+  //////////////////////////
+
+  state_e        state_q, state_d;
+  logic [1023:0] acc_q, acc_d;
+  logic [7:0]    cnt_q, cnt_d;      // bytes in acc (0..128)
+  logic [12:0]   rem_q, rem_d;      // payload bytes still to take
+  logic [1:0]    pad_q, pad_d;
+  logic [31:0]   crc_q, crc_d;      // ICRC register so far (after the pad once rem is 0)
+
+  logic          fire;
+  logic [1023:0] acc_e;             // accumulator after this cycle's beat left
+  logic [7:0]    cnt_e;
+  logic [511:0]  chunk;
+  logic [6:0]    chunk_bytes;
+  logic [31:0]   crc_chunk, crc_chunk_pad;
+  logic [7:0]    end_cnt;
+
+  always_comb begin
+    chunk_bytes = (pl_bytes_i > 7'd64) ? 7'd64 : pl_bytes_i;
+    // Lanes beyond the chunk are not guaranteed to be zero; the packer relies on it.
+    chunk = pl_data_i & ((chunk_bytes >= 7'd64) ? {512{1'b1}} :
+                         ~({512{1'b1}} << {chunk_bytes, 3'b000}));
+  end
+
+  rnic_crc32 u_crc_chunk (
+    .crc_i   (crc_q),
+    .data_i  (chunk),
+    .bytes_i (chunk_bytes),
+    .crc_o   (crc_chunk)
+  );
+
+  // The pad bytes are zeros straight after the last chunk.
+  rnic_crc32 u_crc_pad (
+    .crc_i   (crc_chunk),
+    .data_i  ('0),
+    .bytes_i ({5'd0, pad_q}),
+    .crc_o   (crc_chunk_pad)
+  );
+
+  always_comb begin
+    // Output beat: the low 64 bytes once 64 are present, or the rest of a complete frame.
+    tx_tvalid_o = (cnt_q >= 8'd64) || (state_q == StDrain && cnt_q != 8'd0);
+    tx_tlast_o  = (state_q == StDrain) && (cnt_q <= 8'd64);
+    tx_tdata_o  = acc_q[511:0];
+    tx_tkeep_o  = (cnt_q >= 8'd64) ? {64{1'b1}} : ~({64{1'b1}} << cnt_q[5:0]);
+    fire        = tx_tvalid_o && tx_tready_i;
+    sent_o      = fire && tx_tlast_o;
+
+    acc_e = fire ? {512'd0, acc_q[1023:512]} : acc_q;
+    cnt_e = fire ? ((cnt_q > 8'd64) ? cnt_q - 8'd64 : 8'd0) : cnt_q;
+
+    state_d      = state_q;
+    acc_d        = acc_e;
+    cnt_d        = cnt_e;
+    rem_d        = rem_q;
+    pad_d        = pad_q;
+    crc_d        = crc_q;
+    pend_hdr_d   = pend_hdr_q;
+    pend_valid_d = pend_valid_q;
+    end_cnt      = '0;
+
+    pl_ready_o  = (state_q == StPayload) && (cnt_e <= 8'd64);
+    hdr_ready_o = !pend_valid_q;
+
+    unique case (state_q)
+      StIdle: ;
+      StPayload: begin
+        if (pl_valid_i && pl_ready_o) begin
+          acc_d   = acc_e | ({512'd0, chunk} << {cnt_e, 3'b000});
+          cnt_d   = cnt_e + 8'(chunk_bytes);
+          rem_d   = (13'(chunk_bytes) >= rem_q) ? 13'd0 : rem_q - 13'(chunk_bytes);
+          crc_d   = crc_chunk;
+          if (rem_d == 13'd0) begin
+            crc_d   = crc_chunk_pad;
+            end_cnt = cnt_d + 8'(pad_q);
+            if (end_cnt <= 8'd124) begin
+              // Room for pad + ICRC now: the frame is complete.
+              acc_d   = acc_d | ({992'd0, ~crc_chunk_pad} << {end_cnt, 3'b000});
+              cnt_d   = end_cnt + 8'd4;
+              state_d = StDrain;
+            end else begin
+              state_d = StTrailer;
+            end
+          end
+        end
+      end
+      StTrailer: begin
+        end_cnt = cnt_e + 8'(pad_q);
+        if (end_cnt <= 8'd124) begin
+          acc_d   = acc_e | ({992'd0, ~crc_q} << {end_cnt, 3'b000});
+          cnt_d   = end_cnt + 8'd4;
+          state_d = StDrain;
+        end
+      end
+      StDrain: begin
+        if (sent_o) state_d = StIdle;
+      end
+      default: state_d = StIdle;
+    endcase
+
+    // Load the next frame's headers as soon as the accumulator is free (possibly in the cycle the
+    // previous frame's last beat leaves).
+    if (state_d == StIdle && pend_valid_q) begin
+      pend_valid_d = 1'b0;
+      acc_d        = {368'd0, hb};
+      cnt_d        = {1'b0, hdr_len};
+      rem_d        = pend_hdr_q.payload_len;
+      pad_d        = pad;
+      if (pend_hdr_q.payload_len == 13'd0) begin
+        // No payload (and so no pad): the frame is complete at once.
+        acc_d   = acc_d | ({992'd0, ~crc_h2} << {hdr_len, 3'b000});
+        cnt_d   = {1'b0, hdr_len} + 8'd4;
+        state_d = StDrain;
+      end else begin
+        crc_d   = crc_h2;
+        state_d = StPayload;
+      end
+    end
+
+    if (hdr_valid_i && hdr_ready_o) begin
+      pend_valid_d = 1'b1;
+      pend_hdr_d   = hdr_i;
+    end
+  end
+
+  always_ff @(posedge clk_i) begin
+    if (!rst_ni) begin
+      state_q      <= StIdle;
+      acc_q        <= '0;
+      cnt_q        <= '0;
+      rem_q        <= '0;
+      pad_q        <= '0;
+      crc_q        <= '0;
+      pend_valid_q <= 1'b0;
+      pend_hdr_q   <= '0;
+    end else begin
+      state_q      <= state_d;
+      acc_q        <= acc_d;
+      cnt_q        <= cnt_d;
+      rem_q        <= rem_d;
+      pad_q        <= pad_d;
+      crc_q        <= crc_d;
+      pend_valid_q <= pend_valid_d;
+      pend_hdr_q   <= pend_hdr_d;
+    end
+  end
+
+endmodule

@@ -1,0 +1,247 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// Implementation of the rnic_top shim (see rnic_sim.h) and of Verilator's user hooks
+// vl_stop / vl_fatal / vl_finish, which throw instead of aborting the process.
+
+#include "rnic-testbench/csrc/rnic_sim.h"
+
+#include <cstdio>
+
+#include "Vrnic_top.h"
+#include "rnic-testbench/src/rtl.rs.h"
+#include "verilated.h"
+#include "verilated_fst_c.h"
+
+namespace {
+
+/// Picoseconds per clock cycle (250 MHz); the waveform shows real time.
+constexpr uint64_t kCyclePs = 4000;
+
+std::string where(const char* filename, int linenum, const char* hier) {
+  std::string s;
+  if (filename && filename[0]) {
+    s += filename;
+    s += ":" + std::to_string(linenum);
+  }
+  if (hier && hier[0]) {
+    s += s.empty() ? "" : " ";
+    s += "(";
+    s += hier;
+    s += ")";
+  }
+  return s;
+}
+
+}  // namespace
+
+// ---- Verilator user hooks (VL_USER_STOP / VL_USER_FATAL / VL_USER_FINISH are defined for every
+// translation unit of the model and the runtime).
+
+void vl_stop(const char* filename, int linenum, const char* hier) VL_MT_UNSAFE {
+  Verilated::threadContextp()->gotError(true);
+  Verilated::threadContextp()->gotFinish(true);
+  Verilated::runFlushCallbacks();
+  throw rnic::SimError("RTL $stop/$fatal or failed assertion at " +
+                       where(filename, linenum, hier) +
+                       " (the message the RTL printed is on stdout)");
+}
+
+void vl_fatal(const char* filename, int linenum, const char* hier, const char* msg) VL_MT_UNSAFE {
+  Verilated::threadContextp()->gotError(true);
+  Verilated::threadContextp()->gotFinish(true);
+  Verilated::runFlushCallbacks();
+  throw rnic::SimError(std::string("Verilator fatal error at ") + where(filename, linenum, hier) +
+                       ": " + (msg ? msg : "(no message)"));
+}
+
+void vl_finish(const char* filename, int linenum, const char* hier) VL_MT_UNSAFE {
+  (void)filename;
+  (void)linenum;
+  (void)hier;
+  // Recorded; RnicSim::tick reports it as an error after the edge completes.
+  Verilated::threadContextp()->gotFinish(true);
+}
+
+namespace rnic {
+
+namespace {
+
+inline void put_wide(VlWide<16>& dst, const std::array<uint64_t, 8>& src) {
+  for (size_t i = 0; i < 8; ++i) {
+    dst[2 * i] = static_cast<EData>(src[i]);
+    dst[2 * i + 1] = static_cast<EData>(src[i] >> 32);
+  }
+}
+
+inline void get_wide(std::array<uint64_t, 8>& dst, const VlWide<16>& src) {
+  for (size_t i = 0; i < 8; ++i) {
+    dst[i] = static_cast<uint64_t>(src[2 * i]) | (static_cast<uint64_t>(src[2 * i + 1]) << 32);
+  }
+}
+
+}  // namespace
+
+RnicSim::RnicSim() : ctx_(new VerilatedContext) {
+  enter();
+  ctx_->traceEverOn(true);
+  ctx_->fatalOnError(true);
+  top_.reset(new Vrnic_top(ctx_.get(), "TOP"));
+  top_->clk_i = 0;
+  top_->rst_ni = 0;
+}
+
+RnicSim::~RnicSim() {
+  enter();
+  try {
+    if (fst_) fst_->close();
+    fst_.reset();
+    if (!dead_) top_->final();
+  } catch (...) {
+    // Destructors must not throw; a failing final block has nothing left to report to.
+  }
+  top_.reset();
+}
+
+void RnicSim::enter() const { Verilated::threadContextp(ctx_.get()); }
+
+void RnicSim::check_alive() const {
+  if (dead_) {
+    throw SimError("the simulation stopped earlier (" + dead_reason_ +
+                   "); create a new RtlNic to continue");
+  }
+}
+
+void RnicSim::trace_edge() {
+  if (trace_end_ <= trace_start_) return;
+  if (!fst_ && cycles_ >= trace_start_ && cycles_ < trace_end_) {
+    fst_.reset(new VerilatedFstC);
+    top_->trace(fst_.get(), 99);
+    fst_->open(trace_path_.c_str());
+    if (!fst_->isOpen()) {
+      fst_.reset();
+      trace_start_ = trace_end_ = 0;
+      throw SimError("cannot open the waveform file " + trace_path_ +
+                     " (check that its directory exists and is writable)");
+    }
+  }
+  if (fst_) fst_->dump(ctx_->time());
+}
+
+void RnicSim::eval_half(bool clk) {
+  top_->clk_i = clk;
+  try {
+    top_->eval();
+  } catch (const SimError& e) {
+    dead_ = true;
+    dead_reason_ = e.what();
+    if (fst_) fst_->close();
+    throw SimError(std::string(e.what()) + " [cycle " + std::to_string(cycles_) + "]");
+  }
+  trace_edge();
+  ctx_->timeInc(kCyclePs / 2);
+  if (ctx_->gotFinish()) {
+    dead_ = true;
+    dead_reason_ = "the RTL executed $finish";
+    if (fst_) fst_->close();
+    throw SimError("the RTL executed $finish at cycle " + std::to_string(cycles_));
+  }
+}
+
+void RnicSim::reset(uint32_t cycles) {
+  enter();
+  check_alive();
+  PortsIn zero{};
+  PortsOut ignored{};
+  for (uint32_t i = 0; i < cycles; ++i) {
+    top_->rst_ni = 0;
+    tick(zero, ignored);
+  }
+}
+
+void RnicSim::tick(const PortsIn& in, PortsOut& out) {
+  enter();
+  check_alive();
+  Vrnic_top& t = *top_;
+  // rst_ni is low only inside reset(), which clears it before each of its ticks.
+  t.mmio_req_valid_i = in.mmio_req_valid;
+  t.mmio_req_write_i = in.mmio_req_write;
+  t.mmio_req_func_i = in.mmio_req_func;
+  t.mmio_req_addr_i = in.mmio_req_addr;
+  t.mmio_req_wdata_i = in.mmio_req_wdata;
+  t.dma_rd_req_ready_i = in.dma_rd_req_ready;
+  t.dma_rd_cpl_valid_i = in.dma_rd_cpl_valid;
+  t.dma_rd_cpl_tag_i = in.dma_rd_cpl_tag;
+  put_wide(t.dma_rd_cpl_data_i, in.dma_rd_cpl_data);
+  t.dma_rd_cpl_last_i = in.dma_rd_cpl_last;
+  t.dma_wr_ready_i = in.dma_wr_ready;
+  t.tx_tready_i = in.tx_tready;
+  t.rx_tvalid_i = in.rx_tvalid;
+  put_wide(t.rx_tdata_i, in.rx_tdata);
+  t.rx_tkeep_i = in.rx_tkeep;
+  t.rx_tlast_i = in.rx_tlast;
+
+  eval_half(false);
+
+  out.mmio_req_ready = t.mmio_req_ready_o;
+  out.mmio_rsp_valid = t.mmio_rsp_valid_o;
+  out.mmio_rsp_rdata = t.mmio_rsp_rdata_o;
+  out.dma_rd_req_valid = t.dma_rd_req_valid_o;
+  out.dma_rd_req_tag = t.dma_rd_req_tag_o;
+  out.dma_rd_req_func = t.dma_rd_req_func_o;
+  out.dma_rd_req_addr = t.dma_rd_req_addr_o;
+  out.dma_rd_req_len = t.dma_rd_req_len_o;
+  out.dma_wr_valid = t.dma_wr_valid_o;
+  out.dma_wr_func = t.dma_wr_func_o;
+  out.dma_wr_addr = t.dma_wr_addr_o;
+  out.dma_wr_len = t.dma_wr_len_o;
+  get_wide(out.dma_wr_data, t.dma_wr_data_o);
+  out.dma_wr_last = t.dma_wr_last_o;
+  out.msix_valid = t.msix_valid_o;
+  out.msix_func = t.msix_func_o;
+  out.msix_vector = t.msix_vector_o;
+  out.tx_tvalid = t.tx_tvalid_o;
+  get_wide(out.tx_tdata, t.tx_tdata_o);
+  out.tx_tkeep = t.tx_tkeep_o;
+  out.tx_tlast = t.tx_tlast_o;
+  out.rx_tready = t.rx_tready_o;
+  out.trace_valid = t.trace_valid_o;
+  out.trace_kind = t.trace_kind_o;
+  out.trace_qpn = t.trace_qpn_o;
+  out.trace_func = t.trace_func_o;
+  out.cycle = t.cycle_o;
+
+  eval_half(true);
+  ++cycles_;
+  if (fst_ && cycles_ >= trace_end_) {
+    fst_->close();
+    fst_.reset();
+    trace_start_ = trace_end_ = 0;
+  }
+  t.rst_ni = 1;
+}
+
+void RnicSim::open_trace(rust::Str path, uint64_t start_cycle, uint64_t end_cycle) {
+  enter();
+  check_alive();
+  if (end_cycle <= start_cycle) {
+    throw SimError("empty waveform window [" + std::to_string(start_cycle) + ", " +
+                   std::to_string(end_cycle) + "): end_cycle must be after start_cycle");
+  }
+  close_trace();
+  trace_path_ = std::string(path);
+  trace_start_ = start_cycle;
+  trace_end_ = end_cycle;
+}
+
+void RnicSim::close_trace() {
+  enter();
+  if (fst_) {
+    fst_->close();
+    fst_.reset();
+  }
+  trace_start_ = trace_end_ = 0;
+}
+
+std::unique_ptr<RnicSim> new_rnic_sim() { return std::make_unique<RnicSim>(); }
+
+}  // namespace rnic

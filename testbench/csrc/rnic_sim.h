@@ -1,0 +1,76 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// Thin C++ shim around the Verilated rnic_top for the cxx bridge in src/rtl.rs: one object owns
+// its VerilatedContext, the model and (when opened) an FST writer; one call per clock cycle.
+// Every entry point sets Verilated::threadContextp() to this object's context, so models on
+// different threads (or several on one thread) stay independent. $stop/$fatal/$finish and
+// Verilator runtime errors throw rnic::SimError, which cxx turns into a Rust Err.
+
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "rust/cxx.h"
+
+class VerilatedContext;
+class VerilatedFstC;
+class Vrnic_top;
+
+namespace rnic {
+
+struct PortsIn;
+struct PortsOut;
+
+/// Error thrown by the shim and by the VL_USER_STOP/FATAL/FINISH hooks.
+class SimError : public std::runtime_error {
+ public:
+  explicit SimError(const std::string& what) : std::runtime_error(what) {}
+};
+
+/// One Verilated NIC. Not thread-safe: use it from one thread at a time.
+class RnicSim {
+ public:
+  RnicSim();
+  ~RnicSim();
+  RnicSim(const RnicSim&) = delete;
+  RnicSim& operator=(const RnicSim&) = delete;
+
+  /// Holds rst_ni low for `cycles` cycles with every other input at 0.
+  void reset(uint32_t cycles);
+  /// One clock cycle: applies `in` with clk low, evaluates, copies the outputs (the values the
+  /// rising edge samples) into `out`, then evaluates the rising edge.
+  void tick(const PortsIn& in, PortsOut& out);
+  /// Dumps an FST to `path` for cycles [start_cycle, end_cycle). The file is opened when the
+  /// window starts and closed when it ends (or by close_trace / destruction).
+  void open_trace(rust::Str path, uint64_t start_cycle, uint64_t end_cycle);
+  /// Closes the waveform (if open) and cancels a pending window.
+  void close_trace();
+  /// Number of clock cycles simulated so far (reset cycles included).
+  uint64_t cycles() const { return cycles_; }
+  /// Whether a trace window is pending or open.
+  bool trace_active() const { return trace_end_ > trace_start_; }
+
+ private:
+  void enter() const;
+  void check_alive() const;
+  void eval_half(bool clk);
+  void trace_edge();
+
+  std::unique_ptr<VerilatedContext> ctx_;
+  std::unique_ptr<Vrnic_top> top_;
+  std::unique_ptr<VerilatedFstC> fst_;
+  std::string trace_path_;
+  uint64_t trace_start_ = 0;
+  uint64_t trace_end_ = 0;
+  uint64_t cycles_ = 0;
+  bool dead_ = false;
+  std::string dead_reason_;
+};
+
+/// Creates a new simulator (its own VerilatedContext).
+std::unique_ptr<RnicSim> new_rnic_sim();
+
+}  // namespace rnic

@@ -1,0 +1,556 @@
+// SPDX-License-Identifier: Apache-2.0
+//! A fabric of simulated NICs on one link, and the three driver backends over it.
+//!
+//! * [`Backend::Model`]: each NIC is the reference model alone (transaction level, no clock).
+//! * [`Backend::Rtl`]: each NIC is the Verilated RTL with its host memory and DMA model.
+//! * [`Backend::Lockstep`]: each NIC is the RTL with the model following it through a
+//!   [`Checker`]; the first mismatch stops the fabric and is returned by every later call.
+//!
+//! [`Fabric::device`] hands out [`SimDevice`]s — one per (NIC, function) — that implement the
+//! driver's [`Device`] trait, so the same driver code runs on every backend.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use rnic_driver::{Device, DeviceError};
+use rnic_model::{Nic, NicConfig, Output};
+
+use crate::hostmem::HostMem;
+use crate::link::{FaultHook, Link, NoFaults};
+use crate::lockstep::{Checker, Mismatch, Observed};
+use crate::pcap::Capture;
+use crate::rtl::RtlNic;
+
+/// Which implementation of the NIC runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The reference model alone.
+    Model,
+    /// The Verilated RTL alone.
+    Rtl,
+    /// RTL and model in lockstep.
+    Lockstep,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Backend, String> {
+        match s {
+            "model" => Ok(Backend::Model),
+            "rtl" => Ok(Backend::Rtl),
+            "lockstep" => Ok(Backend::Lockstep),
+            _ => Err(format!("unknown backend `{s}`: use model, rtl or lockstep")),
+        }
+    }
+}
+
+impl Backend {
+    /// The backend named by `RNIC_BACKEND` (model, rtl, lockstep), or `default`.
+    pub fn from_env(default: Backend) -> Backend {
+        std::env::var("RNIC_BACKEND").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+    }
+}
+
+/// Fabric parameters.
+#[derive(Clone, Debug)]
+pub struct FabricConfig {
+    /// Implementation of every NIC.
+    pub backend: Backend,
+    /// Number of NICs (pairs are linked back to back: 0-1, 2-3, ...).
+    pub nics: usize,
+    /// One-way wire latency in cycles (default 25 = 100 ns at 250 MHz).
+    pub link_delay: u64,
+    /// Host memory per NIC in bytes.
+    pub host_mem_bytes: usize,
+    /// Write every frame on the link to this pcap file.
+    pub capture: Option<PathBuf>,
+    /// Clock cycles one [`Device::progress`] call runs (RTL backends).
+    pub progress_cycles: u64,
+    /// Model sizes.
+    pub model: NicConfig,
+}
+
+impl Default for FabricConfig {
+    fn default() -> FabricConfig {
+        FabricConfig {
+            backend: Backend::Lockstep,
+            nics: 2,
+            link_delay: 25,
+            host_mem_bytes: 64 << 20,
+            capture: std::env::var_os("RNIC_PCAP").map(PathBuf::from),
+            progress_cycles: 1000,
+            model: NicConfig::default(),
+        }
+    }
+}
+
+/// Errors of the fabric.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimError {
+    /// RTL and model diverged.
+    #[error("{0}")]
+    Mismatch(Box<Mismatch>),
+    /// The RTL simulation failed (assertion, DMA fault, hang).
+    #[error("RTL simulation of NIC {nic} failed: {msg}")]
+    Rtl {
+        /// NIC index.
+        nic: usize,
+        /// What happened.
+        msg: String,
+    },
+    /// The model failed (a DMA outside host memory, a task it could not run).
+    #[error("model of NIC {nic} failed: {msg}")]
+    Model {
+        /// NIC index.
+        nic: usize,
+        /// What happened.
+        msg: String,
+    },
+    /// A resource could not be created.
+    #[error("fabric setup failed: {0}")]
+    Setup(String),
+}
+
+impl From<SimError> for DeviceError {
+    fn from(e: SimError) -> DeviceError {
+        DeviceError::Simulation(e.to_string())
+    }
+}
+
+enum Slot {
+    Model { nic: Box<Nic>, mem: HostMem },
+    Rtl { rtl: Box<RtlNic> },
+    Lockstep { rtl: Box<RtlNic>, chk: Box<Checker<HostMem>> },
+}
+
+/// NICs on links, the clock that drives them, and the observers (capture, lockstep).
+pub struct Fabric {
+    cfg: FabricConfig,
+    slots: Vec<Slot>,
+    link: Link,
+    capture: Option<Capture>,
+    irqs: HashMap<(usize, u8), VecDeque<u16>>,
+    failed: Option<String>,
+    cycle: u64,
+    events: Vec<(u64, Observed)>,
+}
+
+impl std::fmt::Debug for Fabric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fabric").field("backend", &self.cfg.backend).field("cycle", &self.cycle).finish()
+    }
+}
+
+/// A shared handle on a fabric.
+pub type FabricRef = Rc<RefCell<Fabric>>;
+
+impl Fabric {
+    /// Build a fabric with a fault-free link.
+    ///
+    /// # Errors
+    /// Host memory or the RTL could not be created.
+    pub fn new(cfg: FabricConfig) -> Result<FabricRef, SimError> {
+        Fabric::with_faults(cfg, Box::new(NoFaults))
+    }
+
+    /// Build a fabric whose link applies `hook` to every frame.
+    ///
+    /// # Errors
+    /// Host memory or the RTL could not be created.
+    pub fn with_faults(cfg: FabricConfig, hook: Box<dyn FaultHook>) -> Result<FabricRef, SimError> {
+        let mut slots = Vec::new();
+        for i in 0..cfg.nics {
+            let mem = || HostMem::new(cfg.host_mem_bytes).map_err(|e| SimError::Setup(e.to_string()));
+            let slot = match cfg.backend {
+                Backend::Model => Slot::Model { nic: Box::new(Nic::new(cfg.model.clone())), mem: mem()? },
+                Backend::Rtl => Slot::Rtl { rtl: Box::new(RtlNic::new(mem()?).map_err(|e| SimError::Setup(format!("NIC {i}: {e}")))?) },
+                Backend::Lockstep => Slot::Lockstep {
+                    rtl: Box::new(RtlNic::new(mem()?).map_err(|e| SimError::Setup(format!("NIC {i}: {e}")))?),
+                    chk: Box::new(Checker::new(i, Nic::new(cfg.model.clone()), mem()?)),
+                },
+            };
+            slots.push(slot);
+        }
+        let capture = match &cfg.capture {
+            Some(p) => Some(Capture::create(p).map_err(|e| SimError::Setup(e.to_string()))?),
+            None => None,
+        };
+        let link = Link::new(cfg.link_delay, hook);
+        Ok(Rc::new(RefCell::new(Fabric {
+            cfg,
+            slots,
+            link,
+            capture,
+            irqs: HashMap::new(),
+            failed: None,
+            cycle: 0,
+            events: Vec::new(),
+        })))
+    }
+
+    /// A driver device for function `func` of NIC `nic`.
+    pub fn device(fabric: &FabricRef, nic: usize, func: u8) -> Rc<dyn Device> {
+        Rc::new(SimDevice { fabric: fabric.clone(), nic, func })
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> Backend {
+        self.cfg.backend
+    }
+
+    /// Current cycle (0 for the model backend, which has no clock).
+    pub fn cycle(&self) -> u64 {
+        self.cycle
+    }
+
+    /// Frames that crossed the link.
+    pub fn frames_sent(&self) -> u64 {
+        self.link.sent
+    }
+
+    /// Lockstep comparison counts per NIC (empty for other backends).
+    pub fn check_stats(&self) -> Vec<crate::lockstep::CheckStats> {
+        self.slots
+            .iter()
+            .filter_map(|s| match s {
+                Slot::Lockstep { chk, .. } => Some(chk.stats),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Read a model counter / RTL counter through MMIO of the PF (for tests).
+    ///
+    /// # Errors
+    /// The fabric failed.
+    pub fn counter(&mut self, nic: usize, index: u32) -> Result<u64, SimError> {
+        self.mmio_read(nic, 0, rnic_regs::reg::COUNTERS + 8 * index as u64)
+    }
+
+    fn check_failed(&self) -> Result<(), SimError> {
+        match &self.failed {
+            Some(m) => Err(SimError::Setup(format!("the fabric stopped earlier: {m}"))),
+            None => Ok(()),
+        }
+    }
+
+    fn fail(&mut self, e: SimError) -> SimError {
+        if let Some(c) = &mut self.capture {
+            c.flush();
+        }
+        let mut e = e;
+        if let SimError::Mismatch(m) = &mut e {
+            if let Some(c) = &self.capture {
+                m.artifacts.push(format!("capture: {}", c.path().display()));
+            }
+            for s in &self.slots {
+                if let Slot::Lockstep { rtl, .. } | Slot::Rtl { rtl } = s {
+                    if let Some(w) = rtl.waves_path() {
+                        m.artifacts.push(format!("waveform: {}", w.display()));
+                    }
+                }
+            }
+        }
+        self.failed = Some(e.to_string());
+        e
+    }
+
+    /// Write a 64-bit register of function `func` on NIC `nic`.
+    ///
+    /// # Errors
+    /// The fabric failed.
+    pub fn mmio_write(&mut self, nic: usize, func: u8, offset: u64, value: u64) -> Result<(), SimError> {
+        self.check_failed()?;
+        match &mut self.slots[nic] {
+            Slot::Model { nic: m, .. } => m.mmio_write(func, offset, value),
+            Slot::Rtl { rtl } | Slot::Lockstep { rtl, .. } => rtl.post_mmio_write(func, offset, value),
+        }
+        Ok(())
+    }
+
+    /// Read a 64-bit register; RTL backends run the clock until the answer comes.
+    ///
+    /// # Errors
+    /// The fabric failed, or the RTL did not answer within a bound.
+    pub fn mmio_read(&mut self, nic: usize, func: u8, offset: u64) -> Result<u64, SimError> {
+        self.check_failed()?;
+        if let Slot::Model { nic: m, mem } = &mut self.slots[nic] {
+            // The model answers after doing all the work it has: a read is ordered after tasks.
+            let _ = mem;
+            return Ok(m.mmio_read(func, offset));
+        }
+        match &mut self.slots[nic] {
+            Slot::Rtl { rtl } | Slot::Lockstep { rtl, .. } => rtl.post_mmio_read(func, offset),
+            Slot::Model { .. } => unreachable!(),
+        }
+        let limit = self.cycle + 1_000_000;
+        loop {
+            self.run_cycles(1)?;
+            let got = match &mut self.slots[nic] {
+                Slot::Rtl { rtl } | Slot::Lockstep { rtl, .. } => rtl.take_mmio_read(),
+                Slot::Model { .. } => unreachable!(),
+            };
+            if let Some(v) = got {
+                return Ok(v);
+            }
+            if self.cycle > limit {
+                let e = SimError::Rtl { nic, msg: format!("MMIO read of {offset:#x} not answered within 1M cycles (engine hung?)") };
+                return Err(self.fail(e));
+            }
+        }
+    }
+
+    /// Run the fabric: RTL backends for `cycles` clock cycles, the model until every NIC and the
+    /// link are idle.
+    ///
+    /// # Errors
+    /// A mismatch or a simulation failure.
+    pub fn run_cycles(&mut self, cycles: u64) -> Result<(), SimError> {
+        self.check_failed()?;
+        if self.cfg.backend == Backend::Model {
+            return self.run_model_until_idle();
+        }
+        let mut left = cycles;
+        while left > 0 {
+            // Frames need at least `link_delay` cycles to cross, so NICs can run that long apart.
+            let n = left.min(self.cfg.link_delay.max(1));
+            self.step_rtl(n)?;
+            left -= n;
+        }
+        Ok(())
+    }
+
+    fn step_rtl(&mut self, n: u64) -> Result<(), SimError> {
+        let mut failure = None;
+        for i in 0..self.slots.len() {
+            let mut events = std::mem::take(&mut self.events);
+            events.clear();
+            let (rtl, mut chk) = match &mut self.slots[i] {
+                Slot::Rtl { rtl } => (rtl, None),
+                Slot::Lockstep { rtl, chk } => (rtl, Some(chk)),
+                Slot::Model { .. } => unreachable!("model slots are not clocked"),
+            };
+            if let Err(msg) = rtl.step(n) {
+                failure = Some(SimError::Rtl { nic: i, msg });
+                break;
+            }
+            rtl.drain_events(&mut events);
+            for (cycle, ev) in &events {
+                if let Some(c) = chk.as_mut() {
+                    if let Err(m) = c.step(*cycle, ev) {
+                        failure = Some(SimError::Mismatch(m));
+                        break;
+                    }
+                }
+                match ev {
+                    Observed::TxFrame { bytes } => {
+                        if let Some(cap) = &mut self.capture {
+                            let _ = cap.write(*cycle, bytes);
+                        }
+                        self.link.send(i, *cycle, bytes.clone());
+                    }
+                    Observed::Msix { func, vector } => self.irqs.entry((i, *func)).or_default().push_back(*vector),
+                    _ => {}
+                }
+            }
+            self.events = events;
+            if failure.is_some() {
+                break;
+            }
+        }
+        if let Some(e) = failure {
+            return Err(self.fail(e));
+        }
+        self.cycle += n;
+        for (to, frame) in self.link.due(self.cycle) {
+            match &mut self.slots[to] {
+                Slot::Rtl { rtl } | Slot::Lockstep { rtl, .. } => rtl.push_rx(frame),
+                Slot::Model { .. } => unreachable!(),
+            }
+        }
+        Ok(())
+    }
+
+    fn run_model_until_idle(&mut self) -> Result<(), SimError> {
+        loop {
+            let mut moved = false;
+            for i in 0..self.slots.len() {
+                let Slot::Model { nic, mem } = &mut self.slots[i] else { unreachable!() };
+                let ran = nic.run_until_idle(mem).map_err(|e| SimError::Model { nic: i, msg: e.to_string() });
+                let ran = match ran {
+                    Ok(r) => r,
+                    Err(e) => return Err(self.fail(e)),
+                };
+                moved |= ran > 0;
+                let Slot::Model { nic, .. } = &mut self.slots[i] else { unreachable!() };
+                for o in nic.take_outputs() {
+                    match o {
+                        Output::Frame(f) => {
+                            if let Some(cap) = &mut self.capture {
+                                let _ = cap.write(self.link.sent, &f);
+                            }
+                            self.link.send(i, 0, f);
+                        }
+                        Output::Msix { func, vector } => self.irqs.entry((i, func)).or_default().push_back(vector),
+                        Output::DmaWrite { .. } => {}
+                    }
+                }
+            }
+            for (to, frame) in self.link.drain_all() {
+                let Slot::Model { nic, .. } = &mut self.slots[to] else { unreachable!() };
+                nic.rx_enqueue(frame);
+                moved = true;
+            }
+            if !moved {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Lockstep only: fail if a model prediction is still waiting for the RTL. Call when the
+    /// fabric has been quiet for a while (the end of a test).
+    ///
+    /// # Errors
+    /// Outputs the RTL never produced.
+    pub fn check_drained(&mut self) -> Result<(), SimError> {
+        self.check_failed()?;
+        if self.cfg.backend == Backend::Model {
+            return Ok(());
+        }
+        // Let everything in flight land first.
+        self.run_cycles(2000)?;
+        for i in 0..self.slots.len() {
+            if let Slot::Lockstep { chk, .. } = &self.slots[i] {
+                if let Err(m) = chk.check_drained(self.cycle) {
+                    return Err(self.fail(SimError::Mismatch(m)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Lockstep only: compare the RTL's and the model's host memories of every NIC byte for byte.
+    ///
+    /// # Errors
+    /// The memories differ (the report names the first differing address).
+    pub fn check_memories(&mut self) -> Result<(), SimError> {
+        for i in 0..self.slots.len() {
+            if let Slot::Lockstep { rtl, chk } = &self.slots[i] {
+                if let Some(addr) = rtl.mem().first_difference(&chk.mem) {
+                    let e = SimError::Rtl { nic: i, msg: format!("host memory of RTL and model differ at {addr:#x}") };
+                    return Err(self.fail(e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Flush the capture file.
+    pub fn flush_capture(&mut self) {
+        if let Some(c) = &mut self.capture {
+            c.flush();
+        }
+    }
+
+    fn primary_mem(&mut self, nic: usize) -> &mut HostMem {
+        match &mut self.slots[nic] {
+            Slot::Model { mem, .. } => mem,
+            Slot::Rtl { rtl } | Slot::Lockstep { rtl, .. } => rtl.mem_mut(),
+        }
+    }
+
+    /// Allocate DMA memory on NIC `nic`'s host.
+    ///
+    /// # Errors
+    /// Out of host memory.
+    pub fn dma_alloc(&mut self, nic: usize, len: u64, align: u64) -> Result<u64, DeviceError> {
+        self.primary_mem(nic).alloc(len, align).map_err(|_| DeviceError::OutOfMemory { len, align })
+    }
+
+    /// Free DMA memory.
+    pub fn dma_free(&mut self, nic: usize, iova: u64, len: u64) {
+        self.primary_mem(nic).free(iova, len);
+    }
+
+    /// Host (driver) read of DMA memory.
+    ///
+    /// # Errors
+    /// Outside host memory.
+    pub fn dma_read(&mut self, nic: usize, iova: u64, buf: &mut [u8]) -> Result<(), DeviceError> {
+        let len = buf.len() as u64;
+        self.primary_mem(nic).read_bytes(iova, buf).map_err(|_| DeviceError::BadAddress { iova, len })
+    }
+
+    /// Host (driver) write of DMA memory; in lockstep both host memories get it.
+    ///
+    /// # Errors
+    /// Outside host memory.
+    pub fn dma_write(&mut self, nic: usize, iova: u64, data: &[u8]) -> Result<(), DeviceError> {
+        let len = data.len() as u64;
+        let bad = |_| DeviceError::BadAddress { iova, len };
+        if let Slot::Lockstep { chk, .. } = &mut self.slots[nic] {
+            chk.mem.write_bytes(iova, data).map_err(bad)?;
+        }
+        self.primary_mem(nic).write_bytes(iova, data).map_err(bad)
+    }
+
+    fn take_irqs(&mut self, nic: usize, func: u8) -> Vec<u16> {
+        self.irqs.get_mut(&(nic, func)).map(|q| q.drain(..).collect()).unwrap_or_default()
+    }
+
+    fn progress(&mut self) -> Result<(), SimError> {
+        let n = self.cfg.progress_cycles;
+        self.run_cycles(n)
+    }
+}
+
+/// One PCIe function of one NIC on a fabric, as a driver [`Device`].
+pub struct SimDevice {
+    fabric: FabricRef,
+    nic: usize,
+    func: u8,
+}
+
+impl std::fmt::Debug for SimDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SimDevice(nic {}, fn {})", self.nic, self.func)
+    }
+}
+
+impl Device for SimDevice {
+    fn mmio_write(&self, offset: u64, value: u64) {
+        // A failed fabric reports its error on the next progress/read call.
+        let _ = self.fabric.borrow_mut().mmio_write(self.nic, self.func, offset, value);
+    }
+
+    fn mmio_read(&self, offset: u64) -> u64 {
+        self.fabric.borrow_mut().mmio_read(self.nic, self.func, offset).unwrap_or(u64::MAX)
+    }
+
+    fn dma_alloc(&self, len: u64, align: u64) -> Result<u64, DeviceError> {
+        self.fabric.borrow_mut().dma_alloc(self.nic, len, align)
+    }
+
+    fn dma_free(&self, iova: u64, len: u64) {
+        self.fabric.borrow_mut().dma_free(self.nic, iova, len)
+    }
+
+    fn dma_read(&self, iova: u64, buf: &mut [u8]) -> Result<(), DeviceError> {
+        self.fabric.borrow_mut().dma_read(self.nic, iova, buf)
+    }
+
+    fn dma_write(&self, iova: u64, data: &[u8]) -> Result<(), DeviceError> {
+        self.fabric.borrow_mut().dma_write(self.nic, iova, data)
+    }
+
+    fn progress(&self) -> Result<(), DeviceError> {
+        self.fabric.borrow_mut().progress().map_err(Into::into)
+    }
+
+    fn take_interrupts(&self) -> Vec<u16> {
+        self.fabric.borrow_mut().take_irqs(self.nic, self.func)
+    }
+}
