@@ -59,90 +59,84 @@ module rnic_tx_frame
 
   localparam int unsigned HdrBytes = 82;  // 14 + 20 + 8 + 12 + 28 (largest extension: AtomicETH)
 
-  function automatic logic [HdrBytes-1:0][7:0] put_be(logic [HdrBytes-1:0][7:0] b, int unsigned off,
-                                                       logic [63:0] v, int unsigned nbytes);
-    for (int unsigned i = 0; i < 8; i++) begin
-      if (i < nbytes) b[off + i] = v[8 * (nbytes - 1 - i) +: 8];
-    end
-    return b;
-  endfunction
-
   tx_hdr_t                  pend_hdr_q, pend_hdr_d;
   logic                     pend_valid_q, pend_valid_d;
 
-  logic [HdrBytes-1:0][7:0] hb;        // header bytes of pend_hdr_q
-  logic [HdrBytes-1:0][7:0] hb_crc;    // same with the ICRC's invariant mask applied
-  logic [6:0]               ext_len;
-  logic [6:0]               hdr_len;
-  logic [1:0]               pad;
-  logic [15:0]              ip_total;
-  logic [19:0]              csum_acc;
-  logic [15:0]              csum_fold;
+  // The headers are assembled in a big-endian view (be[0] = first byte on the wire) so that every
+  // field is a plain slice, then byte-reversed into the stream layout (hb[0] = lane 0). Plain
+  // slices keep the Verilated code small: this logic is evaluated every cycle.
+  logic [0:HdrBytes-1][7:0]  be;
+  logic [HdrBytes-1:0][7:0]  hb;       // header bytes of pend_hdr_q, stream layout
+  logic [HdrBytes-1:14][7:0] hb_crc;   // bytes from the IP header on, ICRC mask applied
+  logic [6:0]                ext_len;
+  logic [6:0]                hdr_len;
+  logic [1:0]                pad;
+  logic [15:0]               ip_total;
+  logic [19:0]               csum_acc;
+  logic [15:0]               csum_fold;
+  logic [7:0]                op;
 
   always_comb begin
-    ext_len  = op_ext_len(pend_hdr_q.opcode);
+    op       = pend_hdr_q.opcode;
+    ext_len  = op_ext_len(op);
     hdr_len  = 7'd54 + ext_len;
     pad      = 2'(3'd4 - {1'b0, pend_hdr_q.payload_len[1:0]});
     ip_total = 16'd44 + 16'(ext_len) + 16'(pend_hdr_q.payload_len) + 16'(pad);
 
-    hb = '0;
-    // Ethernet
-    hb = put_be(hb, 0, 64'(pend_hdr_q.dst_mac), 6);
-    hb = put_be(hb, 6, 64'(port_mac_i), 6);
-    hb = put_be(hb, 12, 64'h0800, 2);
-    // IPv4 (checksum filled in below)
-    hb[14] = 8'h45;
-    hb = put_be(hb, 16, 64'(ip_total), 2);
-    hb = put_be(hb, 20, 64'h4000, 2);
-    hb[22] = 8'(IpTtl);
-    hb[23] = 8'd17;
-    hb = put_be(hb, 26, 64'(port_ip_i), 4);
-    hb = put_be(hb, 30, 64'(pend_hdr_q.dst_ip), 4);
-    // UDP (checksum 0)
-    hb = put_be(hb, 34, 64'(pend_hdr_q.udp_sport), 2);
-    hb = put_be(hb, 36, 64'(RoceUdpPort), 2);
-    hb = put_be(hb, 38, 64'(ip_total - 16'd20), 2);
-    // BTH
-    hb[42] = pend_hdr_q.opcode;
-    hb[43] = {pend_hdr_q.se, 1'b0, pad, 4'd0};
-    hb = put_be(hb, 44, 64'(DefaultPkey), 2);
-    hb = put_be(hb, 47, 64'(pend_hdr_q.dqpn), 3);
-    hb[50] = {pend_hdr_q.ackreq, 7'd0};
-    hb = put_be(hb, 51, 64'(pend_hdr_q.psn), 3);
-    // Extension headers, in wire order RETH, AtomicETH, AETH, AtomicAckETH, ImmDt.
-    if (op_has_reth(pend_hdr_q.opcode) || op_has_atomiceth(pend_hdr_q.opcode)) begin
-      hb = put_be(hb, 54, pend_hdr_q.va, 8);
-      hb = put_be(hb, 62, 64'(pend_hdr_q.rkey), 4);
-    end
-    if (op_has_reth(pend_hdr_q.opcode)) begin
-      hb = put_be(hb, 66, 64'(pend_hdr_q.dma_len), 4);
-    end
-    if (op_has_atomiceth(pend_hdr_q.opcode)) begin
-      hb = put_be(hb, 66, pend_hdr_q.swap_add, 8);
-      hb = put_be(hb, 74, pend_hdr_q.compare, 8);
-    end
-    if (op_has_aeth(pend_hdr_q.opcode)) begin
-      hb[54] = pend_hdr_q.syndrome;
-      hb = put_be(hb, 55, 64'(pend_hdr_q.msn), 3);
-    end
-    if (op_has_atomicack(pend_hdr_q.opcode)) begin
-      hb = put_be(hb, 58, pend_hdr_q.orig, 8);
-    end
-    if (op_has_imm(pend_hdr_q.opcode)) begin
-      hb = put_be(hb, op_has_reth(pend_hdr_q.opcode) ? 70 : 54, 64'(pend_hdr_q.imm), 4);
-    end
-
-    // IPv4 header checksum: one's complement of the one's-complement sum of the 10 header words.
-    csum_acc = '0;
-    for (int unsigned i = 0; i < 10; i++) begin
-      csum_acc = csum_acc + {4'd0, hb[14 + 2 * i], hb[15 + 2 * i]};
-    end
+    // IPv4 header checksum: one's complement of the one's-complement sum of the header words
+    // (version/IHL/TOS, total length, ID 0, flags, TTL/protocol, addresses).
+    csum_acc = 20'h4500 + 20'(ip_total) + 20'h4000 + {4'd0, 8'(IpTtl), 8'd17} +
+               20'(port_ip_i[31:16]) + 20'(port_ip_i[15:0]) +
+               20'(pend_hdr_q.dst_ip[31:16]) + 20'(pend_hdr_q.dst_ip[15:0]);
     csum_fold = csum_acc[15:0] + {12'd0, csum_acc[19:16]};
     csum_fold = csum_fold + 16'(csum_fold < csum_acc[15:0]);  // end-around carry of the fold
-    hb = put_be(hb, 24, 64'(~csum_fold), 2);
+
+    be = '0;
+    // Ethernet
+    be[0:5]   = pend_hdr_q.dst_mac;
+    be[6:11]  = port_mac_i;
+    be[12:13] = 16'h0800;
+    // IPv4
+    be[14:15] = 16'h4500;
+    be[16:17] = ip_total;
+    be[20:21] = 16'h4000;
+    be[22]    = 8'(IpTtl);
+    be[23]    = 8'd17;
+    be[24:25] = ~csum_fold;
+    be[26:29] = port_ip_i;
+    be[30:33] = pend_hdr_q.dst_ip;
+    // UDP (checksum 0)
+    be[34:35] = pend_hdr_q.udp_sport;
+    be[36:37] = 16'(RoceUdpPort);
+    be[38:39] = ip_total - 16'd20;
+    // BTH
+    be[42]    = op;
+    be[43]    = {pend_hdr_q.se, 1'b0, pad, 4'd0};
+    be[44:45] = 16'(DefaultPkey);
+    be[47:49] = pend_hdr_q.dqpn;
+    be[50]    = {pend_hdr_q.ackreq, 7'd0};
+    be[51:53] = pend_hdr_q.psn;
+    // Extension headers, in wire order RETH, AtomicETH, AETH, AtomicAckETH, ImmDt.
+    if (op_has_reth(op) || op_has_atomiceth(op)) begin
+      be[54:61] = pend_hdr_q.va;
+      be[62:65] = pend_hdr_q.rkey;
+    end
+    if (op_has_reth(op)) be[66:69] = pend_hdr_q.dma_len;
+    if (op_has_atomiceth(op)) begin
+      be[66:73] = pend_hdr_q.swap_add;
+      be[74:81] = pend_hdr_q.compare;
+    end
+    if (op_has_aeth(op)) be[54:57] = {pend_hdr_q.syndrome, pend_hdr_q.msn};
+    if (op_has_atomicack(op)) be[58:65] = pend_hdr_q.orig;
+    if (op_has_imm(op)) begin
+      if (op_has_reth(op)) be[70:73] = pend_hdr_q.imm;
+      else                 be[54:57] = pend_hdr_q.imm;
+    end
+
+    for (int unsigned i = 0; i < HdrBytes; i++) hb[i] = be[i];
 
     // ICRC invariant mask: TOS, TTL, IP checksum, UDP checksum, BTH byte 4 count as all ones.
-    hb_crc     = hb;
+    hb_crc     = hb[HdrBytes-1:14];
     hb_crc[15] = 8'hFF;
     hb_crc[22] = 8'hFF;
     hb_crc[24] = 8'hFF;
@@ -233,7 +227,6 @@ module rnic_tx_frame
     end_cnt      = '0;
 
     pl_ready_o  = (state_q == StPayload) && (cnt_e <= 8'd64);
-    hdr_ready_o = !pend_valid_q;
 
     unique case (state_q)
       StIdle: ;
@@ -290,6 +283,9 @@ module rnic_tx_frame
       end
     end
 
+    // The header register frees up in the cycle its header is loaded, so back-to-back short frames
+    // need no bubble (this makes hdr_ready_o depend on tx_tready_i combinationally).
+    hdr_ready_o = !pend_valid_d;
     if (hdr_valid_i && hdr_ready_o) begin
       pend_valid_d = 1'b1;
       pend_hdr_d   = hdr_i;

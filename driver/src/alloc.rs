@@ -18,7 +18,12 @@ impl IndexAllocator {
     /// An allocator for the indices `lo..hi` (empty when `hi <= lo`).
     pub fn new(lo: u32, hi: u32) -> Self {
         let n = hi.saturating_sub(lo) as usize;
-        IndexAllocator { words: vec![0; n.div_ceil(64)], lo, hi: hi.max(lo), used: 0 }
+        IndexAllocator {
+            words: vec![0; n.div_ceil(64)],
+            lo,
+            hi: hi.max(lo),
+            used: 0,
+        }
     }
 
     /// Number of indices this allocator manages.
@@ -82,7 +87,10 @@ pub struct RangeAllocator {
 impl RangeAllocator {
     /// An allocator for `size` entries.
     pub fn new(size: u32) -> Self {
-        RangeAllocator { used: vec![false; size as usize], in_use: 0 }
+        RangeAllocator {
+            used: vec![false; size as usize],
+            in_use: 0,
+        }
     }
 
     /// Number of entries this allocator manages.

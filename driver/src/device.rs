@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 //! The consumer-side device interface: everything the driver needs from one PCIe function.
 //!
 //! Backends (the reference model, the Verilated RTL, both in lockstep; one day real hardware)

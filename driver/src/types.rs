@@ -74,7 +74,13 @@ pub enum QpState {
 
 impl QpState {
     /// Every state, for table-driven code and tests.
-    pub const ALL: [QpState; 5] = [QpState::Reset, QpState::Init, QpState::Rtr, QpState::Rts, QpState::Err];
+    pub const ALL: [QpState; 5] = [
+        QpState::Reset,
+        QpState::Init,
+        QpState::Rtr,
+        QpState::Rts,
+        QpState::Err,
+    ];
 
     /// The spec encoding (`qp_state::*`).
     pub fn code(self) -> u8 {

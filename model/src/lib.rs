@@ -1,1 +1,714 @@
-//! Reference model of the RNIC (work in progress).
+// SPDX-License-Identifier: Apache-2.0
+//! Transaction-level reference model of one RNIC (RoCEv2, RC), implementing
+//! `docs/architecture.md` sections 3-11 task by task, so that a lockstep checker can run it next
+//! to the RTL and compare frames, DMA writes and MSI-X messages.
+//!
+//! The split follows Linux rxe: [`wire`] (frames, ICRC), `cmd` (admin commands), `recv` (receive
+//! checks and routing), `req` (requester), `resp` (responder), `comp` (completer), `cq` (CQE
+//! writer and flushes), `mr` (key checks, translation, piece splitting).
+
+mod cmd;
+mod comp;
+mod cq;
+mod error;
+mod mr;
+mod recv;
+mod req;
+mod resp;
+pub mod wire;
+
+use std::collections::VecDeque;
+
+pub use error::{MemError, ModelError};
+use rnic_regs::{
+    counter, params, qp_state, recv_wqe, reg, send_wqe, trace, wr_opcode, Cqc, Mrc, Pdc, Qpc,
+};
+
+/// Sizes of the context memories (the RTL parameters `NumQp`, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NicConfig {
+    /// Number of queue pairs.
+    pub num_qp: u32,
+    /// Number of completion queues.
+    pub num_cq: u32,
+    /// Number of memory regions.
+    pub num_mr: u32,
+    /// Number of protection domains.
+    pub num_pd: u32,
+    /// Number of MTT entries.
+    pub num_mtt: u32,
+}
+
+impl Default for NicConfig {
+    fn default() -> Self {
+        NicConfig {
+            num_qp: params::NUM_QP as u32,
+            num_cq: params::NUM_CQ as u32,
+            num_mr: params::NUM_MR as u32,
+            num_pd: params::NUM_PD as u32,
+            num_mtt: params::NUM_MTT as u32,
+        }
+    }
+}
+
+/// Host memory as the NIC's DMA engine sees it. `func` is the PCIe function of the request.
+pub trait HostMemory {
+    /// Read `buf.len()` bytes at `addr`.
+    ///
+    /// # Errors
+    /// [`MemError`] when the range is not backed.
+    fn read(&mut self, func: u8, addr: u64, buf: &mut [u8]) -> Result<(), MemError>;
+    /// Write `data` at `addr`.
+    ///
+    /// # Errors
+    /// [`MemError`] when the range is not backed.
+    fn write(&mut self, func: u8, addr: u64, data: &[u8]) -> Result<(), MemError>;
+}
+
+/// One engine task (section 5); the trace port reports one per task start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Task {
+    /// Execute the pending admin command.
+    Cmd,
+    /// Pop and execute one doorbell.
+    Db,
+    /// Process the oldest received frame.
+    Rx,
+    /// One requester step on a QP.
+    Tx {
+        /// Local QP number.
+        qpn: u32,
+    },
+    /// Flush one send WQE of a QP in ERR.
+    FlushSq {
+        /// Local QP number.
+        qpn: u32,
+    },
+    /// Flush one receive WQE of a QP in ERR.
+    FlushRq {
+        /// Local QP number.
+        qpn: u32,
+    },
+}
+
+impl Task {
+    /// Decode a trace event (`trace::*` kind and its QPN).
+    pub fn from_trace(kind: u8, qpn: u32) -> Option<Task> {
+        Some(match kind {
+            trace::CMD => Task::Cmd,
+            trace::DB => Task::Db,
+            trace::RX => Task::Rx,
+            trace::TX => Task::Tx { qpn },
+            trace::FLUSH_SQ => Task::FlushSq { qpn },
+            trace::FLUSH_RQ => Task::FlushRq { qpn },
+            _ => return None,
+        })
+    }
+
+    /// The `trace::*` kind of this task.
+    pub fn trace_kind(&self) -> u8 {
+        match self {
+            Task::Cmd => trace::CMD,
+            Task::Db => trace::DB,
+            Task::Rx => trace::RX,
+            Task::Tx { .. } => trace::TX,
+            Task::FlushSq { .. } => trace::FLUSH_SQ,
+            Task::FlushRq { .. } => trace::FLUSH_RQ,
+        }
+    }
+
+    /// The QPN the trace port reports (0 for CMD, DB and RX).
+    pub fn qpn(&self) -> u32 {
+        match *self {
+            Task::Tx { qpn } | Task::FlushSq { qpn } | Task::FlushRq { qpn } => qpn,
+            _ => 0,
+        }
+    }
+}
+
+/// An observable output, in the order the model produced it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// A frame sent on the link (no FCS).
+    Frame(Vec<u8>),
+    /// One DMA write burst (already applied to host memory).
+    DmaWrite {
+        /// PCIe function.
+        func: u8,
+        /// Host address.
+        addr: u64,
+        /// Data.
+        data: Vec<u8>,
+    },
+    /// One MSI-X message.
+    Msix {
+        /// PCIe function.
+        func: u8,
+        /// Vector.
+        vector: u16,
+    },
+}
+
+/// A queued doorbell write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Doorbell {
+    SqPi { qpn: u32, value: u64 },
+    RqPi { qpn: u32, value: u64 },
+    CqCi { cqn: u32, value: u64 },
+    CqArm { cqn: u32 },
+}
+
+/// One scatter/gather entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Sge {
+    pub addr: u64,
+    pub len: u32,
+    pub lkey: u32,
+}
+
+/// A send WQE decoded with the `send_wqe` layout.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct SendWqe {
+    pub wr_id: u64,
+    pub opcode: u8,
+    pub flags: u8,
+    pub num_sge: u8,
+    pub imm: u32,
+    pub remote_addr: u64,
+    pub rkey: u32,
+    pub compare_add: u64,
+    pub swap: u64,
+    pub sge: [Sge; params::MAX_SEND_SGE as usize],
+}
+
+impl SendWqe {
+    fn decode(b: &[u8]) -> SendWqe {
+        use send_wqe as w;
+        let addr = [w::SGE0_ADDR, w::SGE1_ADDR, w::SGE2_ADDR, w::SGE3_ADDR];
+        let len = [w::SGE0_LEN, w::SGE1_LEN, w::SGE2_LEN, w::SGE3_LEN];
+        let lkey = [w::SGE0_LKEY, w::SGE1_LKEY, w::SGE2_LKEY, w::SGE3_LKEY];
+        let mut sge = [Sge::default(); params::MAX_SEND_SGE as usize];
+        for (i, s) in sge.iter_mut().enumerate() {
+            *s = Sge {
+                addr: addr[i].get(b),
+                len: len[i].get(b) as u32,
+                lkey: lkey[i].get(b) as u32,
+            };
+        }
+        SendWqe {
+            wr_id: w::WR_ID.get(b),
+            opcode: w::OPCODE.get(b) as u8,
+            flags: w::FLAGS.get(b) as u8,
+            num_sge: w::NUM_SGE.get(b) as u8,
+            imm: w::IMM.get(b) as u32,
+            remote_addr: w::REMOTE_ADDR.get(b),
+            rkey: w::RKEY.get(b) as u32,
+            compare_add: w::COMPARE_ADD.get(b),
+            swap: w::SWAP.get(b),
+            sge,
+        }
+    }
+
+    /// The SGEs in use (num_sge clamped to the array, for WQEs validated earlier).
+    pub fn sges(&self) -> &[Sge] {
+        &self.sge[..(self.num_sge as usize).min(self.sge.len())]
+    }
+
+    /// Message length `L`.
+    pub fn len(&self) -> u64 {
+        self.sges().iter().map(|s| s.len as u64).sum()
+    }
+
+    pub fn is_read_or_atomic(&self) -> bool {
+        matches!(
+            self.opcode,
+            wr_opcode::RDMA_READ | wr_opcode::ATOMIC_CMP_AND_SWP | wr_opcode::ATOMIC_FETCH_AND_ADD
+        )
+    }
+
+    pub fn is_atomic(&self) -> bool {
+        matches!(
+            self.opcode,
+            wr_opcode::ATOMIC_CMP_AND_SWP | wr_opcode::ATOMIC_FETCH_AND_ADD
+        )
+    }
+
+    /// PSNs the WQE uses: `max(1, ceil(L / mtu))`, atomics 1.
+    pub fn npkts(&self, mtu: u32) -> u32 {
+        if self.is_atomic() {
+            1
+        } else {
+            (self.len().div_ceil(mtu as u64)).max(1) as u32
+        }
+    }
+}
+
+/// A receive WQE decoded with the `recv_wqe` layout.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RecvWqe {
+    pub wr_id: u64,
+    pub num_sge: u8,
+    pub sge: [Sge; params::MAX_RECV_SGE as usize],
+}
+
+impl RecvWqe {
+    fn decode(b: &[u8]) -> RecvWqe {
+        use recv_wqe as w;
+        let addr = [w::SGE0_ADDR, w::SGE1_ADDR, w::SGE2_ADDR];
+        let len = [w::SGE0_LEN, w::SGE1_LEN, w::SGE2_LEN];
+        let lkey = [w::SGE0_LKEY, w::SGE1_LKEY, w::SGE2_LKEY];
+        let mut sge = [Sge::default(); params::MAX_RECV_SGE as usize];
+        for (i, s) in sge.iter_mut().enumerate() {
+            *s = Sge {
+                addr: addr[i].get(b),
+                len: len[i].get(b) as u32,
+                lkey: lkey[i].get(b) as u32,
+            };
+        }
+        RecvWqe {
+            wr_id: w::WR_ID.get(b),
+            num_sge: w::NUM_SGE.get(b) as u8,
+            sge,
+        }
+    }
+
+    pub fn sges(&self) -> &[Sge] {
+        &self.sge[..(self.num_sge as usize).min(self.sge.len())]
+    }
+}
+
+/// PSN arithmetic: 24-bit wrap.
+pub(crate) fn psn_add(a: u32, n: u32) -> u32 {
+    a.wrapping_add(n) & 0xFF_FFFF
+}
+
+/// Signed 24-bit distance `a - b` (positive: `a` is ahead).
+pub(crate) fn psn_diff(a: u32, b: u32) -> i32 {
+    ((a.wrapping_sub(b) << 8) as i32) >> 8
+}
+
+/// The model of one NIC.
+pub struct Nic {
+    cfg: NicConfig,
+    qpc: Vec<Qpc>,
+    cqc: Vec<Cqc>,
+    mrc: Vec<Mrc>,
+    pdc: Vec<Pdc>,
+    mtt: Vec<u64>,
+    port_mac: u64,
+    port_ip: u32,
+    cmd_args: [u64; 6],
+    /// Opcode of the queued command (CMD_STATUS reads BUSY while set).
+    cmd_pending: Option<u8>,
+    cmd_status: u8,
+    cmd_out: [u64; 2],
+    db_fifo: VecDeque<Doorbell>,
+    rx_queue: VecDeque<Vec<u8>>,
+    /// Round-robin ring of QPs that may have work (model-only scheduling).
+    ring: VecDeque<u32>,
+    in_ring: Vec<bool>,
+    counters: [u64; counter::NUM as usize],
+    outputs: Vec<Output>,
+    /// Reused payload buffer (no allocation per packet).
+    scratch: Vec<u8>,
+}
+
+impl Nic {
+    /// A NIC after reset: every context invalid, port address 0.
+    pub fn new(cfg: NicConfig) -> Nic {
+        Nic {
+            cfg,
+            qpc: vec![Qpc::default(); cfg.num_qp as usize],
+            cqc: vec![Cqc::default(); cfg.num_cq as usize],
+            mrc: vec![Mrc::default(); cfg.num_mr as usize],
+            pdc: vec![Pdc::default(); cfg.num_pd as usize],
+            mtt: vec![0; cfg.num_mtt as usize],
+            port_mac: 0,
+            port_ip: 0,
+            cmd_args: [0; 6],
+            cmd_pending: None,
+            cmd_status: rnic_regs::cmd_status::OK,
+            cmd_out: [0; 2],
+            db_fifo: VecDeque::new(),
+            rx_queue: VecDeque::new(),
+            ring: VecDeque::new(),
+            in_ring: vec![false; cfg.num_qp as usize],
+            counters: [0; counter::NUM as usize],
+            outputs: Vec::new(),
+            scratch: Vec::with_capacity(wire::MAX_PAYLOAD),
+        }
+    }
+
+    /// The configuration this NIC was built with.
+    pub fn config(&self) -> NicConfig {
+        self.cfg
+    }
+
+    fn count(&mut self, index: u32) {
+        self.counters[index as usize] += 1;
+    }
+
+    /// A BAR0 write (section 4). Writes from `func != 0`, to read-only or unknown offsets are
+    /// ignored and counted in `MMIO_BAD`.
+    pub fn mmio_write(&mut self, func: u8, offset: u64, value: u64) {
+        if func != 0 || offset % 8 != 0 {
+            self.count(counter::MMIO_BAD);
+            return;
+        }
+        let page_mask = (1u64 << params::DB_PAGE_SHIFT) - 1;
+        if (params::DB_QP_BASE..params::DB_CQ_BASE).contains(&offset) {
+            let idx = (offset - params::DB_QP_BASE) >> params::DB_PAGE_SHIFT;
+            let po = offset & page_mask;
+            if idx < self.cfg.num_qp as u64 {
+                let qpn = idx as u32;
+                match po {
+                    params::DB_SQ_PI => return self.db_fifo.push_back(Doorbell::SqPi { qpn, value }),
+                    params::DB_RQ_PI => return self.db_fifo.push_back(Doorbell::RqPi { qpn, value }),
+                    _ => {}
+                }
+            }
+            self.count(counter::MMIO_BAD);
+            return;
+        }
+        if (params::DB_CQ_BASE..params::BAR0_SIZE).contains(&offset) {
+            let idx = (offset - params::DB_CQ_BASE) >> params::DB_PAGE_SHIFT;
+            let po = offset & page_mask;
+            if idx < self.cfg.num_cq as u64 {
+                let cqn = idx as u32;
+                match po {
+                    params::DB_CQ_CI => return self.db_fifo.push_back(Doorbell::CqCi { cqn, value }),
+                    params::DB_CQ_ARM => return self.db_fifo.push_back(Doorbell::CqArm { cqn }),
+                    _ => {}
+                }
+            }
+            self.count(counter::MMIO_BAD);
+            return;
+        }
+        if (reg::CMD_ARG0..=reg::CMD_ARG5).contains(&offset) {
+            self.cmd_args[((offset - reg::CMD_ARG0) / 8) as usize] = value;
+        } else if offset == reg::CMD_OP {
+            if self.cmd_pending.is_some() {
+                self.count(counter::MMIO_BAD);
+            } else {
+                self.cmd_pending = Some(value as u8);
+            }
+        } else {
+            self.count(counter::MMIO_BAD);
+        }
+    }
+
+    /// A BAR0 read (section 4). Reads from `func != 0` return all ones, unknown (or write-only)
+    /// offsets return 0; both count `MMIO_BAD`.
+    pub fn mmio_read(&mut self, func: u8, offset: u64) -> u64 {
+        if func != 0 {
+            self.count(counter::MMIO_BAD);
+            return u64::MAX;
+        }
+        let c = &self.cfg;
+        let counters_end = reg::COUNTERS + 8 * counter::NUM as u64;
+        match offset {
+            reg::DEV_ID => reg::DEV_ID_RESET,
+            reg::DEV_CAPS => {
+                (c.num_qp as u64 & 0xFFFF)
+                    | (c.num_cq as u64 & 0xFFFF) << 16
+                    | (c.num_mr as u64 & 0xFFFF) << 32
+                    | (c.num_pd as u64 & 0xFFFF) << 48
+            }
+            reg::DEV_CAPS2 => {
+                c.num_mtt as u64 | params::MAX_SEND_SGE << 32 | params::MAX_RECV_SGE << 40
+            }
+            o if (reg::CMD_ARG0..=reg::CMD_ARG5).contains(&o) && o % 8 == 0 => {
+                self.cmd_args[((o - reg::CMD_ARG0) / 8) as usize]
+            }
+            reg::CMD_STATUS => match self.cmd_pending {
+                Some(_) => rnic_regs::cmd_status::BUSY as u64,
+                None => self.cmd_status as u64,
+            },
+            reg::CMD_OUT0 => self.cmd_out[0],
+            reg::CMD_OUT1 => self.cmd_out[1],
+            o if (reg::COUNTERS..counters_end).contains(&o) && o % 8 == 0 => {
+                self.counters[((o - reg::COUNTERS) / 8) as usize]
+            }
+            _ => {
+                self.count(counter::MMIO_BAD);
+                0
+            }
+        }
+    }
+
+    /// Queue a frame accepted by the rx port; one RX task processes it.
+    pub fn rx_enqueue(&mut self, frame: Vec<u8>) {
+        self.rx_queue.push_back(frame);
+    }
+
+    /// Run one task to completion.
+    ///
+    /// # Errors
+    /// [`ModelError::NoSuchTask`] when the task has nothing to work on (an RX task with no
+    /// queued frame, a DB task with an empty FIFO, a CMD task with no command, a QP task on an
+    /// out-of-range QP, a flush whose condition does not hold); [`ModelError::Mem`] when a DMA
+    /// access fails (the task is cut short).
+    pub fn run_task(&mut self, task: Task, mem: &mut dyn HostMemory) -> Result<(), ModelError> {
+        let no = |reason| ModelError::NoSuchTask { task, reason };
+        match task {
+            Task::Cmd => {
+                let opcode = self.cmd_pending.ok_or(no("no command pending"))?;
+                let r = self.run_cmd(opcode, mem);
+                self.cmd_pending = None;
+                r
+            }
+            Task::Db => {
+                let db = self.db_fifo.pop_front().ok_or(no("doorbell FIFO empty"))?;
+                self.run_doorbell(db);
+                Ok(())
+            }
+            Task::Rx => {
+                let frame = self.rx_queue.pop_front().ok_or(no("no received frame"))?;
+                self.run_rx(&frame, mem)
+            }
+            Task::Tx { qpn } => {
+                if qpn >= self.cfg.num_qp {
+                    return Err(no("QPN out of range"));
+                }
+                let progressed = self.run_tx(qpn, mem)?;
+                if progressed {
+                    self.push_qp(qpn);
+                }
+                Ok(())
+            }
+            Task::FlushSq { qpn } => {
+                if qpn >= self.cfg.num_qp {
+                    return Err(no("QPN out of range"));
+                }
+                let q = &self.qpc[qpn as usize];
+                if !(q.valid && q.state == qp_state::ERR && q.comp_ci != q.sq_pi) {
+                    return Err(no("QP has no send WQE to flush"));
+                }
+                self.flush_sq(qpn, mem)?;
+                self.push_qp(qpn);
+                Ok(())
+            }
+            Task::FlushRq { qpn } => {
+                if qpn >= self.cfg.num_qp {
+                    return Err(no("QPN out of range"));
+                }
+                let q = &self.qpc[qpn as usize];
+                if !(q.valid && q.state == qp_state::ERR && q.rq_ci != q.rq_pi) {
+                    return Err(no("QP has no receive WQE to flush"));
+                }
+                self.flush_rq(qpn, mem)?;
+                self.push_qp(qpn);
+                Ok(())
+            }
+        }
+    }
+
+    /// The QP task a ring pop would run now (section 5), if any.
+    fn qp_task(&self, qpn: u32) -> Option<Task> {
+        let q = &self.qpc[qpn as usize];
+        if !q.valid {
+            return None;
+        }
+        if q.state == qp_state::ERR && q.comp_ci != q.sq_pi {
+            Some(Task::FlushSq { qpn })
+        } else if q.state == qp_state::ERR && q.rq_ci != q.rq_pi {
+            Some(Task::FlushRq { qpn })
+        } else if q.state == qp_state::RTS && q.sq_ci != q.sq_pi {
+            Some(Task::Tx { qpn })
+        } else {
+            None
+        }
+    }
+
+    /// Put a QP on the active ring (once) because something may have given it work.
+    pub(crate) fn push_qp(&mut self, qpn: u32) {
+        let i = qpn as usize;
+        if i < self.in_ring.len() && !self.in_ring[i] {
+            self.in_ring[i] = true;
+            self.ring.push_back(qpn);
+        }
+    }
+
+    /// The model's own scheduler for model-only runs: CMD > DB > RX > QP tasks from the
+    /// round-robin ring (a popped QP without work is dropped from the ring).
+    pub fn next_task(&mut self) -> Option<Task> {
+        if self.cmd_pending.is_some() {
+            return Some(Task::Cmd);
+        }
+        if !self.db_fifo.is_empty() {
+            return Some(Task::Db);
+        }
+        if !self.rx_queue.is_empty() {
+            return Some(Task::Rx);
+        }
+        while let Some(qpn) = self.ring.pop_front() {
+            self.in_ring[qpn as usize] = false;
+            if let Some(t) = self.qp_task(qpn) {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    /// Run [`Nic::next_task`] until it returns `None`; returns the number of tasks run.
+    ///
+    /// # Errors
+    /// The first [`ModelError`] of a task.
+    pub fn run_until_idle(&mut self, mem: &mut dyn HostMemory) -> Result<usize, ModelError> {
+        let mut n = 0;
+        while let Some(t) = self.next_task() {
+            self.run_task(t, mem)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Take the outputs produced since the last call, in production order.
+    pub fn take_outputs(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.outputs)
+    }
+
+    /// The context of QP `qpn`.
+    ///
+    /// # Panics
+    /// If `qpn >= num_qp`.
+    pub fn qpc(&self, qpn: u32) -> &Qpc {
+        &self.qpc[qpn as usize]
+    }
+
+    /// The context of CQ `cqn`.
+    ///
+    /// # Panics
+    /// If `cqn >= num_cq`.
+    pub fn cqc(&self, cqn: u32) -> &Cqc {
+        &self.cqc[cqn as usize]
+    }
+
+    /// The context of MR `index`.
+    ///
+    /// # Panics
+    /// If `index >= num_mr`.
+    pub fn mrc(&self, index: u32) -> &Mrc {
+        &self.mrc[index as usize]
+    }
+
+    /// Counter `index` (`counter::*`); 0 for an index outside the block.
+    pub fn counter(&self, index: u32) -> u64 {
+        self.counters.get(index as usize).copied().unwrap_or(0)
+    }
+
+    /// The port's MAC and IPv4 address (set by SET_PORT).
+    pub fn port(&self) -> (u64, u32) {
+        (self.port_mac, self.port_ip)
+    }
+
+    /// True when there is no pending command, doorbell, received frame or QP task.
+    pub fn is_idle(&self) -> bool {
+        self.cmd_pending.is_none()
+            && self.db_fifo.is_empty()
+            && self.rx_queue.is_empty()
+            && self.ring.iter().all(|&q| self.qp_task(q).is_none())
+    }
+
+    // ------------------------------------------------------------------ shared helpers
+
+    /// Apply a DMA write to host memory and record it as an output.
+    pub(crate) fn dma_write(
+        &mut self,
+        mem: &mut dyn HostMemory,
+        func: u8,
+        addr: u64,
+        data: &[u8],
+    ) -> Result<(), MemError> {
+        mem.write(func, addr, data)?;
+        self.outputs.push(Output::DmaWrite {
+            func,
+            addr,
+            data: data.to_vec(),
+        });
+        Ok(())
+    }
+
+    /// Build and send a frame from QP `qpn` (addresses from its context).
+    pub(crate) fn send_frame(&mut self, qpn: u32, mut hdr: wire::Headers, payload: &[u8]) {
+        let q = &self.qpc[qpn as usize];
+        hdr.dst_mac = q.dest_mac;
+        hdr.src_mac = self.port_mac;
+        hdr.src_ip = self.port_ip;
+        hdr.dst_ip = q.dest_ip;
+        hdr.udp_sport = (params::UDP_SPORT_BASE | (qpn as u64 & 0x3FFF)) as u16;
+        hdr.bth.pkey = params::DEFAULT_PKEY as u16;
+        hdr.bth.dqpn = q.dest_qpn;
+        let f = wire::build(&hdr, payload);
+        self.outputs.push(Output::Frame(f));
+        self.count(counter::TX_PKTS);
+    }
+
+    /// Fetch the send WQE at ring index `idx` of QP `qpn`.
+    pub(crate) fn fetch_send_wqe(
+        &mut self,
+        mem: &mut dyn HostMemory,
+        qpn: u32,
+        idx: u16,
+    ) -> Result<SendWqe, MemError> {
+        let q = &self.qpc[qpn as usize];
+        let slot = idx as u64 & ((1u64 << q.log_sq_size) - 1);
+        let mut b = [0u8; send_wqe::SIZE];
+        mem.read(q.func, q.sq_base + slot * send_wqe::SIZE as u64, &mut b)?;
+        Ok(SendWqe::decode(&b))
+    }
+
+    /// Fetch the receive WQE at ring index `idx` of QP `qpn`.
+    pub(crate) fn fetch_recv_wqe(
+        &mut self,
+        mem: &mut dyn HostMemory,
+        qpn: u32,
+        idx: u16,
+    ) -> Result<RecvWqe, MemError> {
+        let q = &self.qpc[qpn as usize];
+        let slot = idx as u64 & ((1u64 << q.log_rq_size) - 1);
+        let mut b = [0u8; recv_wqe::SIZE];
+        mem.read(q.func, q.rq_base + slot * recv_wqe::SIZE as u64, &mut b)?;
+        Ok(RecvWqe::decode(&b))
+    }
+
+    /// Move QP `qpn` to ERR because of a send-queue error at `idx` with `status`.
+    pub(crate) fn sq_error(&mut self, qpn: u32, idx: u16, status: u8) {
+        let q = &mut self.qpc[qpn as usize];
+        q.sq_err_valid = true;
+        q.sq_err_idx = idx;
+        q.sq_err_status = status;
+        q.state = qp_state::ERR;
+        self.push_qp(qpn);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn psn_arith() {
+        assert_eq!(psn_add(0xFF_FFFF, 2), 1);
+        assert_eq!(psn_diff(1, 0xFF_FFFF), 2);
+        assert_eq!(psn_diff(0xFF_FFFF, 1), -2);
+        assert_eq!(psn_diff(0x80_0000, 0), -0x80_0000);
+        assert_eq!(psn_diff(0x7F_FFFF, 0), 0x7F_FFFF);
+    }
+
+    #[test]
+    fn trace_roundtrip() {
+        for t in [
+            Task::Cmd,
+            Task::Db,
+            Task::Rx,
+            Task::Tx { qpn: 5 },
+            Task::FlushSq { qpn: 6 },
+            Task::FlushRq { qpn: 7 },
+        ] {
+            assert_eq!(Task::from_trace(t.trace_kind(), t.qpn()), Some(t));
+        }
+        assert_eq!(Task::from_trace(0, 0), None);
+        assert_eq!(Task::from_trace(7, 0), None);
+    }
+}

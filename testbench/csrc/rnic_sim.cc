@@ -5,17 +5,40 @@
 
 #include "rnic-testbench/csrc/rnic_sim.h"
 
+#include <cstdarg>
 #include <cstdio>
 
 #include "Vrnic_top.h"
 #include "rnic-testbench/src/rtl.rs.h"
 #include "verilated.h"
+#if VM_TRACE
 #include "verilated_fst_c.h"
+#else
+// Built with RNIC_TRACE=0: no trace runtime; open_trace fails, nothing else refers to it.
+class VerilatedFstC {
+ public:
+  void close() {}
+  void dump(uint64_t) {}
+};
+#endif
 
 namespace {
 
 /// Picoseconds per clock cycle (250 MHz); the waveform shows real time.
 constexpr uint64_t kCyclePs = 4000;
+
+/// The last text the RTL printed on this thread (for error messages), bounded.
+thread_local std::string t_printed;
+constexpr size_t kPrintedKeep = 2048;
+
+/// The last non-empty line the RTL printed on this thread, or "".
+std::string last_printed_line() {
+  size_t end = t_printed.find_last_not_of("\r\n");
+  if (end == std::string::npos) return "";
+  size_t start = t_printed.find_last_of('\n', end);
+  start = (start == std::string::npos) ? 0 : start + 1;
+  return t_printed.substr(start, end + 1 - start);
+}
 
 std::string where(const char* filename, int linenum, const char* hier) {
   std::string s;
@@ -34,6 +57,35 @@ std::string where(const char* filename, int linenum, const char* hier) {
 
 }  // namespace
 
+// ---- VL_PRINTF target: forward to Rust's print! and keep the tail for error messages.
+
+void rnic_vl_printf(const char* fmt, ...) {
+  char small[512];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = std::vsnprintf(small, sizeof small, fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  std::string text;
+  if (static_cast<size_t>(n) < sizeof small) {
+    text.assign(small, static_cast<size_t>(n));
+  } else {
+    text.resize(static_cast<size_t>(n) + 1);
+    va_start(ap, fmt);
+    std::vsnprintf(&text[0], text.size(), fmt, ap);
+    va_end(ap);
+    text.resize(static_cast<size_t>(n));
+  }
+  // rust::Str must be UTF-8: replace anything outside printable ASCII and whitespace.
+  for (char& c : text) {
+    unsigned char u = static_cast<unsigned char>(c);
+    if (u >= 0x80 || (u < 0x20 && c != '\n' && c != '\t' && c != '\r')) c = '?';
+  }
+  t_printed += text;
+  if (t_printed.size() > 2 * kPrintedKeep) t_printed.erase(0, t_printed.size() - kPrintedKeep);
+  rnic::rnic_rtl_print(rust::Str(text.data(), text.size()));
+}
+
 // ---- Verilator user hooks (VL_USER_STOP / VL_USER_FATAL / VL_USER_FINISH are defined for every
 // translation unit of the model and the runtime).
 
@@ -41,9 +93,10 @@ void vl_stop(const char* filename, int linenum, const char* hier) VL_MT_UNSAFE {
   Verilated::threadContextp()->gotError(true);
   Verilated::threadContextp()->gotFinish(true);
   Verilated::runFlushCallbacks();
+  std::string said = last_printed_line();
   throw rnic::SimError("RTL $stop/$fatal or failed assertion at " +
                        where(filename, linenum, hier) +
-                       " (the message the RTL printed is on stdout)");
+                       (said.empty() ? std::string() : ": " + said));
 }
 
 void vl_fatal(const char* filename, int linenum, const char* hier, const char* msg) VL_MT_UNSAFE {
@@ -83,7 +136,14 @@ inline void get_wide(std::array<uint64_t, 8>& dst, const VlWide<16>& src) {
 
 RnicSim::RnicSim() : ctx_(new VerilatedContext) {
   enter();
+#ifdef RNIC_NO_RTL
+  throw SimError(
+      "rtl/rnic_top.sv did not exist when rnic-testbench was built, so there is no RTL to "
+      "simulate: add the RTL top level and rebuild (cargo rebuilds automatically)");
+#endif
+#if VM_TRACE
   ctx_->traceEverOn(true);
+#endif
   ctx_->fatalOnError(true);
   top_.reset(new Vrnic_top(ctx_.get(), "TOP"));
   top_->clk_i = 0;
@@ -113,6 +173,7 @@ void RnicSim::check_alive() const {
 
 void RnicSim::trace_edge() {
   if (trace_end_ <= trace_start_) return;
+#if VM_TRACE
   if (!fst_ && cycles_ >= trace_start_ && cycles_ < trace_end_) {
     fst_.reset(new VerilatedFstC);
     top_->trace(fst_.get(), 99);
@@ -124,6 +185,7 @@ void RnicSim::trace_edge() {
                      " (check that its directory exists and is writable)");
     }
   }
+#endif
   if (fst_) fst_->dump(ctx_->time());
 }
 
@@ -131,11 +193,11 @@ void RnicSim::eval_half(bool clk) {
   top_->clk_i = clk;
   try {
     top_->eval();
-  } catch (const SimError& e) {
+  } catch (const std::exception& e) {
     dead_ = true;
     dead_reason_ = e.what();
     if (fst_) fst_->close();
-    throw SimError(std::string(e.what()) + " [cycle " + std::to_string(cycles_) + "]");
+    throw;
   }
   trace_edge();
   ctx_->timeInc(kCyclePs / 2);
@@ -227,6 +289,10 @@ void RnicSim::open_trace(rust::Str path, uint64_t start_cycle, uint64_t end_cycl
     throw SimError("empty waveform window [" + std::to_string(start_cycle) + ", " +
                    std::to_string(end_cycle) + "): end_cycle must be after start_cycle");
   }
+#if !VM_TRACE
+  throw SimError("this testbench was built with RNIC_TRACE=0 (no waveform support): rebuild "
+                 "without it to dump " + std::string(path));
+#endif
   close_trace();
   trace_path_ = std::string(path);
   trace_start_ = start_cycle;

@@ -13,5 +13,6 @@ pub mod fabric;
 pub mod hostmem;
 pub mod link;
 pub mod lockstep;
+pub mod oracle;
 pub mod pcap;
 pub mod rtl;

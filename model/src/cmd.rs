@@ -1,0 +1,404 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Admin commands and doorbells (contract section 4).
+
+use rnic_regs::{
+    cmd, cmd_create_cq as ccq, cmd_create_qp as cqp, cmd_index, cmd_qp_args as qa,
+    cmd_reg_mr as crm, cmd_set_port, cmd_status as st, cmd_write_mtt as cwm, counter, params,
+    qp_attr as attr, qp_state, Cqc, Mrc, Qpc,
+};
+
+use crate::{Doorbell, HostMemory, ModelError, Nic};
+
+/// Result of the checks of one command: `Err(status)` stops it before any change.
+type Check = Result<(), u8>;
+
+impl Nic {
+    /// Execute the latched command `opcode` (CMD task).
+    pub(crate) fn run_cmd(&mut self, opcode: u8, mem: &mut dyn HostMemory) -> Result<(), ModelError> {
+        // Latch the argument registers as one 48-byte image.
+        let mut a = [0u8; 48];
+        for (i, w) in self.cmd_args.iter().enumerate() {
+            a[8 * i..8 * i + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        self.cmd_out = [0; 2];
+        let r = match opcode {
+            cmd::NOP => Ok(()),
+            cmd::SET_PORT => {
+                self.port_mac = cmd_set_port::MAC.get(&a);
+                self.port_ip = cmd_set_port::IP.get(&a) as u32;
+                Ok(())
+            }
+            cmd::CREATE_CQ => self.cmd_create_cq(&a),
+            cmd::DESTROY_CQ => {
+                let i = cmd_index::INDEX.get(&a);
+                self.cq_index(i).and_then(|i| {
+                    if !self.cqc[i].valid {
+                        return Err(st::BAD_STATE);
+                    }
+                    self.cqc[i].valid = false;
+                    Ok(())
+                })
+            }
+            cmd::ALLOC_PD | cmd::DEALLOC_PD => {
+                let i = cmd_index::INDEX.get(&a);
+                if i >= self.cfg.num_pd as u64 {
+                    Err(st::BAD_INDEX)
+                } else {
+                    let alloc = opcode == cmd::ALLOC_PD;
+                    let pd = &mut self.pdc[i as usize];
+                    if pd.valid == alloc {
+                        Err(st::BAD_STATE)
+                    } else {
+                        pd.valid = alloc;
+                        pd.func = 0;
+                        Ok(())
+                    }
+                }
+            }
+            cmd::WRITE_MTT => self.cmd_write_mtt(&a, mem)?,
+            cmd::REG_MR => self.cmd_reg_mr(&a),
+            cmd::DEREG_MR => {
+                let i = cmd_index::INDEX.get(&a);
+                if i >= self.cfg.num_mr as u64 {
+                    Err(st::BAD_INDEX)
+                } else if !self.mrc[i as usize].valid {
+                    Err(st::BAD_STATE)
+                } else {
+                    self.mrc[i as usize].valid = false;
+                    Ok(())
+                }
+            }
+            cmd::CREATE_QP => self.cmd_create_qp(&a),
+            cmd::MODIFY_QP => self.cmd_modify_qp(&a),
+            cmd::QUERY_QP => {
+                let i = cmd_index::INDEX.get(&a);
+                self.valid_qp(i).map(|i| {
+                    let q = &self.qpc[i];
+                    self.cmd_out[0] =
+                        q.state as u64 | (q.sq_psn as u64) << 8 | (q.rq_psn as u64) << 32;
+                    self.cmd_out[1] = q.sq_ci as u64
+                        | (q.comp_ci as u64) << 16
+                        | (q.rq_ci as u64) << 32
+                        | (q.sq_pi as u64) << 48;
+                })
+            }
+            cmd::DESTROY_QP => {
+                let i = cmd_index::INDEX.get(&a);
+                self.valid_qp(i).map(|i| self.qpc[i].valid = false)
+            }
+            _ => Err(st::BAD_OPCODE),
+        };
+        self.cmd_status = match r {
+            Ok(()) => st::OK,
+            Err(s) => s,
+        };
+        Ok(())
+    }
+
+    fn cq_index(&self, i: u64) -> Result<usize, u8> {
+        if i < self.cfg.num_cq as u64 {
+            Ok(i as usize)
+        } else {
+            Err(st::BAD_INDEX)
+        }
+    }
+
+    /// QPs 0 and 1 are reserved (special QPs), so the valid range is `2..NUM_QP`.
+    fn qp_index(&self, i: u64) -> Result<usize, u8> {
+        if (2..self.cfg.num_qp as u64).contains(&i) {
+            Ok(i as usize)
+        } else {
+            Err(st::BAD_INDEX)
+        }
+    }
+
+    fn valid_qp(&self, i: u64) -> Result<usize, u8> {
+        let i = self.qp_index(i)?;
+        if self.qpc[i].valid {
+            Ok(i)
+        } else {
+            Err(st::BAD_STATE)
+        }
+    }
+
+    fn pd_ok(&self, pdn: u64) -> bool {
+        pdn < self.cfg.num_pd as u64 && self.pdc[pdn as usize].valid
+    }
+
+    fn cq_ok(&self, cqn: u64) -> bool {
+        cqn < self.cfg.num_cq as u64 && self.cqc[cqn as usize].valid
+    }
+
+    fn cmd_create_cq(&mut self, a: &[u8]) -> Check {
+        let i = self.cq_index(ccq::CQN.get(a))?;
+        if self.cqc[i].valid {
+            return Err(st::BAD_STATE);
+        }
+        let base = ccq::BASE.get(a);
+        let log_size = ccq::LOG_SIZE.get(a);
+        if !(1..=16).contains(&log_size) || base % 32 != 0 {
+            return Err(st::BAD_PARAM);
+        }
+        self.cqc[i] = Cqc {
+            valid: true,
+            func: 0,
+            base,
+            log_size: log_size as u8,
+            pi: 0,
+            ci: 0,
+            armed: false,
+            vector: ccq::VECTOR.get(a) as u16,
+        };
+        Ok(())
+    }
+
+    fn cmd_write_mtt(&mut self, a: &[u8], mem: &mut dyn HostMemory) -> Result<Check, ModelError> {
+        let start = cwm::START.get(a);
+        let count = cwm::COUNT.get(a);
+        if !(1..=params::MTT_WRITE_MAX).contains(&count) {
+            return Ok(Err(st::BAD_PARAM));
+        }
+        if start + count > self.cfg.num_mtt as u64 {
+            return Ok(Err(st::BAD_INDEX));
+        }
+        let mut buf = [0u8; 8 * params::MTT_WRITE_MAX as usize];
+        let buf = &mut buf[..8 * count as usize];
+        mem.read(0, cwm::SRC.get(a), buf)?;
+        for (k, c) in buf.chunks_exact(8).enumerate() {
+            self.mtt[start as usize + k] = u64::from_le_bytes(c.try_into().unwrap());
+        }
+        Ok(Ok(()))
+    }
+
+    fn cmd_reg_mr(&mut self, a: &[u8]) -> Check {
+        let i = crm::INDEX.get(a);
+        if i >= self.cfg.num_mr as u64 {
+            return Err(st::BAD_INDEX);
+        }
+        if self.mrc[i as usize].valid {
+            return Err(st::BAD_STATE);
+        }
+        let pdn = crm::PDN.get(a);
+        let log_page = crm::LOG_PAGE.get(a);
+        let iova = crm::IOVA.get(a);
+        let length = crm::LENGTH.get(a);
+        let mtt_base = crm::MTT_BASE.get(a);
+        if !self.pd_ok(pdn) || !(12..=30).contains(&log_page) || length == 0 {
+            return Err(st::BAD_PARAM);
+        }
+        // An MR whose end wraps the 64-bit space is a bad parameter too.
+        let last = iova.checked_add(length - 1).ok_or(st::BAD_PARAM)?;
+        let npages = (last >> log_page) - (iova >> log_page) + 1;
+        if mtt_base + npages > self.cfg.num_mtt as u64 {
+            return Err(st::BAD_PARAM);
+        }
+        self.mrc[i as usize] = Mrc {
+            valid: true,
+            func: 0,
+            pdn: pdn as u32,
+            key: crm::KEY.get(a) as u8,
+            access: crm::ACCESS.get(a) as u8,
+            iova,
+            length,
+            mtt_base: mtt_base as u32,
+            log_page: log_page as u8,
+        };
+        Ok(())
+    }
+
+    fn cmd_create_qp(&mut self, a: &[u8]) -> Check {
+        let i = self.qp_index(cqp::QPN.get(a))?;
+        if self.qpc[i].valid {
+            return Err(st::BAD_STATE);
+        }
+        let pdn = cqp::PDN.get(a);
+        let scq = cqp::SEND_CQN.get(a);
+        let rcq = cqp::RECV_CQN.get(a);
+        let lsq = cqp::LOG_SQ_SIZE.get(a);
+        let lrq = cqp::LOG_RQ_SIZE.get(a);
+        let sq_base = cqp::SQ_BASE.get(a);
+        let rq_base = cqp::RQ_BASE.get(a);
+        if !self.pd_ok(pdn)
+            || !self.cq_ok(scq)
+            || !self.cq_ok(rcq)
+            || !(1..=15).contains(&lsq)
+            || !(1..=15).contains(&lrq)
+            || sq_base % 128 != 0
+            || rq_base % 64 != 0
+        {
+            return Err(st::BAD_PARAM);
+        }
+        self.qpc[i] = Qpc {
+            valid: true,
+            state: qp_state::RESET,
+            func: 0,
+            pdn: pdn as u32,
+            send_cqn: scq as u32,
+            recv_cqn: rcq as u32,
+            sq_base,
+            rq_base,
+            log_sq_size: lsq as u8,
+            log_rq_size: lrq as u8,
+            ..Qpc::default()
+        };
+        Ok(())
+    }
+
+    fn cmd_modify_qp(&mut self, a: &[u8]) -> Check {
+        let i = self.valid_qp(qa::QPN.get(a))?;
+        let mask = qa::ATTR_MASK.get(a) as u32;
+        if mask & attr::STATE == 0 {
+            return Err(st::BAD_PARAM);
+        }
+        let cur = self.qpc[i].state;
+        let new = qa::STATE.get(a) as u8;
+        use qp_state::*;
+        // (required, optional) attribute bits besides STATE for each legal transition.
+        let (req, opt) = match (cur, new) {
+            (_, RESET) | (_, ERR) => (0, 0),
+            (RESET, INIT) => (attr::PKEY_INDEX | attr::PORT | attr::ACCESS_FLAGS, 0),
+            (INIT, INIT) => (0, attr::ACCESS_FLAGS | attr::PKEY_INDEX | attr::PORT),
+            (INIT, RTR) => (
+                attr::AV
+                    | attr::PATH_MTU
+                    | attr::DEST_QPN
+                    | attr::RQ_PSN
+                    | attr::MAX_DEST_RD_ATOMIC
+                    | attr::MIN_RNR_TIMER,
+                attr::ACCESS_FLAGS | attr::PKEY_INDEX,
+            ),
+            (RTR, RTS) => (
+                attr::SQ_PSN
+                    | attr::MAX_QP_RD_ATOMIC
+                    | attr::RETRY_CNT
+                    | attr::RNR_RETRY
+                    | attr::TIMEOUT,
+                attr::ACCESS_FLAGS | attr::MIN_RNR_TIMER,
+            ),
+            (RTS, RTS) => (0, attr::ACCESS_FLAGS | attr::MIN_RNR_TIMER),
+            _ => return Err(st::BAD_STATE),
+        };
+        let rest = mask & !attr::STATE;
+        if rest & req != req || rest & !(req | opt) != 0 {
+            return Err(st::BAD_PARAM);
+        }
+        let path_mtu = qa::PATH_MTU.get(a) as u8;
+        let max_rd = qa::MAX_RD_ATOMIC.get(a) as u8;
+        let max_dest_rd = qa::MAX_DEST_RD_ATOMIC.get(a) as u8;
+        if (mask & attr::PATH_MTU != 0 && !(1..=5).contains(&path_mtu))
+            || (mask & attr::MAX_QP_RD_ATOMIC != 0 && max_rd > 16)
+            || (mask & attr::MAX_DEST_RD_ATOMIC != 0 && max_dest_rd > 16)
+        {
+            return Err(st::BAD_PARAM);
+        }
+        let q = &mut self.qpc[i];
+        match new {
+            RESET => {
+                let keep = Qpc {
+                    valid: q.valid,
+                    func: q.func,
+                    pdn: q.pdn,
+                    send_cqn: q.send_cqn,
+                    recv_cqn: q.recv_cqn,
+                    sq_base: q.sq_base,
+                    rq_base: q.rq_base,
+                    log_sq_size: q.log_sq_size,
+                    log_rq_size: q.log_rq_size,
+                    access: q.access,
+                    ..Qpc::default()
+                };
+                *q = keep;
+                q.state = RESET;
+            }
+            ERR => q.state = ERR,
+            _ => {
+                q.state = new;
+                if mask & attr::ACCESS_FLAGS != 0 {
+                    q.access = qa::ACCESS.get(a) as u8;
+                }
+                if mask & attr::AV != 0 {
+                    q.dest_mac = qa::DEST_MAC.get(a);
+                    q.dest_ip = qa::DEST_IP.get(a) as u32;
+                }
+                if mask & attr::PATH_MTU != 0 {
+                    q.path_mtu = path_mtu;
+                }
+                if mask & attr::DEST_QPN != 0 {
+                    q.dest_qpn = qa::DEST_QPN.get(a) as u32;
+                }
+                if mask & attr::RQ_PSN != 0 {
+                    q.rq_psn = qa::RQ_PSN.get(a) as u32;
+                }
+                if mask & attr::MAX_DEST_RD_ATOMIC != 0 {
+                    q.max_dest_rd_atomic = max_dest_rd;
+                }
+                if mask & attr::MIN_RNR_TIMER != 0 {
+                    q.min_rnr_timer = qa::MIN_RNR_TIMER.get(a) as u8;
+                }
+                if mask & attr::SQ_PSN != 0 {
+                    q.sq_psn = qa::SQ_PSN.get(a) as u32;
+                    q.comp_wqe_psn = q.sq_psn;
+                    q.acked_psn = q.sq_psn;
+                }
+                if mask & attr::MAX_QP_RD_ATOMIC != 0 {
+                    q.max_rd_atomic = max_rd;
+                }
+                if mask & attr::RETRY_CNT != 0 {
+                    q.retry_cnt = qa::RETRY_CNT.get(a) as u8;
+                    q.retry_left = q.retry_cnt;
+                }
+                if mask & attr::RNR_RETRY != 0 {
+                    q.rnr_retry = qa::RNR_RETRY.get(a) as u8;
+                    q.rnr_left = q.rnr_retry;
+                }
+                if mask & attr::TIMEOUT != 0 {
+                    q.timeout = qa::TIMEOUT.get(a) as u8;
+                }
+            }
+        }
+        self.push_qp(i as u32);
+        Ok(())
+    }
+
+    /// Execute one doorbell (DB task).
+    pub(crate) fn run_doorbell(&mut self, db: Doorbell) {
+        match db {
+            Doorbell::SqPi { qpn, value } | Doorbell::RqPi { qpn, value } => {
+                let sq = matches!(db, Doorbell::SqPi { .. });
+                let q = &mut self.qpc[qpn as usize];
+                if !q.valid || q.state == qp_state::RESET {
+                    return self.count(counter::DB_BAD);
+                }
+                let new = value as u16;
+                let (ci, log) = if sq {
+                    (q.comp_ci, q.log_sq_size)
+                } else {
+                    (q.rq_ci, q.log_rq_size)
+                };
+                if new.wrapping_sub(ci) as u32 > 1u32 << log {
+                    return self.count(counter::DB_BAD);
+                }
+                if sq {
+                    q.sq_pi = new;
+                } else {
+                    q.rq_pi = new;
+                }
+                self.push_qp(qpn);
+            }
+            Doorbell::CqCi { cqn, value } => {
+                let c = &mut self.cqc[cqn as usize];
+                if !c.valid {
+                    return self.count(counter::DB_BAD);
+                }
+                c.ci = value as u32;
+            }
+            Doorbell::CqArm { cqn } => {
+                let c = &mut self.cqc[cqn as usize];
+                if !c.valid {
+                    return self.count(counter::DB_BAD);
+                }
+                c.armed = true;
+            }
+        }
+    }
+}

@@ -1,0 +1,2302 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The RNIC task engine (docs/architecture.md sections 5, 8, 9, 10, 11).
+//
+// It runs one task at a time, start to finish: admin commands, doorbells, received frames
+// (responder or completer), requester steps (TX) and flushes. Every state change of the NIC happens
+// inside exactly one task, which is what lets the reference model follow the RTL task by task
+// through the trace port. The trace event is combinational in the cycle the task starts (the
+// cycle the engine takes the command / doorbell / frame / QP), so that an MMIO write accepted in
+// the same cycle is ordered after the task, as the lockstep rules say.
+//
+// Structure: one main FSM (state_q) with small subroutines that return through a return-state
+// register:
+//   * StMr*   — MR check (lkey or rkey): index range, valid, key, PD, access, range
+//   * StWk*   — piece walker over a segment list (SGEs or one MR range): skips `off` bytes, then
+//               covers `n` bytes in pieces split at segment and MR page ends; modes: check only,
+//               gather to the transmit framer, gather 8 bytes locally, scatter from the receive
+//               framer's payload buffer, scatter a local 8-byte value
+//   * StWqe*  — DMA read of a WQE (64 or 128 bytes) into wqe_q
+//   * StHdr   — hand one header descriptor to the transmit framer
+//   * StCqe*  — CQE writer (overflow check, one 32-byte DMA write, pi update, MSI-X)
+// The context memories are single-port RAMs with a registered read (rnic_ram); the task works on a
+// copy of the QP context (qp_q) and writes it back at the end (StEnd).
+//
+// DMA: one read outstanding at a time (tag 0); completion beats go into a 64-entry FIFO (one
+// 4096-byte piece) from which the WQE loader, the MTT loader, the atomic read or the transmit
+// framer's payload port take them. Writes are issued one beat at a time from the receive framer's
+// payload read port. Performance work (later): several tagged reads in flight, prefetching the
+// next WQE, pipelining the payload read port into the write channel, sharding the engine per QP.
+module rnic_engine
+  import rnic_pkg::*;
+  import rnic_reg_pkg::*;
+#(
+  parameter int unsigned NumQp  = 1024,
+  parameter int unsigned NumCq  = 1024,
+  parameter int unsigned NumMr  = 1024,
+  parameter int unsigned NumPd  = 1024,
+  parameter int unsigned NumMtt = 16384
+) (
+  input  logic                  clk_i,
+  input  logic                  rst_ni,
+
+  // commands from rnic_mmio
+  input  logic                  cmd_valid_i,
+  input  logic [7:0]            cmd_op_i,
+  input  logic [383:0]          cmd_args_i,
+  output logic                  cmd_start_o,
+  output logic                  cmd_done_o,
+  output logic [7:0]            cmd_status_o,
+  output logic [63:0]           cmd_out0_o,
+  output logic [63:0]           cmd_out1_o,
+
+  // doorbell FIFO head
+  input  logic                  db_valid_i,
+  input  logic [1:0]            db_kind_i,
+  input  logic [23:0]           db_idx_i,
+  input  logic [63:0]           db_val_i,
+  output logic                  db_pop_o,
+
+  input  logic                  rd_pend_i,
+  output logic                  idle_o,
+  output logic [CounterNum-1:0] cnt_inc_o,
+
+  output logic [47:0]           port_mac_o,
+  output logic [31:0]           port_ip_o,
+
+  // DMA
+  output logic                  dma_rd_req_valid_o,
+  input  logic                  dma_rd_req_ready_i,
+  output logic [7:0]            dma_rd_req_tag_o,
+  output logic [7:0]            dma_rd_req_func_o,
+  output logic [63:0]           dma_rd_req_addr_o,
+  output logic [12:0]           dma_rd_req_len_o,
+  input  logic                  dma_rd_cpl_valid_i,
+  input  logic [7:0]            dma_rd_cpl_tag_i,
+  input  logic [511:0]          dma_rd_cpl_data_i,
+  input  logic                  dma_rd_cpl_last_i,
+  output logic                  dma_wr_valid_o,
+  input  logic                  dma_wr_ready_i,
+  output logic [7:0]            dma_wr_func_o,
+  output logic [63:0]           dma_wr_addr_o,
+  output logic [12:0]           dma_wr_len_o,
+  output logic [511:0]          dma_wr_data_o,
+  output logic                  dma_wr_last_o,
+
+  output logic                  msix_valid_o,
+  output logic [7:0]            msix_func_o,
+  output logic [15:0]           msix_vector_o,
+
+  // transmit framer
+  output logic                  hdr_valid_o,
+  input  logic                  hdr_ready_i,
+  output tx_hdr_t               hdr_o,
+  output logic                  pl_valid_o,
+  input  logic                  pl_ready_i,
+  output logic [511:0]          pl_data_o,
+  output logic [6:0]            pl_bytes_o,
+
+  // receive framer
+  input  logic                  pkt_valid_i,
+  input  rx_pkt_t               pkt_i,
+  output logic                  pkt_done_o,
+  output logic                  pl_rd_en_o,
+  output logic [12:0]           pl_rd_off_o,
+  input  logic [511:0]          pl_rd_data_i,
+
+  output logic                  trace_valid_o,
+  output logic [3:0]            trace_kind_o,
+  output logic [23:0]           trace_qpn_o,
+  output logic [7:0]            trace_func_o
+);
+
+  localparam int unsigned QpW  = $clog2(NumQp);
+  localparam int unsigned CqW  = $clog2(NumCq);
+  localparam int unsigned MrW  = $clog2(NumMr);
+  localparam int unsigned PdW  = $clog2(NumPd);
+  localparam int unsigned MttW = $clog2(NumMtt);
+  localparam int unsigned InitMax = (NumQp > NumCq ? NumQp : NumCq) > (NumMr > NumPd ? NumMr : NumPd)
+                                  ? (NumQp > NumCq ? NumQp : NumCq) : (NumMr > NumPd ? NumMr : NumPd);
+  localparam int unsigned InitW = $clog2(InitMax);
+  localparam int unsigned FifoDepth = 64;
+
+  //////////////////////////
+  // Types and helpers    //
+  //////////////////////////
+
+  typedef enum logic [6:0] {
+    StInit, StIdle, StPopRd, StPopChk,
+    // admin commands
+    StCmdRd, StCmdRd2, StCmdExec, StMttIss, StMttWait, StMttWr, StCmdDone,
+    // doorbells
+    StDbRd, StDbExec,
+    // received frames
+    StRxStart, StRxQp,
+    // responder
+    StRespStart, StErrNak, StRnrNak, StAckChk,
+    StSend, StSendChk, StSendChk2, StSendDone, StSendFin,
+    StWrite, StWrite2, StWrite3, StWrite4, StWrite5, StWriteImm, StWriteFin,
+    StRead, StRead2, StReadResp, StReadPl, StReadNext,
+    StAtomic, StAtomic2, StAtomic3, StAtomic4,
+    // completer
+    StCompStart, StCompFetch, StCompLoop, StCompOp, StCompRr2, StCompRr3, StCompAa2, StCompAa3,
+    StCompl, StCompl2, StSqErr,
+    // requester
+    StTx, StTx2, StTxLk, StTxLk2, StTxGo, StTxG2, StTxG3, StTxG4, StTxG5, StTxEnd,
+    // flushes
+    StFlushSq, StFlushSq2, StFlushSq3, StFlushRq, StFlushRq2, StFlushRq3,
+    // subroutines
+    StMrRd, StMrChk,
+    StWkSeg, StWkMr, StWkMtt, StWkRdIss, StWkWrRd, StWkWrCap, StWkWrBeat, StWkDrain, StWkRet,
+    StWqeIss, StWqeWait,
+    StHdr,
+    StCqeRd, StCqeChk, StCqeWr,
+    StEnd
+  } state_e;
+
+  typedef enum logic [2:0] {
+    WkCheck, WkGatherTx, WkGatherLocal, WkScatterPl, WkScatterLocal
+  } wk_mode_e;
+
+  // Segment list of the walker: the SGEs of a WQE, or one MR range.
+  typedef struct packed {
+    logic [3:0][63:0] addr;
+    logic [3:0][31:0] len;
+    logic [3:0][31:0] key;
+    logic [2:0]       nseg;
+  } segs_t;
+
+  // The helpers below read only some fields of the structures they are given.
+  /* verilator lint_off UNUSEDSIGNAL */
+  function automatic logic [7:0] wc_of(logic [7:0] wr_op);
+    unique case (wr_op)
+      WrOpcodeRdmaWrite, WrOpcodeRdmaWriteWithImm: return WcOpcodeRdmaWrite;
+      WrOpcodeSend, WrOpcodeSendWithImm:           return WcOpcodeSend;
+      WrOpcodeRdmaRead:                            return WcOpcodeRdmaRead;
+      WrOpcodeAtomicCmpAndSwp:                     return WcOpcodeCompSwap;
+      WrOpcodeAtomicFetchAndAdd:                   return WcOpcodeFetchAdd;
+      default:                                     return 8'd0;
+    endcase
+  endfunction
+
+  function automatic segs_t segs_send(send_wqe_t w);
+    segs_t s;
+    s.addr = {w.sge3_addr, w.sge2_addr, w.sge1_addr, w.sge0_addr};
+    s.len  = {w.sge3_len, w.sge2_len, w.sge1_len, w.sge0_len};
+    s.key  = {w.sge3_lkey, w.sge2_lkey, w.sge1_lkey, w.sge0_lkey};
+    s.nseg = (w.num_sge > 8'd4) ? 3'd4 : w.num_sge[2:0];
+    return s;
+  endfunction
+
+  function automatic segs_t segs_recv(recv_wqe_t w);
+    segs_t s;
+    s.addr = {64'd0, w.sge2_addr, w.sge1_addr, w.sge0_addr};
+    s.len  = {32'd0, w.sge2_len, w.sge1_len, w.sge0_len};
+    s.key  = {32'd0, w.sge2_lkey, w.sge1_lkey, w.sge0_lkey};
+    s.nseg = (w.num_sge > 8'd3) ? 3'd3 : w.num_sge[2:0];
+    return s;
+  endfunction
+
+  function automatic segs_t segs_one(logic [63:0] addr, logic [31:0] len, logic [31:0] key);
+    segs_t s;
+    s      = '0;
+    s.addr[0] = addr;
+    s.len[0]  = len;
+    s.key[0]  = key;
+    s.nseg    = 3'd1;
+    return s;
+  endfunction
+
+  // Sum of the first n SGE lengths.
+  function automatic logic [33:0] seg_sum(segs_t s);
+    logic [33:0] t;
+    t = '0;
+    for (int unsigned i = 0; i < 4; i++) begin
+      if (3'(i) < s.nseg) t = t + 34'(s.len[i]);
+    end
+    return t;
+  endfunction
+
+  function automatic tx_hdr_t mk_hdr(qpc_t q, logic [QpW-1:0] qpn, logic [7:0] op,
+                                     logic [23:0] psn);
+    tx_hdr_t h;
+    h           = '0;
+    h.dst_mac   = q.dest_mac;
+    h.dst_ip    = q.dest_ip;
+    h.udp_sport = UdpSportBase[15:0] | {2'b0, 14'(qpn)};
+    h.opcode    = op;
+    h.dqpn      = q.dest_qpn;
+    h.psn       = psn;
+    return h;
+  endfunction
+
+  function automatic logic s24_neg(logic [23:0] v);
+    return v[23];
+  endfunction
+
+  /* verilator lint_on UNUSEDSIGNAL */
+
+  // ceil(x / mtu) with mtu = 128 << pmtu
+  function automatic logic [32:0] div_mtu_ceil(logic [33:0] x, logic [2:0] pmtu);
+    logic [33:0] m;
+    m = (34'd128 << pmtu) - 34'd1;
+    return 33'((x + m) >> (7 + 32'(pmtu)));
+  endfunction
+
+  ///////////////////
+  // Context RAMs  //
+  ///////////////////
+
+  logic                qpc_req, qpc_we;
+  logic [QpW-1:0]      qpc_addr;
+  qpc_t                qpc_wdata, qpc_rdata;
+  logic                cqc_req, cqc_we;
+  logic [CqW-1:0]      cqc_addr;
+  cqc_t                cqc_wdata, cqc_rdata;
+  logic                mrc_req, mrc_we;
+  logic [MrW-1:0]      mrc_addr;
+  mrc_t                mrc_wdata, mrc_rdata;
+  logic                pdc_req, pdc_we;
+  logic [PdW-1:0]      pdc_addr;
+  pdc_t                pdc_wdata, pdc_rdata;
+  logic                mtt_req, mtt_we;
+  logic [MttW-1:0]     mtt_addr;
+  logic [63:0]         mtt_wdata, mtt_rdata;
+
+  rnic_ram #(.Width(QpcBits), .Depth(NumQp)) u_qpc (
+    .clk_i, .req_i(qpc_req), .we_i(qpc_we), .addr_i(qpc_addr), .wdata_i(qpc_wdata),
+    .rdata_o(qpc_rdata));
+  rnic_ram #(.Width(CqcBits), .Depth(NumCq)) u_cqc (
+    .clk_i, .req_i(cqc_req), .we_i(cqc_we), .addr_i(cqc_addr), .wdata_i(cqc_wdata),
+    .rdata_o(cqc_rdata));
+  rnic_ram #(.Width(MrcBits), .Depth(NumMr)) u_mrc (
+    .clk_i, .req_i(mrc_req), .we_i(mrc_we), .addr_i(mrc_addr), .wdata_i(mrc_wdata),
+    .rdata_o(mrc_rdata));
+  rnic_ram #(.Width(PdcBits), .Depth(NumPd)) u_pdc (
+    .clk_i, .req_i(pdc_req), .we_i(pdc_we), .addr_i(pdc_addr), .wdata_i(pdc_wdata),
+    .rdata_o(pdc_rdata));
+  rnic_ram #(.Width(64), .Depth(NumMtt)) u_mtt (
+    .clk_i, .req_i(mtt_req), .we_i(mtt_we), .addr_i(mtt_addr), .wdata_i(mtt_wdata),
+    .rdata_o(mtt_rdata));
+
+  ///////////////////////////////////
+  // DMA read completion FIFO      //
+  ///////////////////////////////////
+
+  logic [511:0] fifo_data_q [FifoDepth];
+  logic [6:0]   fifo_bytes_q [FifoDepth];
+  logic [5:0]   fifo_rp_q, fifo_rp_d, fifo_wp_q, fifo_wp_d;
+  logic [6:0]   fifo_cnt_q, fifo_cnt_d;
+  logic         fifo_push, fifo_pop;
+  logic [6:0]   fifo_push_bytes;
+  logic [511:0] fifo_head;
+  logic [6:0]   fifo_head_bytes;
+  logic         fifo_tx_q, fifo_tx_d;   // head beats go to the transmit framer (gather)
+
+  assign fifo_head       = fifo_data_q[fifo_rp_q];
+  assign fifo_head_bytes = fifo_bytes_q[fifo_rp_q];
+
+  always_ff @(posedge clk_i) begin
+    if (fifo_push) begin
+      fifo_data_q[fifo_wp_q]  <= dma_rd_cpl_data_i;
+      fifo_bytes_q[fifo_wp_q] <= fifo_push_bytes;
+    end
+  end
+
+  ////////////////
+  // Registers  //
+  ////////////////
+
+  state_e            state_q, state_d;
+  state_e            ret_q, ret_d;        // return of WQE / header / CQE subroutines
+  state_e            wk_ret_q, wk_ret_d;  // return of the walker
+  state_e            mr_ret_q, mr_ret_d;  // return of the MR check
+  logic [InitW:0]    init_q, init_d;
+
+  logic [47:0]       port_mac_q, port_mac_d;
+  logic [31:0]       port_ip_q, port_ip_d;
+
+  // task context
+  logic              is_rx_q, is_rx_d;
+  logic [QpW-1:0]    qpn_q, qpn_d;
+  qpc_t              qp_q, qp_d;
+  logic              qp_ld_q, qp_ld_d;    // qp_q is written back at the end of the task
+  logic              push_q, push_d;      // push qpn_q into the ring at the end of the task
+  logic [7:0]        op_q, op_d;
+  logic [383:0]      args_q, args_d;
+  cqc_t              cq_q, cq_d;
+  pdc_t              pd_q, pd_d;
+  mrc_t              mr_q, mr_d;
+  logic [1:0]        db_kind_q, db_kind_d;
+  logic [23:0]       db_idx_q, db_idx_d;
+  logic [63:0]       db_val_q, db_val_d;
+  logic [7:0]        cst_q, cst_d;        // command status
+  logic [63:0]       out0_q, out0_d, out1_q, out1_d;
+
+  // WRITE_MTT loop
+  logic [MttW:0]     mtt_idx_q, mtt_idx_d;
+  logic [15:0]       mtt_cnt_q, mtt_cnt_d;
+  logic [63:0]       mtt_src_q, mtt_src_d;
+  logic [3:0]        mtt_j_q, mtt_j_d;
+
+  // WQE buffer
+  logic [1023:0]     wqe_q, wqe_d;
+  logic [1:0]        wqe_nb_q, wqe_nb_d, wqe_b_q, wqe_b_d;
+
+  // header / CQE
+  tx_hdr_t           hdr_q, hdr_d;
+  cqe_t              cqe_q, cqe_d;
+  logic [CqW-1:0]    cqe_cqn_q, cqe_cqn_d;
+
+  // MR check
+  logic [31:0]       chk_key_q, chk_key_d;
+  logic [63:0]       chk_va_q, chk_va_d;
+  logic [31:0]       chk_len_q, chk_len_d;
+  logic [3:0]        chk_acc_q, chk_acc_d;
+  logic              mr_ok_q, mr_ok_d;
+
+  // walker
+  segs_t             segs_q, segs_d;
+  wk_mode_e          wk_mode_q, wk_mode_d;
+  logic [2:0]        seg_idx_q, seg_idx_d;
+  logic [31:0]       seg_off_q, seg_off_d;
+  logic [31:0]       wk_rem_q, wk_rem_d;
+  logic [3:0]        wk_acc_q, wk_acc_d;
+  logic              wk_err_q, wk_err_d;
+  logic [12:0]       pl_off_q, pl_off_d;
+  logic [31:0]       avail_q, avail_d;
+  logic [12:0]       plen_q, plen_d;      // current piece length (1..4096)
+  logic [63:0]       piece_va_q, piece_va_d;
+  logic [63:0]       phys_q, phys_d;
+  logic [6:0]        wk_k_q, wk_k_d;      // beat within a scatter piece
+  logic [511:0]      wbeat_q, wbeat_d;
+  logic [63:0]       local_q, local_d;    // 8-byte local value (atomics)
+
+  // DMA read
+  logic              rd_req_q, rd_req_d;
+  logic [63:0]       rd_addr_q, rd_addr_d;
+  logic [12:0]       rd_len_q, rd_len_d;
+  logic [7:0]        rd_func_q, rd_func_d;
+  logic              rd_busy_q, rd_busy_d;
+  logic [12:0]       rd_rem_q, rd_rem_d;
+
+  // task scratch
+  logic [31:0]       i_q, i_d;            // READ response index / SGE index
+  logic [31:0]       npk_q, npk_d;
+  logic [31:0]       w_off_q, w_off_d;    // responder offset / requester payload length
+  logic [63:0]       w_va_q, w_va_d;
+  logic [31:0]       w_len_q, w_len_d;
+  logic [31:0]       w_key_q, w_key_d;
+  logic              replay_q, replay_d;
+  logic [23:0]       last_q, last_d;      // completer: last PSN of the WQE at comp_ci
+  logic [33:0]       lsum_q, lsum_d;      // L of the WQE
+  logic [7:0]        err_syn_q, err_syn_d;
+  logic [7:0]        sq_st_q, sq_st_d;    // SQ error status
+  state_e            cret_q, cret_d;      // return of "complete"
+  logic              lastpkt_q, lastpkt_d;
+
+  // ring of active QPs
+  logic [QpW-1:0]    ring_q [NumQp];
+  logic [NumQp-1:0]  in_ring_q, in_ring_d;
+  logic [QpW:0]      ring_head_q, ring_head_d, ring_tail_q, ring_tail_d;
+  logic              ring_push;
+  logic [QpW-1:0]    ring_push_qpn;
+
+  always_ff @(posedge clk_i) begin
+    if (ring_push) ring_q[ring_tail_q[QpW-1:0]] <= ring_push_qpn;
+  end
+
+  ///////////////////////////
+  // Derived values        //
+  ///////////////////////////
+
+  send_wqe_t   swqe;
+  recv_wqe_t   rwqe;
+  assign swqe = send_wqe_t'(wqe_q);
+  assign rwqe = recv_wqe_t'(wqe_q[511:0]);
+
+  logic [12:0] mtu;
+  assign mtu = 13'(13'd128 << qp_q.path_mtu);
+
+  // received frame classification
+  logic [7:0]  pop;
+  logic        p_send, p_write, p_read, p_atomic, p_first, p_middle, p_last, p_only, p_imm;
+  logic [12:0] pl;
+  assign pop      = pkt_i.opcode;
+  assign pl       = pkt_i.payload_len;
+  assign p_send   = pop <= 8'h05;
+  assign p_write  = pop >= 8'h06 && pop <= 8'h0B;
+  assign p_read   = pop == BthOpcodeReadRequest;
+  assign p_atomic = pop == BthOpcodeCmpSwap || pop == BthOpcodeFetchAdd;
+  assign p_first  = pop == BthOpcodeSendFirst || pop == BthOpcodeWriteFirst;
+  assign p_middle = pop == BthOpcodeSendMiddle || pop == BthOpcodeWriteMiddle;
+  assign p_last   = pop == BthOpcodeSendLast || pop == BthOpcodeSendLastImm ||
+                    pop == BthOpcodeWriteLast || pop == BthOpcodeWriteLastImm;
+  assign p_only   = pop == BthOpcodeSendOnly || pop == BthOpcodeSendOnlyImm ||
+                    pop == BthOpcodeWriteOnly || pop == BthOpcodeWriteOnlyImm;
+  assign p_imm    = op_has_imm(pop);
+
+  // send WQE
+  logic        w_is_rd, w_is_atomic, w_is_sw;
+  assign w_is_rd     = swqe.opcode == WrOpcodeRdmaRead;
+  assign w_is_atomic = swqe.opcode == WrOpcodeAtomicCmpAndSwp ||
+                       swqe.opcode == WrOpcodeAtomicFetchAndAdd;
+  assign w_is_sw     = swqe.opcode <= WrOpcodeSendWithImm;
+
+  // piece geometry in the walker (mr_q holds the MR of the current segment)
+  logic [63:0] pg_mask, pg_off, pg_rem;
+  logic [MttW-1:0] mtt_idx;
+  assign pg_mask = (64'd1 << mr_q.log_page) - 64'd1;
+  assign pg_off  = piece_va_q & pg_mask;
+  assign pg_rem  = (64'd1 << mr_q.log_page) - pg_off;
+  assign mtt_idx = MttW'(64'(mr_q.mtt_base) + (piece_va_q >> mr_q.log_page) - (mr_q.iova >> mr_q.log_page));
+
+  // send / receive WQE addresses
+  logic [63:0] sq_wqe_addr_ci, sq_wqe_addr_comp, rq_wqe_addr;
+  assign sq_wqe_addr_ci   = qp_q.sq_base +
+      {41'd0, (qp_q.sq_ci & ((16'd1 << qp_q.log_sq_size) - 16'd1)), 7'd0};
+  assign sq_wqe_addr_comp = qp_q.sq_base +
+      {41'd0, (qp_q.comp_ci & ((16'd1 << qp_q.log_sq_size) - 16'd1)), 7'd0};
+  assign rq_wqe_addr      = qp_q.rq_base +
+      {42'd0, (qp_q.rq_ci & ((16'd1 << qp_q.log_rq_size) - 16'd1)), 6'd0};
+
+  // CQE
+  logic [31:0] cq_mask;
+  logic [63:0] cqe_addr;
+  cqe_t        cqe_out;
+  assign cq_mask  = (32'd1 << cq_q.log_size) - 32'd1;
+  assign cqe_addr = cq_q.base + {27'd0, (cq_q.pi & cq_mask), 5'd0};
+  always_comb begin
+    cqe_out       = cqe_q;
+    cqe_out.qpn   = 24'(qpn_q);
+    cqe_out.func  = cq_q.func;
+    cqe_out.owner = ~(1'((cq_q.pi >> cq_q.log_size) & 32'd1));
+  end
+
+  /////////////////////////
+  // Main next-state     //
+  /////////////////////////
+
+  // Command argument views (the argument image is latched at task start). Each command reads only
+  // its own fields (reserved and other commands' bits are unused by design).
+  /* verilator lint_off UNUSEDSIGNAL */
+  cmd_create_cq_t a_cq;
+  cmd_reg_mr_t    a_mr;
+  cmd_write_mtt_t a_mtt;
+  cmd_create_qp_t a_cqp;
+  cmd_qp_args_t   a_qp;
+  cmd_set_port_t  a_port;
+  logic [23:0]    a_idx;
+  assign a_cq   = cmd_create_cq_t'(args_q);
+  assign a_mr   = cmd_reg_mr_t'(args_q);
+  assign a_mtt  = cmd_write_mtt_t'(args_q);
+  assign a_cqp  = cmd_create_qp_t'(args_q);
+  assign a_qp   = cmd_qp_args_t'(args_q);
+  assign a_port = cmd_set_port_t'(args_q);
+  assign a_idx  = args_q[23:0];
+  /* verilator lint_on UNUSEDSIGNAL */
+
+  logic [CounterNum-1:0] cnt_inc;
+
+  // MODIFY_QP decode
+  logic [31:0] mq_req, mq_opt;
+  logic        mq_trans_ok;
+  logic [2:0]  mq_cur, mq_new;
+  always_comb begin
+    mq_cur      = qp_q.state;
+    mq_new      = a_qp.state;
+    mq_req      = '0;
+    mq_opt      = '0;
+    mq_trans_ok = 1'b1;
+    if (mq_new == QpStateReset || mq_new == QpStateErr) begin
+      // any -> RESET / ERR: no other bits
+    end else if (mq_cur == QpStateReset && mq_new == QpStateInit) begin
+      mq_req = QpAttrPkeyIndex | QpAttrPort | QpAttrAccessFlags;
+    end else if (mq_cur == QpStateInit && mq_new == QpStateInit) begin
+      mq_opt = QpAttrAccessFlags | QpAttrPkeyIndex | QpAttrPort;
+    end else if (mq_cur == QpStateInit && mq_new == QpStateRtr) begin
+      mq_req = QpAttrAv | QpAttrPathMtu | QpAttrDestQpn | QpAttrRqPsn | QpAttrMaxDestRdAtomic |
+               QpAttrMinRnrTimer;
+      mq_opt = QpAttrAccessFlags | QpAttrPkeyIndex;
+    end else if (mq_cur == QpStateRtr && mq_new == QpStateRts) begin
+      mq_req = QpAttrSqPsn | QpAttrMaxQpRdAtomic | QpAttrRetryCnt | QpAttrRnrRetry | QpAttrTimeout;
+      mq_opt = QpAttrAccessFlags | QpAttrMinRnrTimer;
+    end else if (mq_cur == QpStateRts && mq_new == QpStateRts) begin
+      mq_opt = QpAttrAccessFlags | QpAttrMinRnrTimer;
+    end else begin
+      mq_trans_ok = 1'b0;
+    end
+  end
+
+  // REG_MR page count
+  logic [64:0] mr_end;
+  logic [64:0] mr_npages;
+  assign mr_end    = {1'b0, a_mr.iova} + {1'b0, a_mr.length} - 65'd1;
+  assign mr_npages = (mr_end >> a_mr.log_page) - ({1'b0, a_mr.iova} >> a_mr.log_page) + 65'd1;
+
+  // responder checks
+  logic [23:0] r_d;        // psn - rq_psn
+  logic        seq_ok, acc_ok, len_ok;
+  assign r_d = pkt_i.psn - qp_q.rq_psn;
+  always_comb begin
+    if (pop == BthOpcodeSendMiddle || pop == BthOpcodeSendLast || pop == BthOpcodeSendLastImm)
+      seq_ok = qp_q.resp_in_msg == 2'(RespInMsgSend);
+    else if (pop == BthOpcodeWriteMiddle || pop == BthOpcodeWriteLast ||
+             pop == BthOpcodeWriteLastImm)
+      seq_ok = qp_q.resp_in_msg == 2'(RespInMsgWrite);
+    else
+      seq_ok = qp_q.resp_in_msg == 2'(RespInMsgNone);
+    if (p_write)       acc_ok = (qp_q.access & 4'(AccessRemoteWrite)) != 4'd0;
+    else if (p_read)   acc_ok = (qp_q.access & 4'(AccessRemoteRead)) != 4'd0;
+    else if (p_atomic) acc_ok = (qp_q.access & 4'(AccessRemoteAtomic)) != 4'd0;
+    else               acc_ok = 1'b1;
+    if (p_first || p_middle)  len_ok = pl == mtu;
+    else if (p_last)          len_ok = pl >= 13'd1 && pl <= mtu;
+    else if (p_only)          len_ok = pl <= mtu;
+    else                      len_ok = pl == 13'd0;
+  end
+
+  // SEND: offset of this packet's payload in the receive buffer
+  logic [31:0] s_off;
+  assign s_off = (p_first || p_only) ? 32'd0 : qp_q.resp_offset;
+
+  // completer
+  logic [23:0] c_p, c_dp;
+  assign c_p  = pkt_i.psn;
+  assign c_dp = c_p - qp_q.comp_wqe_psn;
+
+  // requester payload of this packet
+  logic [33:0] tx_left;
+  logic [12:0] tx_n;
+  assign tx_left = lsum_q - 34'(qp_q.sq_offset);
+  assign tx_n    = (tx_left > 34'(mtu)) ? mtu : tx_left[12:0];
+
+  always_comb begin
+    // defaults
+    state_d      = state_q;
+    ret_d        = ret_q;
+    wk_ret_d     = wk_ret_q;
+    mr_ret_d     = mr_ret_q;
+    init_d       = init_q;
+    port_mac_d   = port_mac_q;
+    port_ip_d    = port_ip_q;
+    is_rx_d      = is_rx_q;
+    qpn_d        = qpn_q;
+    qp_d         = qp_q;
+    qp_ld_d      = qp_ld_q;
+    push_d       = push_q;
+    op_d         = op_q;
+    args_d       = args_q;
+    cq_d         = cq_q;
+    pd_d         = pd_q;
+    mr_d         = mr_q;
+    db_kind_d    = db_kind_q;
+    db_idx_d     = db_idx_q;
+    db_val_d     = db_val_q;
+    cst_d        = cst_q;
+    out0_d       = out0_q;
+    out1_d       = out1_q;
+    mtt_idx_d    = mtt_idx_q;
+    mtt_cnt_d    = mtt_cnt_q;
+    mtt_src_d    = mtt_src_q;
+    mtt_j_d      = mtt_j_q;
+    wqe_d        = wqe_q;
+    wqe_nb_d     = wqe_nb_q;
+    wqe_b_d      = wqe_b_q;
+    hdr_d        = hdr_q;
+    cqe_d        = cqe_q;
+    cqe_cqn_d    = cqe_cqn_q;
+    chk_key_d    = chk_key_q;
+    chk_va_d     = chk_va_q;
+    chk_len_d    = chk_len_q;
+    chk_acc_d    = chk_acc_q;
+    mr_ok_d      = mr_ok_q;
+    segs_d       = segs_q;
+    wk_mode_d    = wk_mode_q;
+    seg_idx_d    = seg_idx_q;
+    seg_off_d    = seg_off_q;
+    wk_rem_d     = wk_rem_q;
+    wk_acc_d     = wk_acc_q;
+    wk_err_d     = wk_err_q;
+    pl_off_d     = pl_off_q;
+    avail_d      = avail_q;
+    plen_d       = plen_q;
+    piece_va_d   = piece_va_q;
+    phys_d       = phys_q;
+    wk_k_d       = wk_k_q;
+    wbeat_d      = wbeat_q;
+    local_d      = local_q;
+    rd_req_d     = rd_req_q;
+    rd_addr_d    = rd_addr_q;
+    rd_len_d     = rd_len_q;
+    rd_func_d    = rd_func_q;
+    rd_busy_d    = rd_busy_q;
+    rd_rem_d     = rd_rem_q;
+    i_d          = i_q;
+    npk_d        = npk_q;
+    w_off_d      = w_off_q;
+    w_va_d       = w_va_q;
+    w_len_d      = w_len_q;
+    w_key_d      = w_key_q;
+    replay_d     = replay_q;
+    last_d       = last_q;
+    lsum_d       = lsum_q;
+    err_syn_d    = err_syn_q;
+    sq_st_d      = sq_st_q;
+    cret_d       = cret_q;
+    lastpkt_d    = lastpkt_q;
+    fifo_tx_d    = fifo_tx_q;
+    in_ring_d    = in_ring_q;
+    ring_head_d  = ring_head_q;
+    ring_tail_d  = ring_tail_q;
+
+    ring_push     = 1'b0;
+    ring_push_qpn = qpn_q;
+    fifo_pop      = 1'b0;
+
+    qpc_req = 1'b0; qpc_we = 1'b0; qpc_addr = qpn_q;      qpc_wdata = qp_q;
+    cqc_req = 1'b0; cqc_we = 1'b0; cqc_addr = cqe_cqn_q;  cqc_wdata = cq_q;
+    mrc_req = 1'b0; mrc_we = 1'b0; mrc_addr = MrW'(a_idx); mrc_wdata = mr_q;
+    pdc_req = 1'b0; pdc_we = 1'b0; pdc_addr = PdW'(a_idx); pdc_wdata = pd_q;
+    mtt_req = 1'b0; mtt_we = 1'b0; mtt_addr = mtt_idx; mtt_wdata = '0;
+
+    cmd_start_o   = 1'b0;
+    cmd_done_o    = 1'b0;
+    db_pop_o      = 1'b0;
+    pkt_done_o    = 1'b0;
+    trace_valid_o = 1'b0;
+    trace_kind_o  = '0;
+    trace_qpn_o   = '0;
+    trace_func_o  = '0;
+    hdr_valid_o   = 1'b0;
+    dma_wr_valid_o = 1'b0;
+    dma_wr_func_o  = qp_q.func;
+    dma_wr_addr_o  = phys_q;
+    dma_wr_len_o   = plen_q;
+    dma_wr_data_o  = wbeat_q;
+    dma_wr_last_o  = 1'b0;
+    msix_valid_o   = 1'b0;
+    msix_func_o    = cq_q.func;
+    msix_vector_o  = cq_q.vector;
+    pl_rd_en_o     = 1'b0;
+    pl_rd_off_o    = pl_off_q + {wk_k_q[5:0], 6'd0};
+    cnt_inc        = '0;
+
+    /////////////////////////////////////////////////
+    // DMA read channel (independent of the FSM)   //
+    /////////////////////////////////////////////////
+    if (rd_req_q && dma_rd_req_ready_i) rd_req_d = 1'b0;
+    fifo_push       = 1'b0;
+    fifo_push_bytes = (rd_rem_q >= 13'd64) ? 7'd64 : rd_rem_q[6:0];
+    if (dma_rd_cpl_valid_i && rd_busy_q) begin
+      fifo_push = 1'b1;
+      rd_rem_d  = rd_rem_q - 13'(fifo_push_bytes);
+      if (dma_rd_cpl_last_i) rd_busy_d = 1'b0;
+    end
+    // gather: forward completion beats to the transmit framer
+    if (fifo_tx_q && fifo_cnt_q != 7'd0 && pl_ready_i) fifo_pop = 1'b1;
+
+    `define CALL_MR(KEY, VA, LEN, ACC, RET) \
+      begin chk_key_d = (KEY); chk_va_d = (VA); chk_len_d = (LEN); chk_acc_d = (ACC); \
+            mr_ret_d = (RET); state_d = StMrRd; end
+    `define CALL_WALK(MODE, OFF, N, ACC, RET) \
+      begin wk_mode_d = (MODE); seg_idx_d = '0; seg_off_d = (OFF); wk_rem_d = 32'(N); \
+            wk_acc_d = (ACC); wk_err_d = 1'b0; wk_k_d = '0; pl_off_d = '0; wk_ret_d = (RET); \
+            fifo_tx_d = ((MODE) == WkGatherTx); state_d = StWkSeg; end
+    `define CALL_WQE(ADDR, NB, RET) \
+      begin rd_addr_d = (ADDR); rd_len_d = 13'((NB) * 64); rd_func_d = qp_q.func; \
+            wqe_nb_d = 2'(NB); wqe_b_d = '0; ret_d = (RET); state_d = StWqeIss; end
+    `define CALL_HDR(RET) begin ret_d = (RET); state_d = StHdr; end
+    `define CALL_CQE(CQN, RET) begin cqe_cqn_d = CqW'(CQN); ret_d = (RET); state_d = StCqeRd; end
+    `define ERR_NAK(SYN) begin err_syn_d = 8'(SYN); state_d = StErrNak; end
+    `define SQ_ERR(ST) begin sq_st_d = 8'(ST); state_d = StSqErr; end
+
+    unique case (state_q)
+      //////////////////////////////////////////
+      // Reset: clear the context memories    //
+      //////////////////////////////////////////
+      StInit: begin
+        qpc_req = init_q < (InitW+1)'(NumQp); qpc_we = 1'b1; qpc_addr = QpW'(init_q); qpc_wdata = '0;
+        cqc_req = init_q < (InitW+1)'(NumCq); cqc_we = 1'b1; cqc_addr = CqW'(init_q); cqc_wdata = '0;
+        mrc_req = init_q < (InitW+1)'(NumMr); mrc_we = 1'b1; mrc_addr = MrW'(init_q); mrc_wdata = '0;
+        pdc_req = init_q < (InitW+1)'(NumPd); pdc_we = 1'b1; pdc_addr = PdW'(init_q); pdc_wdata = '0;
+        init_d = init_q + 1'b1;
+        if (init_q == (InitW+1)'(InitMax - 1)) state_d = StIdle;
+      end
+
+      //////////////////////////////////////////
+      // Arbitration: CMD > DB > RX > QP ring //
+      //////////////////////////////////////////
+      StIdle: begin
+        qp_ld_d  = 1'b0;
+        push_d   = 1'b0;
+        is_rx_d  = 1'b0;
+        replay_d = 1'b0;
+        if (!rd_pend_i) begin
+          if (cmd_valid_i) begin
+            trace_valid_o = 1'b1;
+            trace_kind_o  = TraceCmd;
+            cmd_start_o   = 1'b1;
+            op_d          = cmd_op_i;
+            args_d        = cmd_args_i;
+            cst_d         = CmdStatusOk;
+            out0_d        = '0;
+            out1_d        = '0;
+            state_d       = StCmdRd;
+          end else if (db_valid_i) begin
+            trace_valid_o = 1'b1;
+            trace_kind_o  = TraceDb;
+            db_pop_o      = 1'b1;
+            db_kind_d     = db_kind_i;
+            db_idx_d      = db_idx_i;
+            db_val_d      = db_val_i;
+            state_d       = StDbRd;
+          end else if (pkt_valid_i) begin
+            trace_valid_o = 1'b1;
+            trace_kind_o  = TraceRx;
+            is_rx_d       = 1'b1;
+            state_d       = StRxStart;
+          end else if (ring_head_q != ring_tail_q) begin
+            // Popping is not a task: it only reads the QP context to decide which task, if any.
+            qpn_d       = ring_q[ring_head_q[QpW-1:0]];
+            ring_head_d = ring_head_q + 1'b1;
+            in_ring_d[ring_q[ring_head_q[QpW-1:0]]] = 1'b0;
+            state_d     = StPopRd;
+          end
+        end
+      end
+
+      StPopRd: begin
+        qpc_req = 1'b1;
+        state_d = StPopChk;
+      end
+
+      StPopChk: begin
+        // Wait (between tasks) while a read is pending; rnic_mmio answers it meanwhile.
+        if (!rd_pend_i) begin
+          qp_d    = qpc_rdata;
+          qp_ld_d = 1'b1;
+          trace_qpn_o  = 24'(qpn_q);
+          trace_func_o = qpc_rdata.func;
+          if (qpc_rdata.valid && qpc_rdata.state == QpStateErr &&
+              qpc_rdata.comp_ci != qpc_rdata.sq_pi) begin
+            trace_valid_o = 1'b1;
+            trace_kind_o  = TraceFlushSq;
+            state_d       = StFlushSq;
+          end else if (qpc_rdata.valid && qpc_rdata.state == QpStateErr &&
+                       qpc_rdata.rq_ci != qpc_rdata.rq_pi) begin
+            trace_valid_o = 1'b1;
+            trace_kind_o  = TraceFlushRq;
+            state_d       = StFlushRq;
+          end else if (qpc_rdata.valid && qpc_rdata.state == QpStateRts &&
+                       qpc_rdata.sq_ci != qpc_rdata.sq_pi) begin
+            trace_valid_o = 1'b1;
+            trace_kind_o  = TraceTx;
+            state_d       = StTx;
+          end else begin
+            qp_ld_d = 1'b0;
+            state_d = StIdle;
+          end
+        end
+      end
+
+      //////////////////////////////////////////
+      // Admin commands                       //
+      //////////////////////////////////////////
+      StCmdRd: begin
+        // Read every context the command may check (all RAMs have their own port).
+        qpc_req  = 1'b1; qpc_addr = QpW'(a_idx);
+        cqc_req  = 1'b1; cqc_addr = CqW'((op_q == CmdCreateQp) ? a_cqp.send_cqn : a_idx);
+        mrc_req  = 1'b1; mrc_addr = MrW'(a_idx);
+        pdc_req  = 1'b1;
+        pdc_addr = PdW'((op_q == CmdCreateQp) ? a_cqp.pdn : (op_q == CmdRegMr) ? a_mr.pdn : a_idx);
+        qpn_d    = QpW'(a_idx);
+        state_d  = StCmdRd2;
+      end
+
+      StCmdRd2: begin
+        qp_d     = qpc_rdata;
+        cq_d     = cqc_rdata;
+        mr_d     = mrc_rdata;
+        pd_d     = pdc_rdata;
+        cqc_req  = 1'b1; cqc_addr = CqW'(a_cqp.recv_cqn);
+        state_d  = StCmdExec;
+      end
+
+      StCmdExec: begin
+        state_d = StCmdDone;
+        unique case (op_q)
+          CmdNop: ;
+          CmdSetPort: begin
+            port_mac_d = a_port.mac;
+            port_ip_d  = a_port.ip;
+          end
+          CmdCreateCq: begin
+            if (a_cq.cqn >= 24'(NumCq))                         cst_d = CmdStatusBadIndex;
+            else if (cq_q.valid)                                cst_d = CmdStatusBadState;
+            else if (a_cq.log_size < 5'd1 || a_cq.log_size > 5'd16 || a_cq.base[4:0] != 5'd0)
+                                                                cst_d = CmdStatusBadParam;
+            else begin
+              cqc_req = 1'b1; cqc_we = 1'b1; cqc_addr = CqW'(a_cq.cqn);
+              cqc_wdata = '0;
+              cqc_wdata.valid    = 1'b1;
+              cqc_wdata.func     = 8'd0;
+              cqc_wdata.base     = a_cq.base;
+              cqc_wdata.log_size = a_cq.log_size;
+              cqc_wdata.vector   = a_cq.vector;
+            end
+          end
+          CmdDestroyCq: begin
+            if (a_idx >= 24'(NumCq))  cst_d = CmdStatusBadIndex;
+            else if (!cq_q.valid)     cst_d = CmdStatusBadState;
+            else begin
+              cqc_req = 1'b1; cqc_we = 1'b1; cqc_addr = CqW'(a_idx);
+              cqc_wdata = cq_q; cqc_wdata.valid = 1'b0;
+            end
+          end
+          CmdAllocPd, CmdDeallocPd: begin
+            if (a_idx >= 24'(NumPd))                          cst_d = CmdStatusBadIndex;
+            else if (pd_q.valid == (op_q == CmdAllocPd))      cst_d = CmdStatusBadState;
+            else begin
+              pdc_req = 1'b1; pdc_we = 1'b1; pdc_addr = PdW'(a_idx);
+              pdc_wdata = '0; pdc_wdata.valid = (op_q == CmdAllocPd);
+            end
+          end
+          CmdWriteMtt: begin
+            if (a_mtt.count < 16'd1 || a_mtt.count > 16'(MttWriteMax))     cst_d = CmdStatusBadParam;
+            else if (25'(a_mtt.start) + 25'(a_mtt.count) > 25'(NumMtt))    cst_d = CmdStatusBadIndex;
+            else begin
+              mtt_idx_d = (MttW+1)'(a_mtt.start);
+              mtt_cnt_d = a_mtt.count;
+              mtt_src_d = a_mtt.src;
+              state_d   = StMttIss;
+            end
+          end
+          CmdRegMr: begin
+            if (a_mr.index >= 24'(NumMr))                    cst_d = CmdStatusBadIndex;
+            else if (mr_q.valid)                             cst_d = CmdStatusBadState;
+            else if (a_mr.pdn >= 24'(NumPd) || !pd_q.valid ||
+                     a_mr.log_page < 6'd12 || a_mr.log_page > 6'd30 || a_mr.length == 64'd0 ||
+                     {41'd0, a_mr.mtt_base} + mr_npages > 65'(NumMtt))
+                                                             cst_d = CmdStatusBadParam;
+            else begin
+              mrc_req = 1'b1; mrc_we = 1'b1; mrc_addr = MrW'(a_mr.index);
+              mrc_wdata = '0;
+              mrc_wdata.valid    = 1'b1;
+              mrc_wdata.func     = 8'd0;
+              mrc_wdata.pdn      = a_mr.pdn;
+              mrc_wdata.key      = a_mr.key;
+              mrc_wdata.access   = a_mr.access;
+              mrc_wdata.iova     = a_mr.iova;
+              mrc_wdata.length   = a_mr.length;
+              mrc_wdata.mtt_base = a_mr.mtt_base;
+              mrc_wdata.log_page = a_mr.log_page;
+            end
+          end
+          CmdDeregMr: begin
+            if (a_idx >= 24'(NumMr))  cst_d = CmdStatusBadIndex;
+            else if (!mr_q.valid)     cst_d = CmdStatusBadState;
+            else begin
+              mrc_req = 1'b1; mrc_we = 1'b1; mrc_addr = MrW'(a_idx);
+              mrc_wdata = mr_q; mrc_wdata.valid = 1'b0;
+            end
+          end
+          CmdCreateQp: begin
+            if (a_cqp.qpn < 24'd2 || a_cqp.qpn >= 24'(NumQp))       cst_d = CmdStatusBadIndex;
+            else if (qp_q.valid)                                    cst_d = CmdStatusBadState;
+            else if (a_cqp.pdn >= 24'(NumPd) || !pd_q.valid ||
+                     a_cqp.send_cqn >= 24'(NumCq) || !cq_q.valid ||
+                     a_cqp.recv_cqn >= 24'(NumCq) || !cqc_rdata.valid ||
+                     a_cqp.log_sq_size < 5'd1 || a_cqp.log_sq_size > 5'd15 ||
+                     a_cqp.log_rq_size < 5'd1 || a_cqp.log_rq_size > 5'd15 ||
+                     a_cqp.sq_base[6:0] != 7'd0 || a_cqp.rq_base[5:0] != 6'd0)
+                                                                    cst_d = CmdStatusBadParam;
+            else begin
+              qpc_req = 1'b1; qpc_we = 1'b1; qpc_addr = QpW'(a_cqp.qpn);
+              qpc_wdata = '0;
+              qpc_wdata.valid       = 1'b1;
+              qpc_wdata.state       = QpStateReset;
+              qpc_wdata.func        = 8'd0;
+              qpc_wdata.pdn         = a_cqp.pdn;
+              qpc_wdata.send_cqn    = a_cqp.send_cqn;
+              qpc_wdata.recv_cqn    = a_cqp.recv_cqn;
+              qpc_wdata.sq_base     = a_cqp.sq_base;
+              qpc_wdata.rq_base     = a_cqp.rq_base;
+              qpc_wdata.log_sq_size = a_cqp.log_sq_size;
+              qpc_wdata.log_rq_size = a_cqp.log_rq_size;
+            end
+          end
+          CmdModifyQp: begin
+            if (a_qp.qpn >= 24'(NumQp))                               cst_d = CmdStatusBadIndex;
+            else if (!qp_q.valid)                                     cst_d = CmdStatusBadState;
+            else if ((a_qp.attr_mask & QpAttrState) == 32'd0)         cst_d = CmdStatusBadParam;
+            else if (!mq_trans_ok)                                    cst_d = CmdStatusBadState;
+            else if ((a_qp.attr_mask & mq_req) != mq_req ||
+                     (a_qp.attr_mask & ~(mq_req | mq_opt | QpAttrState)) != 32'd0)
+                                                                      cst_d = CmdStatusBadParam;
+            else if (((a_qp.attr_mask & QpAttrPathMtu) != 0 &&
+                      (a_qp.path_mtu < 3'd1 || a_qp.path_mtu > 3'd5)) ||
+                     ((a_qp.attr_mask & QpAttrMaxQpRdAtomic) != 0 && a_qp.max_rd_atomic > 8'd16) ||
+                     ((a_qp.attr_mask & QpAttrMaxDestRdAtomic) != 0 &&
+                      a_qp.max_dest_rd_atomic > 8'd16))
+                                                                      cst_d = CmdStatusBadParam;
+            else begin
+              qpc_req = 1'b1; qpc_we = 1'b1; qpc_addr = QpW'(a_qp.qpn);
+              qpc_wdata = qp_q;
+              if (mq_new == QpStateReset) begin
+                qpc_wdata             = '0;
+                qpc_wdata.valid       = qp_q.valid;
+                qpc_wdata.func        = qp_q.func;
+                qpc_wdata.pdn         = qp_q.pdn;
+                qpc_wdata.send_cqn    = qp_q.send_cqn;
+                qpc_wdata.recv_cqn    = qp_q.recv_cqn;
+                qpc_wdata.sq_base     = qp_q.sq_base;
+                qpc_wdata.rq_base     = qp_q.rq_base;
+                qpc_wdata.log_sq_size = qp_q.log_sq_size;
+                qpc_wdata.log_rq_size = qp_q.log_rq_size;
+                qpc_wdata.access      = qp_q.access;
+                qpc_wdata.state       = QpStateReset;
+              end else begin
+                qpc_wdata.state = mq_new;
+                if ((a_qp.attr_mask & QpAttrAccessFlags) != 0) qpc_wdata.access = a_qp.access;
+                if ((a_qp.attr_mask & QpAttrMinRnrTimer) != 0)
+                  qpc_wdata.min_rnr_timer = a_qp.min_rnr_timer;
+                if ((a_qp.attr_mask & QpAttrAv) != 0) begin
+                  qpc_wdata.dest_mac = a_qp.dest_mac;
+                  qpc_wdata.dest_ip  = a_qp.dest_ip;
+                end
+                if ((a_qp.attr_mask & QpAttrPathMtu) != 0)  qpc_wdata.path_mtu = a_qp.path_mtu;
+                if ((a_qp.attr_mask & QpAttrDestQpn) != 0)  qpc_wdata.dest_qpn = a_qp.dest_qpn;
+                if ((a_qp.attr_mask & QpAttrRqPsn) != 0)    qpc_wdata.rq_psn = a_qp.rq_psn;
+                if ((a_qp.attr_mask & QpAttrMaxDestRdAtomic) != 0)
+                  qpc_wdata.max_dest_rd_atomic = a_qp.max_dest_rd_atomic;
+                if ((a_qp.attr_mask & QpAttrSqPsn) != 0) begin
+                  qpc_wdata.sq_psn       = a_qp.sq_psn;
+                  qpc_wdata.comp_wqe_psn = a_qp.sq_psn;
+                  qpc_wdata.acked_psn    = a_qp.sq_psn;
+                end
+                if ((a_qp.attr_mask & QpAttrMaxQpRdAtomic) != 0)
+                  qpc_wdata.max_rd_atomic = a_qp.max_rd_atomic;
+                if ((a_qp.attr_mask & QpAttrRetryCnt) != 0) begin
+                  qpc_wdata.retry_cnt  = a_qp.retry_cnt;
+                  qpc_wdata.retry_left = a_qp.retry_cnt;
+                end
+                if ((a_qp.attr_mask & QpAttrRnrRetry) != 0) begin
+                  qpc_wdata.rnr_retry = a_qp.rnr_retry;
+                  qpc_wdata.rnr_left  = a_qp.rnr_retry;
+                end
+                if ((a_qp.attr_mask & QpAttrTimeout) != 0) qpc_wdata.timeout = a_qp.timeout;
+              end
+              // A modify may give the QP work (RTS: sends, ERR: flushes).
+              push_d = 1'b1;
+            end
+          end
+          CmdQueryQp: begin
+            if (a_idx >= 24'(NumQp))  cst_d = CmdStatusBadIndex;
+            else if (!qp_q.valid)     cst_d = CmdStatusBadState;
+            else begin
+              out0_d = {8'd0, qp_q.rq_psn, qp_q.sq_psn, 5'd0, qp_q.state};
+              out1_d = {qp_q.sq_pi, qp_q.rq_ci, qp_q.comp_ci, qp_q.sq_ci};
+            end
+          end
+          CmdDestroyQp: begin
+            if (a_idx >= 24'(NumQp))  cst_d = CmdStatusBadIndex;
+            else if (!qp_q.valid)     cst_d = CmdStatusBadState;
+            else begin
+              qpc_req = 1'b1; qpc_we = 1'b1; qpc_addr = QpW'(a_idx);
+              qpc_wdata = qp_q; qpc_wdata.valid = 1'b0;
+            end
+          end
+          default: cst_d = CmdStatusBadOpcode;
+        endcase
+      end
+
+      // WRITE_MTT: 64-byte DMA reads (8 entries each), written into the MTT one entry per cycle.
+      StMttIss: begin
+        rd_req_d  = 1'b1;
+        rd_busy_d = 1'b1;
+        rd_addr_d = mtt_src_q;
+        rd_func_d = 8'd0;
+        rd_len_d  = (mtt_cnt_q >= 16'd8) ? 13'd64 : 13'({mtt_cnt_q[2:0], 3'd0});
+        rd_rem_d  = (mtt_cnt_q >= 16'd8) ? 13'd64 : 13'({mtt_cnt_q[2:0], 3'd0});
+        mtt_j_d   = '0;
+        state_d   = StMttWait;
+      end
+
+      StMttWait: begin
+        if (fifo_cnt_q != 7'd0) state_d = StMttWr;
+      end
+
+      StMttWr: begin
+        mtt_req   = 1'b1;
+        mtt_we    = 1'b1;
+        mtt_addr  = MttW'(mtt_idx_q);
+        mtt_wdata = fifo_head[{mtt_j_q[2:0], 6'd0} +: 64];
+        mtt_idx_d = mtt_idx_q + 1'b1;
+        mtt_cnt_d = mtt_cnt_q - 16'd1;
+        mtt_j_d   = mtt_j_q + 4'd1;
+        if (mtt_cnt_q == 16'd1 || mtt_j_q == 4'd7) begin
+          fifo_pop  = 1'b1;
+          mtt_src_d = mtt_src_q + 64'd64;
+          state_d   = (mtt_cnt_q == 16'd1) ? StCmdDone : StMttIss;
+        end
+      end
+
+      StCmdDone: begin
+        cmd_done_o = 1'b1;
+        state_d    = StEnd;
+      end
+
+      //////////////////////////////////////////
+      // Doorbells                            //
+      //////////////////////////////////////////
+      StDbRd: begin
+        qpc_req  = 1'b1; qpc_addr = QpW'(db_idx_q);
+        cqc_req  = 1'b1; cqc_addr = CqW'(db_idx_q);
+        qpn_d    = QpW'(db_idx_q);
+        state_d  = StDbExec;
+      end
+
+      StDbExec: begin
+        state_d = StEnd;
+        unique case (db_kind_q)
+          2'd0: begin  // SQ_PI
+            if (!qpc_rdata.valid || qpc_rdata.state == QpStateReset ||
+                {1'b0, 16'(db_val_q[15:0] - qpc_rdata.comp_ci)} >
+                (17'd1 << qpc_rdata.log_sq_size)) begin
+              cnt_inc[CounterDbBad] = 1'b1;
+            end else begin
+              qpc_req = 1'b1; qpc_we = 1'b1; qpc_wdata = qpc_rdata;
+              qpc_wdata.sq_pi = db_val_q[15:0];
+              push_d = 1'b1;
+            end
+          end
+          2'd1: begin  // RQ_PI
+            if (!qpc_rdata.valid || qpc_rdata.state == QpStateReset ||
+                {1'b0, 16'(db_val_q[15:0] - qpc_rdata.rq_ci)} >
+                (17'd1 << qpc_rdata.log_rq_size)) begin
+              cnt_inc[CounterDbBad] = 1'b1;
+            end else begin
+              qpc_req = 1'b1; qpc_we = 1'b1; qpc_wdata = qpc_rdata;
+              qpc_wdata.rq_pi = db_val_q[15:0];
+              push_d = 1'b1;
+            end
+          end
+          2'd2: begin  // CQ_CI
+            if (!cqc_rdata.valid) begin
+              cnt_inc[CounterDbBad] = 1'b1;
+            end else begin
+              cqc_req = 1'b1; cqc_we = 1'b1; cqc_addr = CqW'(db_idx_q); cqc_wdata = cqc_rdata;
+              cqc_wdata.ci = db_val_q[31:0];
+            end
+          end
+          default: begin  // CQ_ARM
+            if (!cqc_rdata.valid) begin
+              cnt_inc[CounterDbBad] = 1'b1;
+            end else begin
+              cqc_req = 1'b1; cqc_we = 1'b1; cqc_addr = CqW'(db_idx_q); cqc_wdata = cqc_rdata;
+              cqc_wdata.armed = 1'b1;
+            end
+          end
+        endcase
+      end
+
+      //////////////////////////////////////////
+      // Received frames (section 7)          //
+      //////////////////////////////////////////
+      StRxStart: begin
+        cnt_inc[CounterRxPkts] = 1'b1;
+        qpn_d = QpW'(pkt_i.dqpn);
+        if (pkt_i.status == RxDropHdr) begin
+          cnt_inc[CounterRxDropHdr] = 1'b1;
+          state_d = StEnd;
+        end else if (pkt_i.status != RxOk) begin
+          cnt_inc[CounterRxDropIcrc] = 1'b1;
+          state_d = StEnd;
+        end else if (pkt_i.dqpn >= 24'(NumQp)) begin
+          cnt_inc[CounterRxDropQp] = 1'b1;
+          state_d = StEnd;
+        end else begin
+          qpc_req  = 1'b1;
+          qpc_addr = QpW'(pkt_i.dqpn);
+          state_d  = StRxQp;
+        end
+      end
+
+      StRxQp: begin
+        qp_d = qpc_rdata;
+        if (!qpc_rdata.valid) begin
+          cnt_inc[CounterRxDropQp] = 1'b1;
+          state_d = StEnd;
+        end else if (op_is_response(pop) ? (qpc_rdata.state != QpStateRts) :
+                     (qpc_rdata.state != QpStateRtr && qpc_rdata.state != QpStateRts)) begin
+          cnt_inc[CounterRxDropState] = 1'b1;
+          state_d = StEnd;
+        end else begin
+          qp_ld_d = 1'b1;
+          state_d = op_is_response(pop) ? StCompStart : StRespStart;
+        end
+      end
+
+      //////////////////////////////////////////
+      // Responder (section 9)                //
+      //////////////////////////////////////////
+      StRespStart: begin
+        if (r_d != 24'd0 && !s24_neg(r_d)) begin
+          // PSN ahead: one NAK per gap (nak_latch), drop
+          state_d = StEnd;
+          if (!qp_q.nak_latch) begin
+            qp_d.nak_latch = 1'b1;
+            cnt_inc[CounterRxNakSent] = 1'b1;
+            hdr_d = mk_hdr(qp_q, qpn_q, BthOpcodeAck, qp_q.rq_psn);
+            hdr_d.syndrome = 8'(AethNakPsnSeq);
+            hdr_d.msn      = qp_q.msn;
+            `CALL_HDR(StEnd)
+          end
+        end else if (s24_neg(r_d)) begin
+          // duplicate
+          cnt_inc[CounterRxDup] = 1'b1;
+          state_d = StEnd;
+          if (p_send || p_write) begin
+            hdr_d = mk_hdr(qp_q, qpn_q, BthOpcodeAck, qp_q.rq_psn - 24'd1);
+            hdr_d.syndrome = 8'(AethAckUnlimited);
+            hdr_d.msn      = qp_q.msn;
+            `CALL_HDR(StEnd)
+          end else if (p_read) begin
+            replay_d = 1'b1;
+            state_d  = StRead;
+          end else if (p_atomic && qp_q.atom_valid && qp_q.atom_psn == pkt_i.psn) begin
+            hdr_d = mk_hdr(qp_q, qpn_q, BthOpcodeAtomicAck, pkt_i.psn);
+            hdr_d.syndrome = 8'(AethAckUnlimited);
+            hdr_d.msn      = qp_q.msn;
+            hdr_d.orig     = qp_q.atom_orig;
+            `CALL_HDR(StEnd)
+          end
+        end else begin
+          qp_d.nak_latch = 1'b0;
+          if (!seq_ok || !acc_ok || !len_ok) begin
+            `ERR_NAK(AethNakInvReq)
+          end else if (p_send) begin
+            state_d = StSend;
+          end else if (p_write) begin
+            state_d = StWrite;
+          end else if (p_read) begin
+            state_d = StRead;
+          end else begin
+            state_d = StAtomic;
+          end
+        end
+      end
+
+      // error NAK: send it, QP to ERR
+      StErrNak: begin
+        qp_d.state = QpStateErr;
+        push_d     = 1'b1;
+        cnt_inc[CounterRxNakSent] = 1'b1;
+        hdr_d = mk_hdr(qp_q, qpn_q, BthOpcodeAck, pkt_i.psn);
+        hdr_d.syndrome = err_syn_q;
+        hdr_d.msn      = qp_q.msn;
+        `CALL_HDR(StEnd)
+      end
+
+      StRnrNak: begin
+        cnt_inc[CounterRxNakSent] = 1'b1;
+        hdr_d = mk_hdr(qp_q, qpn_q, BthOpcodeAck, pkt_i.psn);
+        hdr_d.syndrome = 8'(AethRnrNakBase) | {3'd0, qp_q.min_rnr_timer};
+        hdr_d.msn      = qp_q.msn;
+        `CALL_HDR(StEnd)
+      end
+
+      // after a SEND*/WRITE* frame
+      StAckChk: begin
+        qp_d.rq_psn = qp_q.rq_psn + 24'd1;
+        state_d = StEnd;
+        if (pkt_i.ackreq) begin
+          hdr_d = mk_hdr(qp_q, qpn_q, BthOpcodeAck, pkt_i.psn);
+          hdr_d.syndrome = 8'(AethAckUnlimited);
+          hdr_d.msn      = qp_q.msn;
+          `CALL_HDR(StEnd)
+        end
+      end
+
+      // ---- SEND*
+      StSend: begin
+        if (qp_q.rq_ci == qp_q.rq_pi) begin
+          state_d = StRnrNak;
+        end else begin
+          `CALL_WQE(rq_wqe_addr, 1, StSendChk)
+        end
+      end
+
+      StSendChk: begin
+        w_off_d = s_off;
+        segs_d  = segs_recv(rwqe);
+        if (rwqe.num_sge > 8'(MaxRecvSge)) begin
+          qp_d.rq_err_valid  = 1'b1;
+          qp_d.rq_err_idx    = qp_q.rq_ci;
+          qp_d.rq_err_status = WcStatusLocQpOpErr;
+          `ERR_NAK(AethNakRemOp)
+        end else if (34'(s_off) + 34'(pl) > seg_sum(segs_recv(rwqe))) begin
+          qp_d.rq_err_valid  = 1'b1;
+          qp_d.rq_err_idx    = qp_q.rq_ci;
+          qp_d.rq_err_status = WcStatusLocLenErr;
+          `ERR_NAK(AethNakInvReq)
+        end else begin
+          `CALL_WALK(WkCheck, s_off, pl, 4'(AccessLocalWrite), StSendChk2)
+        end
+      end
+
+      StSendChk2: begin
+        if (wk_err_q) begin
+          qp_d.rq_err_valid  = 1'b1;
+          qp_d.rq_err_idx    = qp_q.rq_ci;
+          qp_d.rq_err_status = WcStatusLocProtErr;
+          `ERR_NAK(AethNakRemOp)
+        end else begin
+          `CALL_WALK(WkScatterPl, w_off_q, pl, 4'(AccessLocalWrite), StSendDone)
+        end
+      end
+
+      StSendDone: begin
+        qp_d.resp_offset = w_off_q + 32'(pl);
+        qp_d.resp_in_msg = (p_last || p_only) ? 2'(RespInMsgNone) : 2'(RespInMsgSend);
+        state_d = StAckChk;
+        if (p_last || p_only) begin
+          cqe_d          = '0;
+          cqe_d.wr_id    = rwqe.wr_id;
+          cqe_d.byte_len = w_off_q + 32'(pl);
+          cqe_d.imm      = p_imm ? pkt_i.imm : 32'd0;
+          cqe_d.opcode   = WcOpcodeRecv;
+          cqe_d.status   = WcStatusSuccess;
+          cqe_d.flags    = p_imm ? 8'(CqeFlagWithImm) : 8'd0;
+          cqe_d.wqe_idx  = qp_q.rq_ci;
+          `CALL_CQE(qp_q.recv_cqn, StSendFin)
+        end
+      end
+
+      StSendFin: begin
+        qp_d.rq_ci       = qp_q.rq_ci + 16'd1;
+        qp_d.msn         = qp_q.msn + 24'd1;
+        qp_d.resp_offset = 32'd0;
+        state_d          = StAckChk;
+      end
+
+      // ---- WRITE*
+      StWrite: begin
+        if (p_first || p_only) begin
+          `CALL_MR(pkt_i.rkey, pkt_i.va, pkt_i.dma_len, 4'(AccessRemoteWrite), StWrite2)
+        end else begin
+          w_va_d  = qp_q.resp_va;
+          w_len_d = qp_q.resp_len;
+          w_key_d = qp_q.resp_rkey;
+          w_off_d = qp_q.resp_offset;
+          state_d = StWrite3;
+        end
+      end
+
+      StWrite2: begin
+        if (!mr_ok_q) begin
+          `ERR_NAK(AethNakRemAccess)
+        end else begin
+          w_va_d  = pkt_i.va;
+          w_len_d = pkt_i.dma_len;
+          w_key_d = pkt_i.rkey;
+          w_off_d = 32'd0;
+          state_d = StWrite3;
+        end
+      end
+
+      StWrite3: begin
+        if (33'(w_off_q) + 33'(pl) > 33'(w_len_q) ||
+            ((p_last || p_only) && 33'(w_off_q) + 33'(pl) != 33'(w_len_q))) begin
+          `ERR_NAK(AethNakInvReq)
+        end else if (p_imm && qp_q.rq_ci == qp_q.rq_pi) begin
+          state_d = StRnrNak;
+        end else begin
+          qp_d.resp_va   = w_va_q;
+          qp_d.resp_len  = w_len_q;
+          qp_d.resp_rkey = w_key_q;
+          segs_d = segs_one(w_va_q, w_len_q, w_key_q);
+          if (pl != 13'd0) begin
+            `CALL_WALK(WkCheck, w_off_q, pl, 4'(AccessRemoteWrite), StWrite4)
+          end else begin
+            state_d = StWrite5;
+          end
+        end
+      end
+
+      StWrite4: begin
+        if (wk_err_q) begin
+          // The MR went away between FIRST and a later packet: a remote access error.
+          `ERR_NAK(AethNakRemAccess)
+        end else begin
+          `CALL_WALK(WkScatterPl, w_off_q, pl, 4'(AccessRemoteWrite), StWrite5)
+        end
+      end
+
+      StWrite5: begin
+        qp_d.resp_offset = w_off_q + 32'(pl);
+        qp_d.resp_in_msg = (p_last || p_only) ? 2'(RespInMsgNone) : 2'(RespInMsgWrite);
+        state_d = StAckChk;
+        if (p_last || p_only) begin
+          qp_d.msn = qp_q.msn + 24'd1;
+          if (p_imm) begin
+            `CALL_WQE(rq_wqe_addr, 1, StWriteImm)
+          end
+        end
+      end
+
+      StWriteImm: begin
+        cqe_d          = '0;
+        cqe_d.wr_id    = rwqe.wr_id;
+        cqe_d.byte_len = qp_q.resp_len;
+        cqe_d.imm      = pkt_i.imm;
+        cqe_d.opcode   = WcOpcodeRecvRdmaWithImm;
+        cqe_d.status   = WcStatusSuccess;
+        cqe_d.flags    = 8'(CqeFlagWithImm);
+        cqe_d.wqe_idx  = qp_q.rq_ci;
+        `CALL_CQE(qp_q.recv_cqn, StWriteFin)
+      end
+
+      StWriteFin: begin
+        qp_d.rq_ci = qp_q.rq_ci + 16'd1;
+        state_d    = StAckChk;
+      end
+
+      // ---- READ_REQUEST (also the duplicate replay)
+      StRead: begin
+        `CALL_MR(pkt_i.rkey, pkt_i.va, pkt_i.dma_len, 4'(AccessRemoteRead), StRead2)
+      end
+
+      StRead2: begin
+        if (!mr_ok_q) begin
+          if (replay_q) state_d = StEnd;
+          else `ERR_NAK(AethNakRemAccess)
+        end else begin
+          if (!replay_q) qp_d.msn = qp_q.msn + 24'd1;
+          npk_d   = (pkt_i.dma_len == 32'd0) ? 32'd1 :
+                    32'(div_mtu_ceil(34'(pkt_i.dma_len), qp_q.path_mtu));
+          i_d     = 32'd0;
+          segs_d  = segs_one(pkt_i.va, pkt_i.dma_len, pkt_i.rkey);
+          state_d = StReadResp;
+        end
+      end
+
+      StReadResp: begin
+        logic [32:0] rem;
+        logic [12:0] n;
+        logic [7:0]  rop;
+        rem = 33'(pkt_i.dma_len) - (33'(i_q) << (7 + 32'(qp_q.path_mtu)));
+        n   = (rem > 33'(mtu)) ? mtu : rem[12:0];
+        if (npk_q == 32'd1)              rop = BthOpcodeReadRespOnly;
+        else if (i_q == 32'd0)           rop = BthOpcodeReadRespFirst;
+        else if (i_q == npk_q - 32'd1)   rop = BthOpcodeReadRespLast;
+        else                             rop = BthOpcodeReadRespMiddle;
+        hdr_d = mk_hdr(qp_q, qpn_q, rop, pkt_i.psn + 24'(i_q));
+        hdr_d.syndrome    = 8'(AethAckUnlimited);
+        hdr_d.msn         = qp_q.msn;
+        hdr_d.payload_len = n;
+        plen_d            = n;   // remembered for StReadPl
+        w_off_d           = 32'(i_q) << (7 + 32'(qp_q.path_mtu));
+        `CALL_HDR(StReadPl)
+      end
+
+      StReadPl: begin
+        if (hdr_q.payload_len != 13'd0) begin
+          `CALL_WALK(WkGatherTx, w_off_q, hdr_q.payload_len, 4'(AccessRemoteRead), StReadNext)
+        end else begin
+          state_d = StReadNext;
+        end
+      end
+
+      StReadNext: begin
+        i_d = i_q + 32'd1;
+        if (i_q + 32'd1 == npk_q) begin
+          if (!replay_q) qp_d.rq_psn = qp_q.rq_psn + 24'(npk_q);
+          state_d = StEnd;
+        end else begin
+          state_d = StReadResp;
+        end
+      end
+
+      // ---- atomics
+      StAtomic: begin
+        if (pkt_i.va[2:0] != 3'd0) begin
+          `ERR_NAK(AethNakInvReq)
+        end else begin
+          `CALL_MR(pkt_i.rkey, pkt_i.va, 32'd8, 4'(AccessRemoteAtomic), StAtomic2)
+        end
+      end
+
+      StAtomic2: begin
+        if (!mr_ok_q) begin
+          `ERR_NAK(AethNakRemAccess)
+        end else begin
+          segs_d = segs_one(pkt_i.va, 32'd8, pkt_i.rkey);
+          `CALL_WALK(WkGatherLocal, 32'd0, 13'd8, 4'(AccessRemoteAtomic), StAtomic3)
+        end
+      end
+
+      StAtomic3: begin
+        // local_q = original value
+        w_va_d  = local_q;   // keep orig
+        state_d = StAtomic4;
+        if (pop == BthOpcodeFetchAdd) begin
+          local_d = local_q + pkt_i.swap_add;
+          `CALL_WALK(WkScatterLocal, 32'd0, 13'd8, 4'(AccessRemoteAtomic), StAtomic4)
+        end else if (local_q == pkt_i.compare) begin
+          local_d = pkt_i.swap_add;
+          `CALL_WALK(WkScatterLocal, 32'd0, 13'd8, 4'(AccessRemoteAtomic), StAtomic4)
+        end
+      end
+
+      StAtomic4: begin
+        qp_d.msn        = qp_q.msn + 24'd1;
+        qp_d.atom_valid = 1'b1;
+        qp_d.atom_psn   = pkt_i.psn;
+        qp_d.atom_orig  = w_va_q;
+        qp_d.rq_psn     = qp_q.rq_psn + 24'd1;
+        hdr_d = mk_hdr(qp_q, qpn_q, BthOpcodeAtomicAck, pkt_i.psn);
+        hdr_d.syndrome = 8'(AethAckUnlimited);
+        hdr_d.msn      = qp_q.msn + 24'd1;
+        hdr_d.orig     = w_va_q;
+        `CALL_HDR(StEnd)
+      end
+
+      //////////////////////////////////////////
+      // Completer (section 10)               //
+      //////////////////////////////////////////
+      StCompStart: begin
+        if ((qp_q.comp_ci == qp_q.sq_ci && qp_q.sq_offset == 32'd0) ||
+            s24_neg(c_p - qp_q.comp_wqe_psn) || !s24_neg(c_p - qp_q.sq_psn)) begin
+          cnt_inc[CounterRxGhostAck] = 1'b1;
+          state_d = StEnd;
+        end else begin
+          // acknowledgements may open the PSN window or free read credits
+          push_d  = 1'b1;
+          state_d = StCompFetch;
+        end
+      end
+
+      StCompFetch: begin
+        `CALL_WQE(sq_wqe_addr_comp, 2, StCompLoop)
+      end
+
+      StCompLoop: begin
+        logic [23:0] np;
+        logic [33:0] l;
+        l  = seg_sum(segs_send(swqe));
+        np = w_is_atomic ? 24'd1 :
+             (l == 34'd0) ? 24'd1 : 24'(div_mtu_ceil(l, qp_q.path_mtu));
+        lsum_d = l;
+        last_d = qp_q.comp_wqe_psn + np - 24'd1;
+        segs_d = segs_send(swqe);
+        if (s24_neg(qp_q.comp_wqe_psn + np - 24'd1 - c_p)) begin
+          if (w_is_sw) begin
+            cret_d  = StCompFetch;
+            state_d = StCompl;
+          end else begin
+            cnt_inc[CounterRxDropResp] = 1'b1;
+            state_d = StEnd;
+          end
+        end else begin
+          state_d = StCompOp;
+        end
+      end
+
+      StCompOp: begin
+        state_d = StEnd;
+        if (pop == BthOpcodeAck) begin
+          unique case (pkt_i.syndrome[6:5])
+            2'd0: begin  // ACK
+              if (!w_is_sw) begin
+                cnt_inc[CounterRxDropResp] = 1'b1;
+              end else if (c_p == last_q) begin
+                cret_d  = StEnd;
+                state_d = StCompl;
+              end else begin
+                qp_d.acked_psn = c_p + 24'd1;
+              end
+            end
+            2'd1, 2'd3: begin  // RNR NAK / NAK
+              logic retry;
+              retry = 1'b0;
+              if (pkt_i.syndrome[6:5] == 2'd1) begin
+                if (qp_q.rnr_left == 3'd0 && qp_q.rnr_retry != 3'd7) begin
+                  `SQ_ERR(WcStatusRnrRetryExcErr)
+                end else begin
+                  if (qp_q.rnr_retry != 3'd7) qp_d.rnr_left = qp_q.rnr_left - 3'd1;
+                  retry = 1'b1;
+                end
+              end else if (pkt_i.syndrome[4:0] == 5'(AethNakPsnSeq)) begin
+                if (qp_q.retry_left == 3'd0) begin
+                  `SQ_ERR(WcStatusRetryExcErr)
+                end else begin
+                  qp_d.retry_left = qp_q.retry_left - 3'd1;
+                  retry = 1'b1;
+                end
+              end else if (pkt_i.syndrome[4:0] == 5'(AethNakInvReq)) begin
+                `SQ_ERR(WcStatusRemInvReqErr)
+              end else if (pkt_i.syndrome[4:0] == 5'(AethNakRemAccess)) begin
+                `SQ_ERR(WcStatusRemAccessErr)
+              end else begin
+                `SQ_ERR(WcStatusRemOpErr)
+              end
+              if (retry) begin
+                // rewind (go-back-N)
+                qp_d.sq_ci          = qp_q.comp_ci;
+                qp_d.rd_outstanding = 8'd0;
+                if (w_is_sw) begin
+                  qp_d.sq_psn    = c_p;
+                  qp_d.sq_offset = {8'd0, c_dp} << (7 + 32'(qp_q.path_mtu));
+                  qp_d.acked_psn = c_p;
+                end else begin
+                  qp_d.sq_psn    = qp_q.comp_wqe_psn;
+                  qp_d.sq_offset = 32'd0;
+                end
+              end
+            end
+            default: begin  // reserved syndrome type: treated as a remote operational error
+              `SQ_ERR(WcStatusRemOpErr)
+            end
+          endcase
+        end else if (pop == BthOpcodeAtomicAck) begin
+          if (!w_is_atomic || c_p != qp_q.comp_wqe_psn) begin
+            cnt_inc[CounterRxDropResp] = 1'b1;
+          end else begin
+            segs_d = segs_one(swqe.sge0_addr, swqe.sge0_len, swqe.sge0_lkey);
+            `CALL_WALK(WkCheck, 32'd0, 13'd8, 4'(AccessLocalWrite), StCompAa2)
+          end
+        end else begin
+          // READ_RESP_*
+          logic [23:0] ri;
+          logic [23:0] np;
+          logic [33:0] rem;
+          logic [12:0] exp;
+          logic        op_ok;
+          ri  = c_p - qp_q.comp_wqe_psn;
+          np  = last_q - qp_q.comp_wqe_psn + 24'd1;
+          rem = lsum_q - (34'(ri) << (7 + 32'(qp_q.path_mtu)));
+          exp = (rem > 34'(mtu)) ? mtu : rem[12:0];
+          if (np == 24'd1)            op_ok = pop == BthOpcodeReadRespOnly;
+          else if (ri == 24'd0)       op_ok = pop == BthOpcodeReadRespFirst;
+          else if (ri == np - 24'd1)  op_ok = pop == BthOpcodeReadRespLast;
+          else                        op_ok = pop == BthOpcodeReadRespMiddle;
+          if (!w_is_rd || c_p != qp_q.acked_psn || !op_ok || pl != exp) begin
+            cnt_inc[CounterRxDropResp] = 1'b1;
+          end else begin
+            w_off_d   = 32'(ri) << (7 + 32'(qp_q.path_mtu));
+            lastpkt_d = pop == BthOpcodeReadRespOnly || pop == BthOpcodeReadRespLast;
+            if (pl != 13'd0) begin
+              `CALL_WALK(WkCheck, 32'(ri) << (7 + 32'(qp_q.path_mtu)), pl,
+                         4'(AccessLocalWrite), StCompRr2)
+            end else begin
+              state_d = StCompRr3;
+            end
+          end
+        end
+      end
+
+      StCompRr2: begin
+        if (wk_err_q) begin
+          `SQ_ERR(WcStatusLocProtErr)
+        end else begin
+          `CALL_WALK(WkScatterPl, w_off_q, pl, 4'(AccessLocalWrite), StCompRr3)
+        end
+      end
+
+      StCompRr3: begin
+        qp_d.acked_psn = c_p + 24'd1;
+        state_d = StEnd;
+        if (lastpkt_q) begin
+          cret_d  = StEnd;
+          state_d = StCompl;
+        end
+      end
+
+      StCompAa2: begin
+        if (wk_err_q) begin
+          `SQ_ERR(WcStatusLocProtErr)
+        end else begin
+          local_d = pkt_i.orig;
+          `CALL_WALK(WkScatterLocal, 32'd0, 13'd8, 4'(AccessLocalWrite), StCompAa3)
+        end
+      end
+
+      StCompAa3: begin
+        cret_d  = StEnd;
+        state_d = StCompl;
+      end
+
+      // complete the WQE at comp_ci (swqe, lsum_q, last_q)
+      StCompl: begin
+        state_d = StCompl2;
+        if ((swqe.flags & 8'(WqeFlagSignaled)) != 8'd0) begin
+          cqe_d          = '0;
+          cqe_d.wr_id    = swqe.wr_id;
+          cqe_d.byte_len = lsum_q[31:0];
+          cqe_d.opcode   = wc_of(swqe.opcode);
+          cqe_d.status   = WcStatusSuccess;
+          cqe_d.wqe_idx  = qp_q.comp_ci;
+          `CALL_CQE(qp_q.send_cqn, StCompl2)
+        end
+      end
+
+      StCompl2: begin
+        qp_d.comp_ci      = qp_q.comp_ci + 16'd1;
+        qp_d.comp_wqe_psn = last_q + 24'd1;
+        if (!s24_neg(last_q + 24'd1 - qp_q.acked_psn) && last_q + 24'd1 != qp_q.acked_psn)
+          qp_d.acked_psn = last_q + 24'd1;
+        if (!w_is_sw) qp_d.rd_outstanding = qp_q.rd_outstanding - 8'd1;
+        qp_d.retry_left = qp_q.retry_cnt;
+        qp_d.rnr_left   = qp_q.rnr_retry;
+        state_d = cret_q;
+      end
+
+      StSqErr: begin
+        qp_d.sq_err_valid  = 1'b1;
+        qp_d.sq_err_idx    = qp_q.comp_ci;
+        qp_d.sq_err_status = sq_st_q;
+        qp_d.state         = QpStateErr;
+        push_d             = 1'b1;
+        state_d            = StEnd;
+      end
+
+      //////////////////////////////////////////
+      // Requester (section 8)                //
+      //////////////////////////////////////////
+      StTx: begin
+        if (qp_q.state != QpStateRts || qp_q.sq_ci == qp_q.sq_pi ||
+            (qp_q.sq_psn - qp_q.acked_psn) >= 24'(PsnWindow)) begin
+          state_d = StEnd;
+        end else begin
+          `CALL_WQE(sq_wqe_addr_ci, 2, StTx2)
+        end
+      end
+
+      StTx2: begin
+        lsum_d = seg_sum(segs_send(swqe));
+        segs_d = segs_send(swqe);
+        i_d    = 32'd0;
+        if ((w_is_rd || w_is_atomic) && qp_q.max_rd_atomic != 8'd0 &&
+            qp_q.rd_outstanding >= qp_q.max_rd_atomic) begin
+          state_d = StEnd;   // waits for a completion to push it again
+        end else if (qp_q.sq_offset != 32'd0) begin
+          state_d = StTxGo;
+        end else if (swqe.opcode > 8'd6) begin
+          sq_st_d = WcStatusLocQpOpErr; state_d = StTxEnd;
+        end else if (swqe.num_sge > 8'(MaxSendSge) ||
+                     seg_sum(segs_send(swqe)) > 34'(MaxMsgLen) ||
+                     (w_is_atomic && (swqe.num_sge != 8'd1 || seg_sum(segs_send(swqe)) != 34'd8))) begin
+          sq_st_d = WcStatusLocLenErr; state_d = StTxEnd;
+        end else if ((w_is_rd || w_is_atomic) && qp_q.max_rd_atomic == 8'd0) begin
+          sq_st_d = WcStatusLocQpOpErr; state_d = StTxEnd;
+        end else begin
+          state_d = StTxLk;
+        end
+        // StTxEnd with a status here means a local error; sq_st_d = 0 means none
+        if (state_d != StTxEnd) sq_st_d = 8'd0;
+      end
+
+      StTxLk: begin
+        if (i_q == 32'(segs_q.nseg)) begin
+          state_d = StTxGo;
+        end else if (segs_q.len[i_q[1:0]] == 32'd0) begin
+          i_d = i_q + 32'd1;
+        end else begin
+          `CALL_MR(segs_q.key[i_q[1:0]], segs_q.addr[i_q[1:0]], segs_q.len[i_q[1:0]],
+                   ((w_is_rd || w_is_atomic) ? 4'(AccessLocalWrite) : 4'd0), StTxLk2)
+        end
+      end
+
+      StTxLk2: begin
+        if (!mr_ok_q) begin
+          sq_st_d = WcStatusLocProtErr;
+          state_d = StTxEnd;
+        end else begin
+          i_d     = i_q + 32'd1;
+          state_d = StTxLk;
+        end
+      end
+
+      StTxGo: begin
+        if (w_is_rd) begin
+          hdr_d = mk_hdr(qp_q, qpn_q, BthOpcodeReadRequest, qp_q.sq_psn);
+          hdr_d.ackreq  = 1'b1;
+          hdr_d.va      = swqe.remote_addr;
+          hdr_d.rkey    = swqe.rkey;
+          hdr_d.dma_len = lsum_q[31:0];
+          qp_d.sq_psn   = qp_q.sq_psn + ((lsum_q == 34'd0) ? 24'd1 :
+                                         24'(div_mtu_ceil(lsum_q, qp_q.path_mtu)));
+          qp_d.sq_ci    = qp_q.sq_ci + 16'd1;
+          qp_d.rd_outstanding = qp_q.rd_outstanding + 8'd1;
+          `CALL_HDR(StTxEnd)
+        end else if (w_is_atomic) begin
+          hdr_d = mk_hdr(qp_q, qpn_q, (swqe.opcode == WrOpcodeAtomicCmpAndSwp) ?
+                         BthOpcodeCmpSwap : BthOpcodeFetchAdd, qp_q.sq_psn);
+          hdr_d.ackreq   = 1'b1;
+          hdr_d.va       = swqe.remote_addr;
+          hdr_d.rkey     = swqe.rkey;
+          hdr_d.swap_add = (swqe.opcode == WrOpcodeAtomicCmpAndSwp) ? swqe.swap : swqe.compare_add;
+          hdr_d.compare  = (swqe.opcode == WrOpcodeAtomicCmpAndSwp) ? swqe.compare_add : 64'd0;
+          qp_d.sq_psn    = qp_q.sq_psn + 24'd1;
+          qp_d.sq_ci     = qp_q.sq_ci + 16'd1;
+          qp_d.rd_outstanding = qp_q.rd_outstanding + 8'd1;
+          `CALL_HDR(StTxEnd)
+        end else begin
+          logic first, last, wr, imm;
+          logic [7:0] o;
+          first = qp_q.sq_offset == 32'd0;
+          last  = 34'(qp_q.sq_offset) + 34'(tx_n) == lsum_q;
+          wr    = swqe.opcode == WrOpcodeRdmaWrite || swqe.opcode == WrOpcodeRdmaWriteWithImm;
+          imm   = swqe.opcode == WrOpcodeRdmaWriteWithImm || swqe.opcode == WrOpcodeSendWithImm;
+          if (first && last)  o = wr ? (imm ? BthOpcodeWriteOnlyImm : BthOpcodeWriteOnly) :
+                                       (imm ? BthOpcodeSendOnlyImm : BthOpcodeSendOnly);
+          else if (first)     o = wr ? BthOpcodeWriteFirst : BthOpcodeSendFirst;
+          else if (last)      o = wr ? (imm ? BthOpcodeWriteLastImm : BthOpcodeWriteLast) :
+                                       (imm ? BthOpcodeSendLastImm : BthOpcodeSendLast);
+          else                o = wr ? BthOpcodeWriteMiddle : BthOpcodeSendMiddle;
+          hdr_d = mk_hdr(qp_q, qpn_q, o, qp_q.sq_psn);
+          hdr_d.se = last && ((swqe.flags & 8'(WqeFlagSolicited)) != 8'd0) &&
+                     (!wr || imm);
+          hdr_d.ackreq = last || ((qp_q.sq_psn & 24'(AckEveryMask)) == 24'(AckEveryMask));
+          if (op_has_reth(o)) begin
+            hdr_d.va      = swqe.remote_addr;
+            hdr_d.rkey    = swqe.rkey;
+            hdr_d.dma_len = lsum_q[31:0];
+          end
+          if (op_has_imm(o)) hdr_d.imm = swqe.imm;
+          hdr_d.payload_len = tx_n;
+          lastpkt_d = last;
+          if (tx_n != 13'd0) begin
+            `CALL_WALK(WkCheck, qp_q.sq_offset, tx_n, 4'd0, StTxG2)
+          end else begin
+            state_d = StTxG3;
+          end
+        end
+      end
+
+      StTxG2: begin
+        if (wk_err_q) begin
+          sq_st_d = WcStatusLocProtErr;
+          state_d = StTxEnd;
+        end else begin
+          state_d = StTxG3;
+        end
+      end
+
+      StTxG3: begin
+        `CALL_HDR(StTxG4)
+      end
+
+      StTxG4: begin
+        if (hdr_q.payload_len != 13'd0) begin
+          `CALL_WALK(WkGatherTx, qp_q.sq_offset, hdr_q.payload_len, 4'd0, StTxG5)
+        end else begin
+          state_d = StTxG5;
+        end
+      end
+
+      StTxG5: begin
+        qp_d.sq_psn    = qp_q.sq_psn + 24'd1;
+        qp_d.sq_offset = qp_q.sq_offset + 32'(hdr_q.payload_len);
+        if (lastpkt_q) begin
+          qp_d.sq_ci     = qp_q.sq_ci + 16'd1;
+          qp_d.sq_offset = 32'd0;
+        end
+        sq_st_d = 8'd0;
+        state_d = StTxEnd;
+      end
+
+      StTxEnd: begin
+        if (sq_st_q != 8'd0) begin
+          // local error
+          qp_d.sq_err_valid  = 1'b1;
+          qp_d.sq_err_idx    = qp_q.sq_ci;
+          qp_d.sq_err_status = sq_st_q;
+          qp_d.state         = QpStateErr;
+          push_d             = 1'b1;
+        end else begin
+          push_d = qp_q.sq_ci != qp_q.sq_pi;
+        end
+        state_d = StEnd;
+      end
+
+      //////////////////////////////////////////
+      // Flushes (section 11)                 //
+      //////////////////////////////////////////
+      StFlushSq: begin
+        `CALL_WQE(sq_wqe_addr_comp, 2, StFlushSq2)
+      end
+
+      StFlushSq2: begin
+        cqe_d         = '0;
+        cqe_d.wr_id   = swqe.wr_id;
+        cqe_d.opcode  = wc_of(swqe.opcode);
+        cqe_d.status  = (qp_q.sq_err_valid && qp_q.sq_err_idx == qp_q.comp_ci) ?
+                        qp_q.sq_err_status : WcStatusWrFlushErr;
+        cqe_d.wqe_idx = qp_q.comp_ci;
+        `CALL_CQE(qp_q.send_cqn, StFlushSq3)
+      end
+
+      StFlushSq3: begin
+        qp_d.comp_ci = qp_q.comp_ci + 16'd1;
+        qp_d.sq_ci   = qp_q.comp_ci + 16'd1;
+        push_d       = (qp_q.comp_ci + 16'd1 != qp_q.sq_pi) || (qp_q.rq_ci != qp_q.rq_pi);
+        state_d      = StEnd;
+      end
+
+      StFlushRq: begin
+        `CALL_WQE(rq_wqe_addr, 1, StFlushRq2)
+      end
+
+      StFlushRq2: begin
+        cqe_d         = '0;
+        cqe_d.wr_id   = rwqe.wr_id;
+        cqe_d.opcode  = WcOpcodeRecv;
+        cqe_d.status  = (qp_q.rq_err_valid && qp_q.rq_err_idx == qp_q.rq_ci) ?
+                        qp_q.rq_err_status : WcStatusWrFlushErr;
+        cqe_d.wqe_idx = qp_q.rq_ci;
+        `CALL_CQE(qp_q.recv_cqn, StFlushRq3)
+      end
+
+      StFlushRq3: begin
+        qp_d.rq_ci = qp_q.rq_ci + 16'd1;
+        push_d     = (qp_q.rq_ci + 16'd1 != qp_q.rq_pi) || (qp_q.comp_ci != qp_q.sq_pi);
+        state_d    = StEnd;
+      end
+
+      //////////////////////////////////////////
+      // Subroutine: MR check                 //
+      //////////////////////////////////////////
+      StMrRd: begin
+        if (chk_key_q[31:8] >= 24'(NumMr)) begin
+          mr_ok_d = 1'b0;
+          state_d = mr_ret_q;
+        end else begin
+          mrc_req  = 1'b1;
+          mrc_addr = MrW'(chk_key_q[31:8]);
+          state_d  = StMrChk;
+        end
+      end
+
+      StMrChk: begin
+        mr_d    = mrc_rdata;
+        mr_ok_d = mrc_rdata.valid && mrc_rdata.key == chk_key_q[7:0] &&
+                  mrc_rdata.pdn == qp_q.pdn && (chk_acc_q & ~mrc_rdata.access) == 4'd0 &&
+                  (chk_len_q == 32'd0 ||
+                   (chk_va_q >= mrc_rdata.iova &&
+                    {1'b0, chk_va_q} + 65'(chk_len_q) <=
+                    {1'b0, mrc_rdata.iova} + {1'b0, mrc_rdata.length}));
+        state_d = mr_ret_q;
+      end
+
+      //////////////////////////////////////////
+      // Subroutine: piece walker             //
+      //////////////////////////////////////////
+      StWkSeg: begin
+        if (wk_rem_q == 32'd0) begin
+          state_d = (wk_mode_q == WkGatherTx || wk_mode_q == WkGatherLocal) ? StWkDrain : StWkRet;
+        end else if (seg_idx_q >= segs_q.nseg) begin
+          wk_err_d = 1'b1;   // not reachable after the length checks
+          state_d  = StWkRet;
+        end else if (seg_off_q >= segs_q.len[seg_idx_q[1:0]]) begin
+          seg_off_d = seg_off_q - segs_q.len[seg_idx_q[1:0]];
+          seg_idx_d = seg_idx_q + 3'd1;
+        end else begin
+          logic [31:0] av;
+          av = segs_q.len[seg_idx_q[1:0]] - seg_off_q;
+          if (av > wk_rem_q) av = wk_rem_q;
+          avail_d    = av;
+          piece_va_d = segs_q.addr[seg_idx_q[1:0]] + 64'(seg_off_q);
+          `CALL_MR(segs_q.key[seg_idx_q[1:0]], segs_q.addr[seg_idx_q[1:0]] + 64'(seg_off_q), av,
+                   wk_acc_q, StWkMr)
+        end
+      end
+
+      StWkMr: begin
+        if (!mr_ok_q) begin
+          wk_err_d = 1'b1;
+          state_d  = StWkRet;
+        end else if (wk_mode_q == WkCheck) begin
+          seg_off_d = seg_off_q + avail_q;
+          wk_rem_d  = wk_rem_q - avail_q;
+          state_d   = StWkSeg;
+        end else begin
+          plen_d  = (64'(avail_q) > pg_rem) ? 13'(pg_rem) : 13'(avail_q);
+          mtt_req = 1'b1;
+          state_d = StWkMtt;
+        end
+      end
+
+      StWkMtt: begin
+        phys_d  = mtt_rdata + pg_off;
+        wk_k_d  = '0;
+        state_d = (wk_mode_q == WkGatherTx || wk_mode_q == WkGatherLocal) ? StWkRdIss : StWkWrRd;
+      end
+
+      StWkRdIss: begin
+        if (!rd_busy_q && !rd_req_q &&
+            32'(fifo_cnt_q) + ((32'(plen_q) + 32'd63) >> 6) <= 32'(FifoDepth)) begin
+          rd_req_d  = 1'b1;
+          rd_busy_d = 1'b1;
+          rd_addr_d = phys_q;
+          rd_len_d  = plen_q;
+          rd_rem_d  = plen_q;
+          rd_func_d = qp_q.func;
+          seg_off_d = seg_off_q + 32'(plen_q);
+          wk_rem_d  = wk_rem_q - 32'(plen_q);
+          state_d   = StWkSeg;
+        end
+      end
+
+      StWkWrRd: begin
+        if (wk_mode_q == WkScatterPl) begin
+          pl_rd_en_o = 1'b1;
+          state_d    = StWkWrCap;
+        end else begin
+          wbeat_d = {448'd0, local_q >> {pl_off_q[2:0], 3'd0}};
+          state_d = StWkWrBeat;
+        end
+      end
+
+      StWkWrCap: begin
+        wbeat_d = pl_rd_data_i;
+        state_d = StWkWrBeat;
+      end
+
+      StWkWrBeat: begin
+        dma_wr_valid_o = 1'b1;
+        dma_wr_last_o  = 13'({wk_k_q, 6'd0}) + 13'd64 >= plen_q;
+        if (dma_wr_ready_i) begin
+          if (dma_wr_last_o) begin
+            seg_off_d = seg_off_q + 32'(plen_q);
+            wk_rem_d  = wk_rem_q - 32'(plen_q);
+            pl_off_d  = pl_off_q + plen_q;
+            wk_k_d    = '0;
+            state_d   = StWkSeg;
+          end else begin
+            wk_k_d  = wk_k_q + 7'd1;
+            state_d = StWkWrRd;
+          end
+        end
+      end
+
+      StWkDrain: begin
+        if (wk_mode_q == WkGatherLocal) begin
+          if (fifo_cnt_q != 7'd0) begin
+            local_d  = fifo_head[63:0];
+            fifo_pop = 1'b1;
+            state_d  = StWkRet;
+          end
+        end else if (!rd_busy_q && !rd_req_q && fifo_cnt_q == 7'd0) begin
+          state_d = StWkRet;
+        end
+      end
+
+      StWkRet: begin
+        fifo_tx_d = 1'b0;
+        wk_mode_d = WkCheck;
+        state_d   = wk_ret_q;
+      end
+
+      //////////////////////////////////////////
+      // Subroutine: WQE fetch                //
+      //////////////////////////////////////////
+      StWqeIss: begin
+        rd_req_d  = 1'b1;
+        rd_busy_d = 1'b1;
+        rd_rem_d  = rd_len_q;
+        state_d   = StWqeWait;
+      end
+
+      StWqeWait: begin
+        if (fifo_cnt_q != 7'd0) begin
+          fifo_pop = 1'b1;
+          wqe_d[{wqe_b_q[0], 9'd0} +: 512] = fifo_head;
+          wqe_b_d = wqe_b_q + 2'd1;
+          if (wqe_b_q + 2'd1 == wqe_nb_q) state_d = ret_q;
+        end
+      end
+
+      //////////////////////////////////////////
+      // Subroutine: header to the framer     //
+      //////////////////////////////////////////
+      StHdr: begin
+        hdr_valid_o = 1'b1;
+        if (hdr_ready_i) begin
+          cnt_inc[CounterTxPkts] = 1'b1;
+          state_d = ret_q;
+        end
+      end
+
+      //////////////////////////////////////////
+      // Subroutine: CQE writer               //
+      //////////////////////////////////////////
+      StCqeRd: begin
+        cqc_req = 1'b1;
+        state_d = StCqeChk;
+      end
+
+      StCqeChk: begin
+        cq_d = cqc_rdata;
+        if (!cqc_rdata.valid ||
+            (cqc_rdata.pi - cqc_rdata.ci) >= (32'd1 << cqc_rdata.log_size)) begin
+          cnt_inc[CounterCqOverflow] = 1'b1;
+          state_d = ret_q;
+        end else begin
+          state_d = StCqeWr;
+        end
+      end
+
+      StCqeWr: begin
+        dma_wr_valid_o = 1'b1;
+        dma_wr_func_o  = cq_q.func;
+        dma_wr_addr_o  = cqe_addr;
+        dma_wr_len_o   = 13'd32;
+        dma_wr_data_o  = 512'(cqe_out);
+        dma_wr_last_o  = 1'b1;
+        if (dma_wr_ready_i) begin
+          cqc_req = 1'b1; cqc_we = 1'b1;
+          cqc_wdata = cq_q;
+          cqc_wdata.pi = cq_q.pi + 32'd1;
+          cqc_wdata.armed = 1'b0;
+          msix_valid_o = cq_q.armed;
+          state_d = ret_q;
+        end
+      end
+
+      //////////////////////////////////////////
+      // End of task                          //
+      //////////////////////////////////////////
+      StEnd: begin
+        if (qp_ld_q) begin
+          qpc_req = 1'b1; qpc_we = 1'b1; qpc_addr = qpn_q; qpc_wdata = qp_q;
+        end
+        if (push_q && !in_ring_q[qpn_q]) begin
+          ring_push   = 1'b1;
+          ring_tail_d = ring_tail_q + 1'b1;
+          in_ring_d[qpn_q] = 1'b1;
+        end
+        pkt_done_o = is_rx_q;
+        qp_ld_d    = 1'b0;
+        push_d     = 1'b0;
+        is_rx_d    = 1'b0;
+        state_d    = StIdle;
+      end
+
+      default: state_d = StIdle;
+    endcase
+
+    `undef CALL_MR
+    `undef CALL_WALK
+    `undef CALL_WQE
+    `undef CALL_HDR
+    `undef CALL_CQE
+    `undef ERR_NAK
+    `undef SQ_ERR
+  end
+
+  // FIFO pointers
+  always_comb begin
+    fifo_rp_d  = fifo_rp_q + 6'(fifo_pop);
+    fifo_wp_d  = fifo_wp_q + 6'(fifo_push);
+    fifo_cnt_d = fifo_cnt_q + 7'(fifo_push) - 7'(fifo_pop);
+  end
+
+  always_ff @(posedge clk_i) begin
+    if (!rst_ni) begin
+      state_q     <= StInit;
+      ret_q       <= StIdle;
+      wk_ret_q    <= StIdle;
+      mr_ret_q    <= StIdle;
+      init_q      <= '0;
+      port_mac_q  <= '0;
+      port_ip_q   <= '0;
+      is_rx_q     <= 1'b0;
+      qpn_q       <= '0;
+      qp_q        <= '0;
+      qp_ld_q     <= 1'b0;
+      push_q      <= 1'b0;
+      op_q        <= '0;
+      args_q      <= '0;
+      cq_q        <= '0;
+      pd_q        <= '0;
+      mr_q        <= '0;
+      db_kind_q   <= '0;
+      db_idx_q    <= '0;
+      db_val_q    <= '0;
+      cst_q       <= '0;
+      out0_q      <= '0;
+      out1_q      <= '0;
+      mtt_idx_q   <= '0;
+      mtt_cnt_q   <= '0;
+      mtt_src_q   <= '0;
+      mtt_j_q     <= '0;
+      wqe_q       <= '0;
+      wqe_nb_q    <= '0;
+      wqe_b_q     <= '0;
+      hdr_q       <= '0;
+      cqe_q       <= '0;
+      cqe_cqn_q   <= '0;
+      chk_key_q   <= '0;
+      chk_va_q    <= '0;
+      chk_len_q   <= '0;
+      chk_acc_q   <= '0;
+      mr_ok_q     <= 1'b0;
+      segs_q      <= '0;
+      wk_mode_q   <= WkCheck;
+      seg_idx_q   <= '0;
+      seg_off_q   <= '0;
+      wk_rem_q    <= '0;
+      wk_acc_q    <= '0;
+      wk_err_q    <= 1'b0;
+      pl_off_q    <= '0;
+      avail_q     <= '0;
+      plen_q      <= '0;
+      piece_va_q  <= '0;
+      phys_q      <= '0;
+      wk_k_q      <= '0;
+      wbeat_q     <= '0;
+      local_q     <= '0;
+      rd_req_q    <= 1'b0;
+      rd_addr_q   <= '0;
+      rd_len_q    <= '0;
+      rd_func_q   <= '0;
+      rd_busy_q   <= 1'b0;
+      rd_rem_q    <= '0;
+      i_q         <= '0;
+      npk_q       <= '0;
+      w_off_q     <= '0;
+      w_va_q      <= '0;
+      w_len_q     <= '0;
+      w_key_q     <= '0;
+      replay_q    <= 1'b0;
+      last_q      <= '0;
+      lsum_q      <= '0;
+      err_syn_q   <= '0;
+      sq_st_q     <= '0;
+      cret_q      <= StIdle;
+      lastpkt_q   <= 1'b0;
+      fifo_tx_q   <= 1'b0;
+      fifo_rp_q   <= '0;
+      fifo_wp_q   <= '0;
+      fifo_cnt_q  <= '0;
+      in_ring_q   <= '0;
+      ring_head_q <= '0;
+      ring_tail_q <= '0;
+    end else begin
+      state_q     <= state_d;
+      ret_q       <= ret_d;
+      wk_ret_q    <= wk_ret_d;
+      mr_ret_q    <= mr_ret_d;
+      init_q      <= init_d;
+      port_mac_q  <= port_mac_d;
+      port_ip_q   <= port_ip_d;
+      is_rx_q     <= is_rx_d;
+      qpn_q       <= qpn_d;
+      qp_q        <= qp_d;
+      qp_ld_q     <= qp_ld_d;
+      push_q      <= push_d;
+      op_q        <= op_d;
+      args_q      <= args_d;
+      cq_q        <= cq_d;
+      pd_q        <= pd_d;
+      mr_q        <= mr_d;
+      db_kind_q   <= db_kind_d;
+      db_idx_q    <= db_idx_d;
+      db_val_q    <= db_val_d;
+      cst_q       <= cst_d;
+      out0_q      <= out0_d;
+      out1_q      <= out1_d;
+      mtt_idx_q   <= mtt_idx_d;
+      mtt_cnt_q   <= mtt_cnt_d;
+      mtt_src_q   <= mtt_src_d;
+      mtt_j_q     <= mtt_j_d;
+      wqe_q       <= wqe_d;
+      wqe_nb_q    <= wqe_nb_d;
+      wqe_b_q     <= wqe_b_d;
+      hdr_q       <= hdr_d;
+      cqe_q       <= cqe_d;
+      cqe_cqn_q   <= cqe_cqn_d;
+      chk_key_q   <= chk_key_d;
+      chk_va_q    <= chk_va_d;
+      chk_len_q   <= chk_len_d;
+      chk_acc_q   <= chk_acc_d;
+      mr_ok_q     <= mr_ok_d;
+      segs_q      <= segs_d;
+      wk_mode_q   <= wk_mode_d;
+      seg_idx_q   <= seg_idx_d;
+      seg_off_q   <= seg_off_d;
+      wk_rem_q    <= wk_rem_d;
+      wk_acc_q    <= wk_acc_d;
+      wk_err_q    <= wk_err_d;
+      pl_off_q    <= pl_off_d;
+      avail_q     <= avail_d;
+      plen_q      <= plen_d;
+      piece_va_q  <= piece_va_d;
+      phys_q      <= phys_d;
+      wk_k_q      <= wk_k_d;
+      wbeat_q     <= wbeat_d;
+      local_q     <= local_d;
+      rd_req_q    <= rd_req_d;
+      rd_addr_q   <= rd_addr_d;
+      rd_len_q    <= rd_len_d;
+      rd_func_q   <= rd_func_d;
+      rd_busy_q   <= rd_busy_d;
+      rd_rem_q    <= rd_rem_d;
+      i_q         <= i_d;
+      npk_q       <= npk_d;
+      w_off_q     <= w_off_d;
+      w_va_q      <= w_va_d;
+      w_len_q     <= w_len_d;
+      w_key_q     <= w_key_d;
+      replay_q    <= replay_d;
+      last_q      <= last_d;
+      lsum_q      <= lsum_d;
+      err_syn_q   <= err_syn_d;
+      sq_st_q     <= sq_st_d;
+      cret_q      <= cret_d;
+      lastpkt_q   <= lastpkt_d;
+      fifo_tx_q   <= fifo_tx_d;
+      fifo_rp_q   <= fifo_rp_d;
+      fifo_wp_q   <= fifo_wp_d;
+      fifo_cnt_q  <= fifo_cnt_d;
+      in_ring_q   <= in_ring_d;
+      ring_head_q <= ring_head_d;
+      ring_tail_q <= ring_tail_d;
+    end
+  end
+
+  ////////////////
+  // Outputs    //
+  ////////////////
+
+  assign idle_o       = state_q == StIdle || state_q == StPopRd || state_q == StPopChk ||
+                        state_q == StInit;
+  assign cnt_inc_o    = cnt_inc;
+  assign port_mac_o   = port_mac_q;
+  assign port_ip_o    = port_ip_q;
+  assign cmd_status_o = cst_q;
+  assign cmd_out0_o   = out0_q;
+  assign cmd_out1_o   = out1_q;
+
+  assign dma_rd_req_valid_o = rd_req_q;
+  assign dma_rd_req_tag_o   = 8'd0;
+  assign dma_rd_req_func_o  = rd_func_q;
+  assign dma_rd_req_addr_o  = rd_addr_q;
+  assign dma_rd_req_len_o   = rd_len_q;
+
+  assign hdr_o      = hdr_q;
+  assign pl_valid_o = fifo_tx_q && fifo_cnt_q != 7'd0;
+  assign pl_data_o  = fifo_head;
+  assign pl_bytes_o = fifo_head_bytes;
+
+  // Only one read is outstanding, so the completion tag carries no information yet.
+  logic unused_tag;
+  assign unused_tag = ^dma_rd_cpl_tag_i;
+  // SE, pad count and MSN of received frames are not needed by the receive side.
+  logic unused_pkt;
+  assign unused_pkt = ^{pkt_i.se, pkt_i.padcnt, pkt_i.msn};
+
+endmodule

@@ -1,0 +1,318 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// BAR0 decode (docs/architecture.md section 4): identification and capability registers, the
+// command argument/opcode/status/output registers, the counter block and the doorbell window.
+//
+// * Writes are accepted in the cycle of the handshake. A CMD_OP write marks the command pending and
+//   BUSY; the engine takes it (cmd_start_i, latching the argument registers' current values) and
+//   ends it (cmd_done_i with status and outputs).
+// * Doorbell writes go into a 16-entry FIFO that the engine pops with DB tasks; a doorbell write to
+//   a full FIFO is back-pressured (mmio_req_ready_o low).
+// * Reads are ordered after tasks: an accepted read is held pending (rd_pend_o, which stops the engine
+//   from starting a new task) and answered only in a cycle where the engine is between tasks
+//   (eng_idle_i). No request is accepted while a read is pending, so responses stay in request
+//   order and a read sees every write accepted before it.
+// * Counters: increments come from the engine (cnt_inc_i, one pulse = +1) and MMIO_BAD from here.
+module rnic_mmio
+  import rnic_reg_pkg::*;
+#(
+  parameter int unsigned NumQp  = 1024,
+  parameter int unsigned NumCq  = 1024,
+  parameter int unsigned NumMr  = 1024,
+  parameter int unsigned NumPd  = 1024,
+  parameter int unsigned NumMtt = 16384
+) (
+  input  logic         clk_i,
+  input  logic         rst_ni,
+
+  input  logic         mmio_req_valid_i,
+  output logic         mmio_req_ready_o,
+  input  logic         mmio_req_write_i,
+  input  logic [7:0]   mmio_req_func_i,
+  input  logic [31:0]  mmio_req_addr_i,
+  input  logic [63:0]  mmio_req_wdata_i,
+  output logic         mmio_rsp_valid_o,
+  output logic [63:0]  mmio_rsp_rdata_o,
+
+  // command interface to the engine
+  output logic         cmd_valid_o,
+  output logic [7:0]   cmd_op_o,
+  output logic [383:0] cmd_args_o,
+  input  logic         cmd_start_i,
+  input  logic         cmd_done_i,
+  input  logic [7:0]   cmd_status_i,
+  input  logic [63:0]  cmd_out0_i,
+  input  logic [63:0]  cmd_out1_i,
+
+  // doorbell FIFO head: kind 0 SQ_PI, 1 RQ_PI, 2 CQ_CI, 3 CQ_ARM
+  output logic         db_valid_o,
+  output logic [1:0]   db_kind_o,
+  output logic [23:0]  db_idx_o,
+  output logic [63:0]  db_val_o,
+  input  logic         db_pop_i,
+
+  // read ordering
+  output logic         rd_pend_o,
+  input  logic         eng_idle_i,
+
+  input  logic [CounterNum-1:0] cnt_inc_i
+);
+
+  localparam int unsigned DbDepth = 16;
+  localparam int unsigned DbEntW  = 2 + 24 + 64;
+
+  localparam logic [63:0] DevCaps  = {NumPd[15:0], NumMr[15:0], NumCq[15:0], NumQp[15:0]};
+  localparam logic [63:0] DevCaps2 = {16'd0, MaxRecvSge[7:0], MaxSendSge[7:0], NumMtt[31:0]};
+
+  ////////////////
+  // Registers  //
+  ////////////////
+
+  logic [5:0][63:0]           args_q, args_d;
+  logic [7:0]                 op_q, op_d;
+  logic                       pend_q, pend_d;     // command queued, not yet taken by the engine
+  logic                       busy_q, busy_d;     // from the CMD_OP write to the end of the CMD task
+  logic [7:0]                 status_q, status_d;
+  logic [63:0]                out0_q, out0_d, out1_q, out1_d;
+  logic [CounterNum-1:0][63:0] cnt_q, cnt_d;
+  logic unused_cnt_off;
+  logic                       rd_pend_q, rd_pend_d;
+  logic [7:0]                 rd_func_q, rd_func_d;
+  logic [31:0]                rd_addr_q, rd_addr_d;
+  logic                       rsp_valid_q, rsp_valid_d;
+  logic [63:0]                rsp_data_q, rsp_data_d;
+
+  logic [DbEntW-1:0]          db_mem_q [DbDepth];
+  logic [DbEntW-1:0]          db_wdata;
+  logic                       db_push;
+  logic [4:0]                 db_cnt_q, db_cnt_d;
+  logic [3:0]                 db_rp_q, db_rp_d, db_wp_q, db_wp_d;
+
+  ////////////////
+  // Decode     //
+  ////////////////
+
+  logic        acc;          // request accepted this cycle
+  logic        wr_db_ok;     // accepted write that is a valid doorbell
+  logic [1:0]  wr_db_kind;
+  logic [23:0] wr_db_idx;
+  logic        addr_in_qp_win, addr_in_cq_win;
+  logic [11:0] page_off;
+
+  assign addr_in_qp_win = mmio_req_addr_i >= DbQpBase[31:0] && mmio_req_addr_i < DbCqBase[31:0];
+  assign addr_in_cq_win = mmio_req_addr_i >= DbCqBase[31:0] &&
+                          mmio_req_addr_i < (DbCqBase[31:0] + (DbCqBase[31:0] - DbQpBase[31:0]));
+  assign page_off = mmio_req_addr_i[11:0];
+
+  always_comb begin
+    wr_db_ok   = 1'b0;
+    wr_db_kind = 2'd0;
+    wr_db_idx  = '0;
+    if (addr_in_qp_win) begin
+      wr_db_idx  = 24'(((mmio_req_addr_i - DbQpBase[31:0]) >> DbPageShift));
+      wr_db_kind = (page_off == DbRqPi[11:0]) ? 2'd1 : 2'd0;
+      wr_db_ok   = (page_off == DbSqPi[11:0] || page_off == DbRqPi[11:0]) && 32'(wr_db_idx) < NumQp;
+    end else if (addr_in_cq_win) begin
+      wr_db_idx  = 24'(((mmio_req_addr_i - DbCqBase[31:0]) >> DbPageShift));
+      wr_db_kind = (page_off == DbCqArm[11:0]) ? 2'd3 : 2'd2;
+      wr_db_ok   = (page_off == DbCqCi[11:0] || page_off == DbCqArm[11:0]) && 32'(wr_db_idx) < NumCq;
+    end
+  end
+
+  // Back-pressure: nothing while a read is pending (ordering), doorbells while the FIFO is full.
+  assign mmio_req_ready_o = !rd_pend_q &&
+                            !(mmio_req_write_i && mmio_req_func_i == 8'd0 && wr_db_ok &&
+                              db_cnt_q == 5'(DbDepth));
+  assign acc = mmio_req_valid_i && mmio_req_ready_o;
+
+  // Read data of the register file at a BAR offset; bad = unknown or not readable.
+  logic [63:0] rd_data;
+  logic        rd_bad;
+  logic [31:0] cnt_off;
+  logic [$clog2(CounterNum)-1:0] cnt_sel;
+  assign cnt_off = rd_addr_q - RegCounters;
+  assign unused_cnt_off = ^{cnt_off[31:3 + $clog2(CounterNum)], cnt_off[2:0]};
+  assign cnt_sel = cnt_off[3 +: $clog2(CounterNum)];
+
+  always_comb begin
+    rd_data = '0;
+    rd_bad  = 1'b0;
+    if (rd_func_q != 8'd0) begin
+      rd_data = '1;
+      rd_bad  = 1'b1;
+    end else if (rd_addr_q[2:0] != 3'd0) begin
+      rd_bad = 1'b1;
+    end else if (rd_addr_q == RegDevId) begin
+      rd_data = RegDevIdReset;
+    end else if (rd_addr_q == RegDevCaps) begin
+      rd_data = DevCaps;
+    end else if (rd_addr_q == RegDevCaps2) begin
+      rd_data = DevCaps2;
+    end else if (rd_addr_q >= RegCmdArg0 && rd_addr_q <= RegCmdArg5) begin
+      rd_data = args_q[3'((rd_addr_q - RegCmdArg0) >> 3)];
+    end else if (rd_addr_q == RegCmdStatus) begin
+      rd_data = busy_q ? 64'(CmdStatusBusy) : 64'(status_q);
+    end else if (rd_addr_q == RegCmdOut0) begin
+      rd_data = out0_q;
+    end else if (rd_addr_q == RegCmdOut1) begin
+      rd_data = out1_q;
+    end else if (rd_addr_q >= RegCounters && rd_addr_q < RegCounters + 8 * CounterNum) begin
+      rd_data = cnt_q[cnt_sel];
+    end else begin
+      // CMD_OP is write-only: reading it is treated like an unknown offset.
+      rd_bad = 1'b1;
+    end
+  end
+
+  ////////////////
+  // Next state //
+  ////////////////
+
+  logic wr_bad;
+  logic answer;
+
+  always_comb begin
+    args_d      = args_q;
+    op_d        = op_q;
+    pend_d      = pend_q;
+    busy_d      = busy_q;
+    status_d    = status_q;
+    out0_d      = out0_q;
+    out1_d      = out1_q;
+    rd_pend_d   = rd_pend_q;
+    rd_func_d   = rd_func_q;
+    rd_addr_d   = rd_addr_q;
+    rsp_valid_d = 1'b0;
+    rsp_data_d  = rsp_data_q;
+    db_push     = 1'b0;
+    db_wdata    = {wr_db_kind, wr_db_idx, mmio_req_wdata_i};
+    wr_bad      = 1'b0;
+    answer      = 1'b0;
+
+    // engine side of the command handshake
+    if (cmd_start_i) begin
+      pend_d = 1'b0;
+      out0_d = '0;
+      out1_d = '0;
+    end
+    if (cmd_done_i) begin
+      busy_d   = 1'b0;
+      status_d = cmd_status_i;
+      out0_d   = cmd_out0_i;
+      out1_d   = cmd_out1_i;
+    end
+
+    // answer a pending read between tasks
+    if (rd_pend_q && eng_idle_i) begin
+      answer      = 1'b1;
+      rd_pend_d   = 1'b0;
+      rsp_valid_d = 1'b1;
+      rsp_data_d  = rd_data;
+    end
+
+    if (acc) begin
+      if (!mmio_req_write_i) begin
+        rd_pend_d = 1'b1;
+        rd_func_d = mmio_req_func_i;
+        rd_addr_d = mmio_req_addr_i;
+      end else if (mmio_req_func_i != 8'd0) begin
+        wr_bad = 1'b1;
+      end else if (mmio_req_addr_i >= RegCmdArg0 && mmio_req_addr_i <= RegCmdArg5 &&
+                   mmio_req_addr_i[2:0] == 3'd0) begin
+        args_d[3'((mmio_req_addr_i - RegCmdArg0) >> 3)] = mmio_req_wdata_i;
+      end else if (mmio_req_addr_i == RegCmdOp) begin
+        if (busy_q) begin
+          wr_bad = 1'b1;
+        end else begin
+          pend_d = 1'b1;
+          busy_d = 1'b1;
+          op_d   = mmio_req_wdata_i[7:0];
+        end
+      end else if (wr_db_ok) begin
+        db_push = 1'b1;
+      end else begin
+        wr_bad = 1'b1;
+      end
+    end
+  end
+
+  always_comb begin
+    cnt_d = cnt_q;
+    for (int unsigned i = 0; i < CounterNum; i++) begin
+      if (cnt_inc_i[i]) cnt_d[i] = cnt_q[i] + 64'd1;
+    end
+    if (wr_bad || (answer && rd_bad)) begin
+      cnt_d[CounterMmioBad] = cnt_d[CounterMmioBad] + 64'd1;
+    end
+  end
+
+  // doorbell FIFO pointers
+  always_comb begin
+    db_rp_d  = db_rp_q;
+    db_wp_d  = db_wp_q;
+    db_cnt_d = db_cnt_q;
+    if (db_push) begin
+      db_wp_d = db_wp_q + 4'd1;
+    end
+    if (db_pop_i && db_cnt_q != 5'd0) begin
+      db_rp_d = db_rp_q + 4'd1;
+    end
+    db_cnt_d = db_cnt_q + 5'(db_push) - 5'(db_pop_i && db_cnt_q != 5'd0);
+  end
+
+  always_ff @(posedge clk_i) begin
+    if (db_push) db_mem_q[db_wp_q] <= db_wdata;
+  end
+
+  always_ff @(posedge clk_i) begin
+    if (!rst_ni) begin
+      args_q      <= '0;
+      op_q        <= '0;
+      pend_q      <= 1'b0;
+      busy_q      <= 1'b0;
+      status_q    <= '0;
+      out0_q      <= '0;
+      out1_q      <= '0;
+      cnt_q       <= '0;
+      rd_pend_q   <= 1'b0;
+      rd_func_q   <= '0;
+      rd_addr_q   <= '0;
+      rsp_valid_q <= 1'b0;
+      rsp_data_q  <= '0;
+      db_cnt_q    <= '0;
+      db_rp_q     <= '0;
+      db_wp_q     <= '0;
+    end else begin
+      args_q      <= args_d;
+      op_q        <= op_d;
+      pend_q      <= pend_d;
+      busy_q      <= busy_d;
+      status_q    <= status_d;
+      out0_q      <= out0_d;
+      out1_q      <= out1_d;
+      cnt_q       <= cnt_d;
+      rd_pend_q   <= rd_pend_d;
+      rd_func_q   <= rd_func_d;
+      rd_addr_q   <= rd_addr_d;
+      rsp_valid_q <= rsp_valid_d;
+      rsp_data_q  <= rsp_data_d;
+      db_cnt_q    <= db_cnt_d;
+      db_rp_q     <= db_rp_d;
+      db_wp_q     <= db_wp_d;
+    end
+  end
+
+  ////////////////
+  // Outputs    //
+  ////////////////
+
+  assign mmio_rsp_valid_o = rsp_valid_q;
+  assign mmio_rsp_rdata_o = rsp_data_q;
+  assign cmd_valid_o      = pend_q;
+  assign cmd_op_o         = op_q;
+  assign cmd_args_o       = args_q;
+  assign rd_pend_o        = rd_pend_q;
+  assign db_valid_o       = db_cnt_q != 5'd0;
+  assign {db_kind_o, db_idx_o, db_val_o} = db_mem_q[db_rp_q];
+
+endmodule
