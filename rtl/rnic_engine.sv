@@ -115,8 +115,9 @@ module rnic_engine
   localparam int unsigned MrW  = $clog2(NumMr);
   localparam int unsigned PdW  = $clog2(NumPd);
   localparam int unsigned MttW = $clog2(NumMtt);
-  localparam int unsigned InitMax = (NumQp > NumCq ? NumQp : NumCq) > (NumMr > NumPd ? NumMr : NumPd)
-                                  ? (NumQp > NumCq ? NumQp : NumCq) : (NumMr > NumPd ? NumMr : NumPd);
+  localparam int unsigned MaxQpCq = NumQp > NumCq ? NumQp : NumCq;
+  localparam int unsigned MaxMrPd = NumMr > NumPd ? NumMr : NumPd;
+  localparam int unsigned InitMax = MaxQpCq > MaxMrPd ? MaxQpCq : MaxMrPd;
   localparam int unsigned InitW = $clog2(InitMax);
   localparam int unsigned FifoDepth = 64;
 
@@ -164,6 +165,7 @@ module rnic_engine
     logic [3:0][31:0] len;
     logic [3:0][31:0] key;
     logic [2:0]       nseg;
+    logic             whole;   // SGE list: the lkey check covers the whole SGE (as the model)
   } segs_t;
 
   // The helpers below read only some fields of the structures they are given.
@@ -185,6 +187,7 @@ module rnic_engine
     s.len  = {w.sge3_len, w.sge2_len, w.sge1_len, w.sge0_len};
     s.key  = {w.sge3_lkey, w.sge2_lkey, w.sge1_lkey, w.sge0_lkey};
     s.nseg = (w.num_sge > 8'd4) ? 3'd4 : w.num_sge[2:0];
+    s.whole = 1'b1;
     return s;
   endfunction
 
@@ -194,6 +197,7 @@ module rnic_engine
     s.len  = {32'd0, w.sge2_len, w.sge1_len, w.sge0_len};
     s.key  = {32'd0, w.sge2_lkey, w.sge1_lkey, w.sge0_lkey};
     s.nseg = (w.num_sge > 8'd3) ? 3'd3 : w.num_sge[2:0];
+    s.whole = 1'b1;
     return s;
   endfunction
 
@@ -449,7 +453,8 @@ module rnic_engine
   assign pg_mask = (64'd1 << mr_q.log_page) - 64'd1;
   assign pg_off  = piece_va_q & pg_mask;
   assign pg_rem  = (64'd1 << mr_q.log_page) - pg_off;
-  assign mtt_idx = MttW'(64'(mr_q.mtt_base) + (piece_va_q >> mr_q.log_page) - (mr_q.iova >> mr_q.log_page));
+  assign mtt_idx = MttW'(64'(mr_q.mtt_base) + (piece_va_q >> mr_q.log_page) -
+                         (mr_q.iova >> mr_q.log_page));
 
   // send / receive WQE addresses
   logic [63:0] sq_wqe_addr_ci, sq_wqe_addr_comp, rq_wqe_addr;
@@ -469,7 +474,7 @@ module rnic_engine
   always_comb begin
     cqe_out       = cqe_q;
     cqe_out.qpn   = 24'(qpn_q);
-    cqe_out.func  = cq_q.func;
+    cqe_out.func  = qp_q.func;   // the QP's function (the DMA carries the CQ's)
     cqe_out.owner = ~(1'((cq_q.pi >> cq_q.log_size) & 32'd1));
   end
 
@@ -568,7 +573,7 @@ module rnic_engine
   // requester payload of this packet
   logic [33:0] tx_left;
   logic [12:0] tx_n;
-  assign tx_left = lsum_q - 34'(qp_q.sq_offset);
+  assign tx_left = (lsum_q > 34'(qp_q.sq_offset)) ? lsum_q - 34'(qp_q.sq_offset) : 34'd0;
   assign tx_n    = (tx_left > 34'(mtu)) ? mtu : tx_left[12:0];
 
   always_comb begin
@@ -716,10 +721,14 @@ module rnic_engine
       // Reset: clear the context memories    //
       //////////////////////////////////////////
       StInit: begin
-        qpc_req = init_q < (InitW+1)'(NumQp); qpc_we = 1'b1; qpc_addr = QpW'(init_q); qpc_wdata = '0;
-        cqc_req = init_q < (InitW+1)'(NumCq); cqc_we = 1'b1; cqc_addr = CqW'(init_q); cqc_wdata = '0;
-        mrc_req = init_q < (InitW+1)'(NumMr); mrc_we = 1'b1; mrc_addr = MrW'(init_q); mrc_wdata = '0;
-        pdc_req = init_q < (InitW+1)'(NumPd); pdc_we = 1'b1; pdc_addr = PdW'(init_q); pdc_wdata = '0;
+        qpc_req = init_q < (InitW+1)'(NumQp); qpc_we = 1'b1;
+        qpc_addr = QpW'(init_q); qpc_wdata = '0;
+        cqc_req = init_q < (InitW+1)'(NumCq); cqc_we = 1'b1;
+        cqc_addr = CqW'(init_q); cqc_wdata = '0;
+        mrc_req = init_q < (InitW+1)'(NumMr); mrc_we = 1'b1;
+        mrc_addr = MrW'(init_q); mrc_wdata = '0;
+        pdc_req = init_q < (InitW+1)'(NumPd); pdc_we = 1'b1;
+        pdc_addr = PdW'(init_q); pdc_wdata = '0;
         init_d = init_q + 1'b1;
         if (init_q == (InitW+1)'(InitMax - 1)) state_d = StIdle;
       end
@@ -863,8 +872,8 @@ module rnic_engine
             end
           end
           CmdWriteMtt: begin
-            if (a_mtt.count < 16'd1 || a_mtt.count > 16'(MttWriteMax))     cst_d = CmdStatusBadParam;
-            else if (25'(a_mtt.start) + 25'(a_mtt.count) > 25'(NumMtt))    cst_d = CmdStatusBadIndex;
+            if (a_mtt.count < 16'd1 || a_mtt.count > 16'(MttWriteMax))  cst_d = CmdStatusBadParam;
+            else if (25'(a_mtt.start) + 25'(a_mtt.count) > 25'(NumMtt)) cst_d = CmdStatusBadIndex;
             else begin
               mtt_idx_d = (MttW+1)'(a_mtt.start);
               mtt_cnt_d = a_mtt.count;
@@ -1302,6 +1311,10 @@ module rnic_engine
           w_len_d = pkt_i.dma_len;
           w_key_d = pkt_i.rkey;
           w_off_d = 32'd0;
+          qp_d.resp_va     = pkt_i.va;
+          qp_d.resp_len    = pkt_i.dma_len;
+          qp_d.resp_rkey   = pkt_i.rkey;
+          qp_d.resp_offset = 32'd0;
           state_d = StWrite3;
         end
       end
@@ -1313,9 +1326,6 @@ module rnic_engine
         end else if (p_imm && qp_q.rq_ci == qp_q.rq_pi) begin
           state_d = StRnrNak;
         end else begin
-          qp_d.resp_va   = w_va_q;
-          qp_d.resp_len  = w_len_q;
-          qp_d.resp_rkey = w_key_q;
           segs_d = segs_one(w_va_q, w_len_q, w_key_q);
           if (pl != 13'd0) begin
             `CALL_WALK(WkCheck, w_off_q, pl, 4'(AccessRemoteWrite), StWrite4)
@@ -1479,7 +1489,13 @@ module rnic_engine
       end
 
       StCompFetch: begin
-        `CALL_WQE(sq_wqe_addr_comp, 2, StCompLoop)
+        if (qp_q.comp_ci == qp_q.sq_ci && qp_q.sq_offset == 32'd0) begin
+          // only reachable if the host rewrote WQEs in flight: nothing covers P
+          cnt_inc[CounterRxGhostAck] = 1'b1;
+          state_d = StEnd;
+        end else begin
+          `CALL_WQE(sq_wqe_addr_comp, 2, StCompLoop)
+        end
       end
 
       StCompLoop: begin
@@ -1681,13 +1697,15 @@ module rnic_engine
         if ((w_is_rd || w_is_atomic) && qp_q.max_rd_atomic != 8'd0 &&
             qp_q.rd_outstanding >= qp_q.max_rd_atomic) begin
           state_d = StEnd;   // waits for a completion to push it again
-        end else if (qp_q.sq_offset != 32'd0) begin
+        end else if (qp_q.sq_offset != 32'd0 && swqe.opcode <= 8'd6) begin
           state_d = StTxGo;
         end else if (swqe.opcode > 8'd6) begin
+          // (also in the middle of a message, if the host rewrote the WQE)
           sq_st_d = WcStatusLocQpOpErr; state_d = StTxEnd;
         end else if (swqe.num_sge > 8'(MaxSendSge) ||
                      seg_sum(segs_send(swqe)) > 34'(MaxMsgLen) ||
-                     (w_is_atomic && (swqe.num_sge != 8'd1 || seg_sum(segs_send(swqe)) != 34'd8))) begin
+                     (w_is_atomic &&
+                      (swqe.num_sge != 8'd1 || seg_sum(segs_send(swqe)) != 34'd8))) begin
           sq_st_d = WcStatusLocLenErr; state_d = StTxEnd;
         end else if ((w_is_rd || w_is_atomic) && qp_q.max_rd_atomic == 8'd0) begin
           sq_st_d = WcStatusLocQpOpErr; state_d = StTxEnd;
@@ -1747,7 +1765,7 @@ module rnic_engine
           logic first, last, wr, imm;
           logic [7:0] o;
           first = qp_q.sq_offset == 32'd0;
-          last  = 34'(qp_q.sq_offset) + 34'(tx_n) == lsum_q;
+          last  = 34'(qp_q.sq_offset) + 34'(tx_n) >= lsum_q;
           wr    = swqe.opcode == WrOpcodeRdmaWrite || swqe.opcode == WrOpcodeRdmaWriteWithImm;
           imm   = swqe.opcode == WrOpcodeRdmaWriteWithImm || swqe.opcode == WrOpcodeSendWithImm;
           if (first && last)  o = wr ? (imm ? BthOpcodeWriteOnlyImm : BthOpcodeWriteOnly) :
@@ -1909,8 +1927,15 @@ module rnic_engine
           if (av > wk_rem_q) av = wk_rem_q;
           avail_d    = av;
           piece_va_d = segs_q.addr[seg_idx_q[1:0]] + 64'(seg_off_q);
-          `CALL_MR(segs_q.key[seg_idx_q[1:0]], segs_q.addr[seg_idx_q[1:0]] + 64'(seg_off_q), av,
-                   wk_acc_q, StWkMr)
+          // An SGE is checked as a whole whenever a packet touches it; an MR range (rkey) only
+          // over the bytes of this packet.
+          if (segs_q.whole) begin
+            `CALL_MR(segs_q.key[seg_idx_q[1:0]], segs_q.addr[seg_idx_q[1:0]],
+                     segs_q.len[seg_idx_q[1:0]], wk_acc_q, StWkMr)
+          end else begin
+            `CALL_MR(segs_q.key[seg_idx_q[1:0]], segs_q.addr[seg_idx_q[1:0]] + 64'(seg_off_q),
+                     av, wk_acc_q, StWkMr)
+          end
         end
       end
 

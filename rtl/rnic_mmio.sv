@@ -8,8 +8,8 @@
 //   ends it (cmd_done_i with status and outputs).
 // * Doorbell writes go into a 16-entry FIFO that the engine pops with DB tasks; a doorbell write to
 //   a full FIFO is back-pressured (mmio_req_ready_o low).
-// * Reads are ordered after tasks: an accepted read is held pending (rd_pend_o, which stops the engine
-//   from starting a new task) and answered only in a cycle where the engine is between tasks
+// * Reads are ordered after tasks: an accepted read is held pending (rd_pend_o, which stops the
+//   engine from starting a new task) and answered only in a cycle where the engine is between tasks
 //   (eng_idle_i). No request is accepted while a read is pending, so responses stay in request
 //   order and a read sees every write accepted before it.
 // * Counters: increments come from the engine (cnt_inc_i, one pulse = +1) and MMIO_BAD from here.
@@ -71,7 +71,7 @@ module rnic_mmio
   logic [5:0][63:0]           args_q, args_d;
   logic [7:0]                 op_q, op_d;
   logic                       pend_q, pend_d;     // command queued, not yet taken by the engine
-  logic                       busy_q, busy_d;     // from the CMD_OP write to the end of the CMD task
+  logic                       busy_q, busy_d;     // CMD_OP write .. end of the CMD task
   logic [7:0]                 status_q, status_d;
   logic [63:0]                out0_q, out0_d, out1_q, out1_d;
   logic [CounterNum-1:0][63:0] cnt_q, cnt_d;
@@ -115,7 +115,8 @@ module rnic_mmio
     end else if (addr_in_cq_win) begin
       wr_db_idx  = 24'(((mmio_req_addr_i - DbCqBase[31:0]) >> DbPageShift));
       wr_db_kind = (page_off == DbCqArm[11:0]) ? 2'd3 : 2'd2;
-      wr_db_ok   = (page_off == DbCqCi[11:0] || page_off == DbCqArm[11:0]) && 32'(wr_db_idx) < NumCq;
+      wr_db_ok   = (page_off == DbCqCi[11:0] || page_off == DbCqArm[11:0]) &&
+                   32'(wr_db_idx) < NumCq;
     end
   end
 

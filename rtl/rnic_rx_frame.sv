@@ -139,10 +139,13 @@ module rnic_rx_frame
 
   // Big-endian view of the same bytes (be[0] = first byte on the wire): every field is a slice.
   logic [0:81][7:0] be;
+  // Constant-index assigns: an 82-byte procedural loop would not be unrolled by the simulator.
+  assign hb = {h1_q, h0_q};
+  for (genvar i = 0; i < 82; i++) begin : g_be
+    assign be[i] = hb[i];
+  end
 
   always_comb begin
-    hb      = {h1_q, h0_q};
-    for (int unsigned i = 0; i < 82; i++) be[i] = hb[i];
     ext_len = op_ext_len(hb[42]);
     padcnt  = hb[43][5:4];
 

@@ -133,8 +133,15 @@ module rnic_tx_frame
       else                 be[54:57] = pend_hdr_q.imm;
     end
 
-    for (int unsigned i = 0; i < HdrBytes; i++) hb[i] = be[i];
+  end
 
+  // Byte reversal as constant-index assigns: a procedural loop over 82 bytes is not unrolled by the
+  // simulator and would cost a variable-position insert per byte, every cycle.
+  for (genvar i = 0; i < HdrBytes; i++) begin : g_hb
+    assign hb[i] = be[i];
+  end
+
+  always_comb begin
     // ICRC invariant mask: TOS, TTL, IP checksum, UDP checksum, BTH byte 4 count as all ones.
     hb_crc     = hb[HdrBytes-1:14];
     hb_crc[15] = 8'hFF;
@@ -149,16 +156,16 @@ module rnic_tx_frame
   // ICRC over the headers: IP..BTH (40 bytes), then the extension headers.
   logic [31:0] crc_h1, crc_h2;
 
-  rnic_crc32 u_crc_hdr_base (
+  rnic_crc32 #(.MaxBytes(40)) u_crc_hdr_base (
     .crc_i   (IcrcSeed),
-    .data_i  ({192'd0, hb_crc[53:14]}),
+    .data_i  (hb_crc[53:14]),
     .bytes_i (7'd40),
     .crc_o   (crc_h1)
   );
 
-  rnic_crc32 u_crc_hdr_ext (
+  rnic_crc32 #(.MaxBytes(28)) u_crc_hdr_ext (
     .crc_i   (crc_h1),
-    .data_i  ({288'd0, hb_crc[81:54]}),
+    .data_i  (hb_crc[81:54]),
     .bytes_i (ext_len),
     .crc_o   (crc_h2)
   );
@@ -181,6 +188,9 @@ module rnic_tx_frame
   logic [6:0]    chunk_bytes;
   logic [31:0]   crc_chunk, crc_chunk_pad;
   logic [7:0]    end_cnt;
+  logic          icrc_app;          // append the ICRC this cycle ...
+  logic [31:0]   icrc_val;
+  logic [7:0]    icrc_pos;          // ... at this byte of acc_d
 
   always_comb begin
     chunk_bytes = (pl_bytes_i > 7'd64) ? 7'd64 : pl_bytes_i;
@@ -197,7 +207,7 @@ module rnic_tx_frame
   );
 
   // The pad bytes are zeros straight after the last chunk.
-  rnic_crc32 u_crc_pad (
+  rnic_crc32 #(.MaxBytes(3)) u_crc_pad (
     .crc_i   (crc_chunk),
     .data_i  ('0),
     .bytes_i ({5'd0, pad_q}),
@@ -225,6 +235,9 @@ module rnic_tx_frame
     pend_hdr_d   = pend_hdr_q;
     pend_valid_d = pend_valid_q;
     end_cnt      = '0;
+    icrc_app     = 1'b0;
+    icrc_val     = '0;
+    icrc_pos     = '0;
 
     pl_ready_o  = (state_q == StPayload) && (cnt_e <= 8'd64);
 
@@ -241,7 +254,9 @@ module rnic_tx_frame
             end_cnt = cnt_d + 8'(pad_q);
             if (end_cnt <= 8'd124) begin
               // Room for pad + ICRC now: the frame is complete.
-              acc_d   = acc_d | ({992'd0, ~crc_chunk_pad} << {end_cnt, 3'b000});
+              icrc_app = 1'b1;
+              icrc_val = ~crc_chunk_pad;
+              icrc_pos = end_cnt;
               cnt_d   = end_cnt + 8'd4;
               state_d = StDrain;
             end else begin
@@ -253,7 +268,9 @@ module rnic_tx_frame
       StTrailer: begin
         end_cnt = cnt_e + 8'(pad_q);
         if (end_cnt <= 8'd124) begin
-          acc_d   = acc_e | ({992'd0, ~crc_q} << {end_cnt, 3'b000});
+          icrc_app = 1'b1;
+          icrc_val = ~crc_q;
+          icrc_pos = end_cnt;
           cnt_d   = end_cnt + 8'd4;
           state_d = StDrain;
         end
@@ -274,7 +291,9 @@ module rnic_tx_frame
       pad_d        = pad;
       if (pend_hdr_q.payload_len == 13'd0) begin
         // No payload (and so no pad): the frame is complete at once.
-        acc_d   = acc_d | ({992'd0, ~crc_h2} << {hdr_len, 3'b000});
+        icrc_app = 1'b1;
+        icrc_val = ~crc_h2;
+        icrc_pos = {1'b0, hdr_len};
         cnt_d   = {1'b0, hdr_len} + 8'd4;
         state_d = StDrain;
       end else begin
@@ -286,6 +305,9 @@ module rnic_tx_frame
     // The header register frees up in the cycle its header is loaded, so back-to-back short frames
     // need no bubble (this makes hdr_ready_o depend on tx_tready_i combinationally).
     hdr_ready_o = !pend_valid_d;
+    // One shifter places the ICRC for all three cases above.
+    if (icrc_app) acc_d = acc_d | ({992'd0, icrc_val} << {icrc_pos, 3'b000});
+
     if (hdr_valid_i && hdr_ready_o) begin
       pend_valid_d = 1'b1;
       pend_hdr_d   = hdr_i;

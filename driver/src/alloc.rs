@@ -190,4 +190,51 @@ mod tests {
         assert_eq!(r.in_use(), 0);
         assert_eq!(r.alloc(16), Some(0));
     }
+
+    proptest::proptest! {
+        /// Random alloc/free sequences agree with a set-based reference.
+        #[test]
+        fn index_allocator_matches_reference(ops in proptest::collection::vec((proptest::bool::ANY, 0u32..40), 1..300)) {
+            let mut a = IndexAllocator::new(3, 37);
+            let mut used = std::collections::BTreeSet::new();
+            for (alloc, i) in ops {
+                if alloc {
+                    let want = (3..37).find(|x| !used.contains(x));
+                    proptest::prop_assert_eq!(a.alloc(), want);
+                    if let Some(w) = want { used.insert(w); }
+                } else {
+                    proptest::prop_assert_eq!(a.free(i), used.remove(&i));
+                }
+                proptest::prop_assert_eq!(a.in_use() as usize, used.len());
+            }
+        }
+
+        /// Allocated ranges never overlap and stay inside the allocator.
+        #[test]
+        fn range_allocator_never_overlaps(ops in proptest::collection::vec((proptest::bool::ANY, 1u32..20, 0usize..8), 1..200)) {
+            let mut r = RangeAllocator::new(64);
+            let mut live: Vec<(u32, u32)> = Vec::new();
+            let mut used = [false; 64];
+            for (alloc, n, pick) in ops {
+                if alloc {
+                    if let Some(s) = r.alloc(n) {
+                        for u in &mut used[s as usize..(s + n) as usize] {
+                            proptest::prop_assert!(!*u, "overlap");
+                            *u = true;
+                        }
+                        live.push((s, n));
+                    } else {
+                        // First fit failed: there really is no free run of n.
+                        let has_run = used.windows(n as usize).any(|w| w.iter().all(|u| !u));
+                        proptest::prop_assert!(!has_run);
+                    }
+                } else if !live.is_empty() {
+                    let (s, n) = live.remove(pick % live.len());
+                    proptest::prop_assert!(r.free(s, n));
+                    used[s as usize..(s + n) as usize].iter_mut().for_each(|u| *u = false);
+                }
+                proptest::prop_assert_eq!(r.in_use() as usize, used.iter().filter(|u| **u).count());
+            }
+        }
+    }
 }

@@ -105,6 +105,8 @@ pub(crate) struct CtxInner {
     poll_limit: Cell<u32>,
     /// MSI-X vectors taken from the device but not yet consumed by a waiter.
     pending_irqs: RefCell<VecDeque<u16>>,
+    /// Port address from the last successful SET_PORT.
+    pub(crate) port: Cell<Option<([u8; 6], Ipv4Addr)>>,
 }
 
 impl CtxInner {
@@ -332,6 +334,7 @@ impl Context {
             next_key: Cell::new(1),
             poll_limit: Cell::new(DEFAULT_COMMAND_POLL_LIMIT),
             pending_irqs: RefCell::new(VecDeque::new()),
+            port: Cell::new(None),
         };
         Ok(Context {
             inner: Rc::new(inner),
@@ -364,8 +367,14 @@ impl Context {
         cmd_set_port::MAC.set(&mut img, mac_to_u64(mac));
         cmd_set_port::IP.set(&mut img, u64::from(u32::from(ip)));
         self.inner.command(Command::SetPort, Object::Port, &img)?;
+        self.inner.port.set(Some((mac, ip)));
         log::info!("port set to {} / {ip}", fmt_mac(mac));
         Ok(())
+    }
+
+    /// The port address set by the last successful [`Context::set_port`], if any.
+    pub fn port(&self) -> Option<([u8; 6], Ipv4Addr)> {
+        self.inner.port.get()
     }
 
     /// Run a NOP command (a cheap liveness check of the command interface).

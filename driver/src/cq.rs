@@ -340,6 +340,9 @@ impl Cq {
     }
 
     /// Request an interrupt for the next CQE written (one-shot, like `ibv_req_notify_cq`).
+    ///
+    /// A CQE written before the arm raises nothing, so the usual pattern is: arm, poll once
+    /// more (to catch a completion that raced the arm), then [`Cq::wait_event`].
     pub fn arm(&self) {
         log::debug!("CQ {}: arm", self.inner.cqn);
         self.inner

@@ -217,6 +217,9 @@ pub enum Error {
         /// Number of other holders.
         users: usize,
     },
+    /// An operation needs the port address, which has not been set.
+    #[error("the port address is not set; call Context::set_port first")]
+    PortNotConfigured,
     /// The device returned a value the spec does not allow.
     #[error("{object}: device returned {what} = {value:#x}, which the spec does not define; this is a device bug")]
     UnexpectedValue {

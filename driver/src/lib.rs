@@ -6,6 +6,10 @@
 //! own memory regions ([`Mr`]) and queue pairs ([`QueuePair`]), completion queues ([`Cq`])
 //! report finished work. Everything is released on drop (or explicitly, with a `Result`).
 //! Nothing here spins forever: every wait takes a budget of `Device::progress()` calls.
+//! Handles are single-threaded (`Rc`), like the simulated devices they drive.
+//!
+//! Two peers can also be connected in one call each with [`QueuePair::endpoint`] and
+//! [`QueuePair::connect`].
 //!
 //! ```no_run
 //! # use std::rc::Rc;
@@ -56,8 +60,8 @@ pub use device::{Device, DeviceError};
 pub use error::{Error, Result};
 pub use pd::{Mr, MrOptions, Pd, LOG_PAGE, PAGE_SIZE};
 pub use qp::{
-    check_modify, transition_rule, AddressVector, QpAttr, QpInfo, QpInitAttr, QueuePair, RtrAttr,
-    RtsAttr, MAX_RD_ATOMIC, MAX_WQ_LOG_SIZE, PKEY_INDEX, PORT_NUM,
+    check_modify, transition_rule, AddressVector, ConnectAttr, Endpoint, QpAttr, QpInfo,
+    QpInitAttr, QueuePair, RtrAttr, RtsAttr, MAX_RD_ATOMIC, MAX_WQ_LOG_SIZE, PKEY_INDEX, PORT_NUM,
 };
 pub use types::{
     AccessFlags, Command, CommandStatus, Mtu, Object, QpAttrMask, QpState, QueueKind, Resource,

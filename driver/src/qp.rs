@@ -240,8 +240,8 @@ impl QpAttr {
     }
 }
 
-/// RESET → INIT parameters are just the access flags ([`QueuePair::to_init`]).
-/// INIT → RTR parameters (all required by the transition).
+/// INIT → RTR parameters (all required by the transition; RESET → INIT only needs the access
+/// flags, see [`QueuePair::to_init`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RtrAttr {
     /// Peer QPN.
@@ -273,6 +273,54 @@ pub struct RtsAttr {
     pub rnr_retry: u8,
     /// READ/atomic requests this side may have outstanding (0..=16).
     pub max_rd_atomic: u8,
+}
+
+/// What a peer needs to know to connect to a QP (exchanged out of band, like the
+/// `ibv_qp_endpoint` of rust-ibverbs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    /// QP number.
+    pub qpn: u32,
+    /// Port MAC address.
+    pub mac: [u8; 6],
+    /// Port IPv4 address.
+    pub ip: Ipv4Addr,
+    /// PSN of the first request this QP sends (the peer's `rq_psn`).
+    pub psn: u32,
+}
+
+/// Parameters of [`QueuePair::connect`]. The defaults follow perftest (timeout 14, retry count 7,
+/// RNR retry 7) with all access rights, MTU 1024 and 4 outstanding READs/atomics each way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectAttr {
+    /// Remote access rights granted on this QP.
+    pub access: AccessFlags,
+    /// Path MTU.
+    pub path_mtu: Mtu,
+    /// READ/atomic depth, used both as requester and as responder.
+    pub max_rd_atomic: u8,
+    /// RNR NAK timer code.
+    pub min_rnr_timer: u8,
+    /// Local ACK timeout exponent.
+    pub timeout: u8,
+    /// Transport retry count.
+    pub retry_cnt: u8,
+    /// RNR retry count (7 = infinite).
+    pub rnr_retry: u8,
+}
+
+impl Default for ConnectAttr {
+    fn default() -> Self {
+        ConnectAttr {
+            access: AccessFlags::all(),
+            path_mtu: Mtu::Mtu1024,
+            max_rd_atomic: 4,
+            min_rnr_timer: 12,
+            timeout: 14,
+            retry_cnt: 7,
+            rnr_retry: 7,
+        }
+    }
 }
 
 /// Required and optional attributes (besides STATE) of `from → to`, or `None` if the transition
@@ -793,6 +841,58 @@ impl QueuePair {
                 .with_rnr_retry(a.rnr_retry)
                 .with_max_rd_atomic(a.max_rd_atomic),
         )
+    }
+
+    /// This QP's [`Endpoint`] for the peer, announcing `psn` as its first send PSN (pass the
+    /// same value to [`QueuePair::connect`]).
+    ///
+    /// # Errors
+    /// [`Error::PortNotConfigured`] before [`Context::set_port`].
+    pub fn endpoint(&self, psn: u32) -> Result<Endpoint> {
+        let (mac, ip) = self.ctx().port.get().ok_or(Error::PortNotConfigured)?;
+        Ok(Endpoint {
+            qpn: self.qpn(),
+            mac,
+            ip,
+            psn,
+        })
+    }
+
+    /// Connect to `remote`: RESET → INIT → RTR → RTS in one call (from INIT, the first step is
+    /// skipped). `local_psn` is the first PSN this QP sends (as announced by
+    /// [`QueuePair::endpoint`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidTransition`] unless the QP is in RESET or INIT; the errors of
+    /// [`QueuePair::modify`] for each step.
+    pub fn connect(&self, local_psn: u32, remote: &Endpoint, attr: &ConnectAttr) -> Result<()> {
+        match self.state() {
+            QpState::Reset => self.to_init(attr.access)?,
+            QpState::Init => {}
+            from => {
+                return Err(Error::InvalidTransition {
+                    qpn: self.qpn(),
+                    from,
+                    to: QpState::Rtr,
+                })
+            }
+        }
+        self.to_rtr(&RtrAttr {
+            dest_qpn: remote.qpn,
+            rq_psn: remote.psn,
+            path_mtu: attr.path_mtu,
+            dest_mac: remote.mac,
+            dest_ip: remote.ip,
+            max_dest_rd_atomic: attr.max_rd_atomic,
+            min_rnr_timer: attr.min_rnr_timer,
+        })?;
+        self.to_rts(&RtsAttr {
+            sq_psn: local_psn,
+            timeout: attr.timeout,
+            retry_cnt: attr.retry_cnt,
+            rnr_retry: attr.rnr_retry,
+            max_rd_atomic: attr.max_rd_atomic,
+        })
     }
 
     /// Any state → ERR: outstanding WRs are flushed with `WR_FLUSH_ERR` completions.

@@ -14,7 +14,11 @@ type Check = Result<(), u8>;
 
 impl Nic {
     /// Execute the latched command `opcode` (CMD task).
-    pub(crate) fn run_cmd(&mut self, opcode: u8, mem: &mut dyn HostMemory) -> Result<(), ModelError> {
+    pub(crate) fn run_cmd(
+        &mut self,
+        opcode: u8,
+        mem: &mut dyn HostMemory,
+    ) -> Result<(), ModelError> {
         // Latch the argument registers as one 48-byte image.
         let mut a = [0u8; 48];
         for (i, w) in self.cmd_args.iter().enumerate() {
@@ -136,7 +140,7 @@ impl Nic {
         }
         let base = ccq::BASE.get(a);
         let log_size = ccq::LOG_SIZE.get(a);
-        if !(1..=16).contains(&log_size) || base % 32 != 0 {
+        if !(1..=16).contains(&log_size) || !base.is_multiple_of(32) {
             return Err(st::BAD_PARAM);
         }
         self.cqc[i] = Cqc {
@@ -223,8 +227,8 @@ impl Nic {
             || !self.cq_ok(rcq)
             || !(1..=15).contains(&lsq)
             || !(1..=15).contains(&lrq)
-            || sq_base % 128 != 0
-            || rq_base % 64 != 0
+            || !sq_base.is_multiple_of(128)
+            || !rq_base.is_multiple_of(64)
         {
             return Err(st::BAD_PARAM);
         }

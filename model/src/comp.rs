@@ -9,7 +9,13 @@ use crate::{psn_add, psn_diff, HostMemory, ModelError, Nic, SendWqe};
 
 impl Nic {
     /// Complete the send WQE `w` at `comp_ci` whose last PSN is `last`.
-    fn complete(&mut self, qpn: u32, w: &SendWqe, last: u32, mem: &mut dyn HostMemory) -> Result<(), ModelError> {
+    fn complete(
+        &mut self,
+        qpn: u32,
+        w: &SendWqe,
+        last: u32,
+        mem: &mut dyn HostMemory,
+    ) -> Result<(), ModelError> {
         let q = &self.qpc[qpn as usize];
         let idx = q.comp_ci;
         if w.flags as u32 & wqe_flag::SIGNALED != 0 {
@@ -41,7 +47,12 @@ impl Nic {
     }
 
     /// Handle a response packet on QP `qpn` (state RTS checked by recv).
-    pub(crate) fn completer(&mut self, qpn: u32, p: &ParsedFrame<'_>, mem: &mut dyn HostMemory) -> Result<(), ModelError> {
+    pub(crate) fn completer(
+        &mut self,
+        qpn: u32,
+        p: &ParsedFrame<'_>,
+        mem: &mut dyn HostMemory,
+    ) -> Result<(), ModelError> {
         let pp = p.hdr.bth.psn;
         let opcode = p.hdr.bth.opcode;
         let q = &self.qpc[qpn as usize];
@@ -129,7 +140,10 @@ impl Nic {
                     }
                 }
             }
-            op::READ_RESP_FIRST | op::READ_RESP_MIDDLE | op::READ_RESP_LAST | op::READ_RESP_ONLY => {
+            op::READ_RESP_FIRST
+            | op::READ_RESP_MIDDLE
+            | op::READ_RESP_LAST
+            | op::READ_RESP_ONLY => {
                 let npkts = w.npkts(mtu);
                 let i = pp.wrapping_sub(wpsn) & 0xFF_FFFF;
                 let len = w.len();

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //! CQE writer and the flush tasks (contract section 11).
 
-use rnic_regs::{cqe, counter, wc_opcode, wc_status, wr_opcode};
+use rnic_regs::{counter, cqe, wc_opcode, wc_status, wr_opcode};
 
 use crate::{HostMemory, ModelError, Nic, Output};
 
@@ -32,7 +32,13 @@ pub(crate) fn wc_opcode_of(wr: u8) -> u8 {
 impl Nic {
     /// Write a CQE for QP `qpn` on CQ `cqn` (overflow and invalid CQ: dropped, `CQ_OVERFLOW`),
     /// then the MSI-X message if the CQ is armed.
-    pub(crate) fn post_cqe(&mut self, mem: &mut dyn HostMemory, qpn: u32, cqn: u32, e: &Cqe) -> Result<(), ModelError> {
+    pub(crate) fn post_cqe(
+        &mut self,
+        mem: &mut dyn HostMemory,
+        qpn: u32,
+        cqn: u32,
+        e: &Cqe,
+    ) -> Result<(), ModelError> {
         let qp_func = self.qpc[qpn as usize].func;
         let Some(c) = self.cqc.get(cqn as usize).filter(|c| c.valid) else {
             self.count(counter::CQ_OVERFLOW);
@@ -67,7 +73,11 @@ impl Nic {
     }
 
     /// FLUSH_SQ: complete the send WQE at `comp_ci` with its error status or WR_FLUSH_ERR.
-    pub(crate) fn flush_sq(&mut self, qpn: u32, mem: &mut dyn HostMemory) -> Result<(), ModelError> {
+    pub(crate) fn flush_sq(
+        &mut self,
+        qpn: u32,
+        mem: &mut dyn HostMemory,
+    ) -> Result<(), ModelError> {
         let (idx, cqn) = {
             let q = &self.qpc[qpn as usize];
             (q.comp_ci, q.send_cqn)
@@ -94,7 +104,11 @@ impl Nic {
     }
 
     /// FLUSH_RQ: complete the receive WQE at `rq_ci` with its error status or WR_FLUSH_ERR.
-    pub(crate) fn flush_rq(&mut self, qpn: u32, mem: &mut dyn HostMemory) -> Result<(), ModelError> {
+    pub(crate) fn flush_rq(
+        &mut self,
+        qpn: u32,
+        mem: &mut dyn HostMemory,
+    ) -> Result<(), ModelError> {
         let (idx, cqn) = {
             let q = &self.qpc[qpn as usize];
             (q.rq_ci, q.recv_cqn)

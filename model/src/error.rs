@@ -23,12 +23,9 @@ pub enum ModelError {
     /// A DMA access of the task failed; the task stopped part way.
     #[error("DMA failed: {0}")]
     Mem(#[from] MemError),
-    /// The task cannot run in the current state (nothing to do for it): a lockstep mismatch.
-    #[error("no such task {task:?}: {reason}")]
-    NoSuchTask {
-        /// The task that was asked for.
-        task: Task,
-        /// What was missing.
-        reason: &'static str,
-    },
+    /// The task cannot run in the current state (nothing to do for it): in lockstep this
+    /// means the RTL started a task the model considers impossible. Carries the task and what
+    /// was missing.
+    #[error("no such task {0:?}: {1}")]
+    NoSuchTask(Task, &'static str),
 }

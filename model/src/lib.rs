@@ -6,6 +6,16 @@
 //! The split follows Linux rxe: [`wire`] (frames, ICRC), `cmd` (admin commands), `recv` (receive
 //! checks and routing), `req` (requester), `resp` (responder), `comp` (completer), `cq` (CQE
 //! writer and flushes), `mr` (key checks, translation, piece splitting).
+//!
+//! Where the contract is silent the model chooses (to be folded into the contract):
+//! * MAC / IPv4 numbers go on the wire most significant byte first.
+//! * QP commands (MODIFY/QUERY/DESTROY) use the CREATE_QP index range `2..NUM_QP`.
+//! * WRITE MIDDLE/LAST re-check the message's rkey for the bytes they place (NAK_REM_ACCESS if
+//!   the MR went away); AETH type 2 (reserved) is treated like an unknown NAK (REM_OP_ERR).
+//! * Reads of write-only or unaligned offsets return 0 and count `MMIO_BAD`.
+//! * A frame with more than 4096 payload bytes is a header drop (section 13).
+//! * Model-only scheduling pushes a QP onto the ring whenever an ACK moves `acked_psn`, and
+//!   re-pushes after a TX task only if it did something.
 
 mod cmd;
 mod comp;
@@ -351,7 +361,7 @@ impl Nic {
     /// A BAR0 write (section 4). Writes from `func != 0`, to read-only or unknown offsets are
     /// ignored and counted in `MMIO_BAD`.
     pub fn mmio_write(&mut self, func: u8, offset: u64, value: u64) {
-        if func != 0 || offset % 8 != 0 {
+        if func != 0 || !offset.is_multiple_of(8) {
             self.count(counter::MMIO_BAD);
             return;
         }
@@ -362,8 +372,12 @@ impl Nic {
             if idx < self.cfg.num_qp as u64 {
                 let qpn = idx as u32;
                 match po {
-                    params::DB_SQ_PI => return self.db_fifo.push_back(Doorbell::SqPi { qpn, value }),
-                    params::DB_RQ_PI => return self.db_fifo.push_back(Doorbell::RqPi { qpn, value }),
+                    params::DB_SQ_PI => {
+                        return self.db_fifo.push_back(Doorbell::SqPi { qpn, value })
+                    }
+                    params::DB_RQ_PI => {
+                        return self.db_fifo.push_back(Doorbell::RqPi { qpn, value })
+                    }
                     _ => {}
                 }
             }
@@ -376,7 +390,9 @@ impl Nic {
             if idx < self.cfg.num_cq as u64 {
                 let cqn = idx as u32;
                 match po {
-                    params::DB_CQ_CI => return self.db_fifo.push_back(Doorbell::CqCi { cqn, value }),
+                    params::DB_CQ_CI => {
+                        return self.db_fifo.push_back(Doorbell::CqCi { cqn, value })
+                    }
                     params::DB_CQ_ARM => return self.db_fifo.push_back(Doorbell::CqArm { cqn }),
                     _ => {}
                 }
@@ -449,7 +465,7 @@ impl Nic {
     /// out-of-range QP, a flush whose condition does not hold); [`ModelError::Mem`] when a DMA
     /// access fails (the task is cut short).
     pub fn run_task(&mut self, task: Task, mem: &mut dyn HostMemory) -> Result<(), ModelError> {
-        let no = |reason| ModelError::NoSuchTask { task, reason };
+        let no = |reason| ModelError::NoSuchTask(task, reason);
         match task {
             Task::Cmd => {
                 let opcode = self.cmd_pending.ok_or(no("no command pending"))?;

@@ -40,14 +40,26 @@ impl Iterator for PageSplit {
 
 /// `[addr, addr + len)` lies inside the MR.
 fn in_range(mr: &Mrc, addr: u64, len: u64) -> bool {
-    let (a, l, b, m) = (addr as u128, len as u128, mr.iova as u128, mr.length as u128);
+    let (a, l, b, m) = (
+        addr as u128,
+        len as u128,
+        mr.iova as u128,
+        mr.length as u128,
+    );
     a >= b && a + l <= b + m
 }
 
 impl Nic {
     /// lkey check (section 8): returns the MR index when `lkey` may access
     /// `[addr, addr + len)` for protection domain `pdn` (`write`: needs LOCAL_WRITE).
-    pub(crate) fn check_lkey(&self, lkey: u32, pdn: u32, addr: u64, len: u64, write: bool) -> Option<usize> {
+    pub(crate) fn check_lkey(
+        &self,
+        lkey: u32,
+        pdn: u32,
+        addr: u64,
+        len: u64,
+        write: bool,
+    ) -> Option<usize> {
         let i = (lkey >> 8) as usize;
         let mr = self.mrc.get(i)?;
         let ok = mr.valid
@@ -60,7 +72,14 @@ impl Nic {
 
     /// rkey check (section 9): index, valid, key, PD, `need` access bit, and the range unless
     /// `len == 0`. Returns the MR index.
-    pub(crate) fn check_rkey(&self, rkey: u32, pdn: u32, va: u64, len: u64, need: u32) -> Option<usize> {
+    pub(crate) fn check_rkey(
+        &self,
+        rkey: u32,
+        pdn: u32,
+        va: u64,
+        len: u64,
+        need: u32,
+    ) -> Option<usize> {
         let i = (rkey >> 8) as usize;
         let mr = self.mrc.get(i)?;
         let ok = mr.valid
@@ -81,7 +100,14 @@ impl Nic {
     }
 
     /// Read `buf.len()` bytes at `va` of MR `mr`, one DMA read per page piece.
-    pub(crate) fn mr_read(&self, mem: &mut dyn HostMemory, func: u8, mr: usize, va: u64, buf: &mut [u8]) -> Result<(), ModelError> {
+    pub(crate) fn mr_read(
+        &self,
+        mem: &mut dyn HostMemory,
+        func: u8,
+        mr: usize,
+        va: u64,
+        buf: &mut [u8],
+    ) -> Result<(), ModelError> {
         let mut off = 0usize;
         for (pva, plen) in PageSplit::new(va, buf.len() as u64, self.mrc[mr].log_page) {
             let phys = self.translate(mr, pva);
@@ -92,7 +118,14 @@ impl Nic {
     }
 
     /// Write `data` at `va` of MR `mr`, one DMA write per page piece.
-    pub(crate) fn mr_write(&mut self, mem: &mut dyn HostMemory, func: u8, mr: usize, va: u64, data: &[u8]) -> Result<(), ModelError> {
+    pub(crate) fn mr_write(
+        &mut self,
+        mem: &mut dyn HostMemory,
+        func: u8,
+        mr: usize,
+        va: u64,
+        data: &[u8],
+    ) -> Result<(), ModelError> {
         let mut off = 0usize;
         for (pva, plen) in PageSplit::new(va, data.len() as u64, self.mrc[mr].log_page) {
             let phys = self.translate(mr, pva);
@@ -105,7 +138,15 @@ impl Nic {
     /// Gather bytes `[offset, offset + buf.len())` of the message described by `sges` into `buf`.
     /// Every SGE touched is lkey-checked (read access) before its data is read. Returns `false`
     /// when a check fails (the caller turns that into `LOC_PROT_ERR`).
-    pub(crate) fn gather(&self, mem: &mut dyn HostMemory, func: u8, pdn: u32, sges: &[Sge], offset: u64, buf: &mut [u8]) -> Result<bool, ModelError> {
+    pub(crate) fn gather(
+        &self,
+        mem: &mut dyn HostMemory,
+        func: u8,
+        pdn: u32,
+        sges: &[Sge],
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<bool, ModelError> {
         let want_end = offset + buf.len() as u64;
         let mut pos = 0u64;
         for s in sges.iter().filter(|s| s.len > 0) {
@@ -128,7 +169,15 @@ impl Nic {
     /// Scatter `data` into the message described by `sges` starting at message offset
     /// `offset`. All SGEs touched are lkey-checked with LOCAL_WRITE before anything is written;
     /// returns `false` (nothing written) when one fails. The caller checked the total length.
-    pub(crate) fn scatter(&mut self, mem: &mut dyn HostMemory, func: u8, pdn: u32, sges: &[Sge], offset: u64, data: &[u8]) -> Result<bool, ModelError> {
+    pub(crate) fn scatter(
+        &mut self,
+        mem: &mut dyn HostMemory,
+        func: u8,
+        pdn: u32,
+        sges: &[Sge],
+        offset: u64,
+        data: &[u8],
+    ) -> Result<bool, ModelError> {
         let want_end = offset + data.len() as u64;
         // Pass 1: checks. At most MAX_SEND_SGE SGEs, so a fixed array holds the MR indices.
         let mut mrs = [usize::MAX; rnic_regs::params::MAX_SEND_SGE as usize];

@@ -7,7 +7,11 @@ use crate::{wire, HostMemory, ModelError, Nic};
 
 impl Nic {
     /// Process one received frame.
-    pub(crate) fn run_rx(&mut self, frame: &[u8], mem: &mut dyn HostMemory) -> Result<(), ModelError> {
+    pub(crate) fn run_rx(
+        &mut self,
+        frame: &[u8],
+        mem: &mut dyn HostMemory,
+    ) -> Result<(), ModelError> {
         self.count(counter::RX_PKTS);
         let p = match wire::parse_for_port(frame, self.port_mac, self.port_ip) {
             Ok(p) => p,

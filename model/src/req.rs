@@ -34,7 +34,10 @@ impl Nic {
         // READ and atomic results are written into the SGEs.
         let write = w.is_read_or_atomic();
         for s in w.sges().iter().filter(|s| s.len > 0) {
-            if self.check_lkey(s.lkey, q.pdn, s.addr, s.len as u64, write).is_none() {
+            if self
+                .check_lkey(s.lkey, q.pdn, s.addr, s.len as u64, write)
+                .is_none()
+            {
                 return Some(wc_status::LOC_PROT_ERR);
             }
         }
@@ -44,7 +47,11 @@ impl Nic {
     /// TX task on QP `qpn`. Returns whether it did anything (sent a packet or raised a local
     /// error); a TX task that finds no work, a full PSN window or the read/atomic limit does
     /// nothing.
-    pub(crate) fn run_tx(&mut self, qpn: u32, mem: &mut dyn HostMemory) -> Result<bool, ModelError> {
+    pub(crate) fn run_tx(
+        &mut self,
+        qpn: u32,
+        mem: &mut dyn HostMemory,
+    ) -> Result<bool, ModelError> {
         let q = &self.qpc[qpn as usize];
         if !q.valid || q.state != qp_state::RTS || q.sq_ci == q.sq_pi {
             return Ok(false);
@@ -124,7 +131,11 @@ impl Nic {
                     wr_opcode::SEND_WITH_IMM | wr_opcode::RDMA_WRITE_WITH_IMM
                 );
                 // Opcode table: [FIRST, MIDDLE, LAST, LAST_IMM, ONLY, ONLY_IMM] per family.
-                let base = if send { op::SEND_FIRST } else { op::WRITE_FIRST };
+                let base = if send {
+                    op::SEND_FIRST
+                } else {
+                    op::WRITE_FIRST
+                };
                 let step = match (first, last) {
                     (true, true) if with_imm => 5,
                     (true, true) => 4,
@@ -152,11 +163,8 @@ impl Nic {
                 }
                 hdr.bth = Bth {
                     opcode,
-                    se: last
-                        && w.flags as u32 & wqe_flag::SOLICITED != 0
-                        && (send || with_imm),
-                    ackreq: last
-                        || (psn as u64 & params::ACK_EVERY_MASK) == params::ACK_EVERY_MASK,
+                    se: last && w.flags as u32 & wqe_flag::SOLICITED != 0 && (send || with_imm),
+                    ackreq: last || (psn as u64 & params::ACK_EVERY_MASK) == params::ACK_EVERY_MASK,
                     psn,
                     ..Bth::default()
                 };

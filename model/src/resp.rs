@@ -81,7 +81,12 @@ impl Nic {
     }
 
     /// Handle a request packet on QP `qpn` (already past the receive checks).
-    pub(crate) fn responder(&mut self, qpn: u32, p: &ParsedFrame<'_>, mem: &mut dyn HostMemory) -> Result<(), ModelError> {
+    pub(crate) fn responder(
+        &mut self,
+        qpn: u32,
+        p: &ParsedFrame<'_>,
+        mem: &mut dyn HostMemory,
+    ) -> Result<(), ModelError> {
         let opcode = p.hdr.bth.opcode;
         let psn = p.hdr.bth.psn;
         let (kind, first, last, imm) = classify(opcode);
@@ -160,7 +165,13 @@ impl Nic {
     }
 
     /// Duplicate request (PSN behind `rq_psn`).
-    fn duplicate(&mut self, qpn: u32, kind: Kind, p: &ParsedFrame<'_>, mem: &mut dyn HostMemory) -> Result<(), ModelError> {
+    fn duplicate(
+        &mut self,
+        qpn: u32,
+        kind: Kind,
+        p: &ParsedFrame<'_>,
+        mem: &mut dyn HostMemory,
+    ) -> Result<(), ModelError> {
         let psn = p.hdr.bth.psn;
         let q = &self.qpc[qpn as usize];
         match kind {
@@ -188,7 +199,15 @@ impl Nic {
 
     /// Send the READ response packets for `[va, va + len)` of MR `mr` starting at `psn`;
     /// returns the number of packets.
-    fn read_reply(&mut self, qpn: u32, psn: u32, va: u64, len: u32, mr: usize, mem: &mut dyn HostMemory) -> Result<u32, ModelError> {
+    fn read_reply(
+        &mut self,
+        qpn: u32,
+        psn: u32,
+        va: u64,
+        len: u32,
+        mr: usize,
+        mem: &mut dyn HostMemory,
+    ) -> Result<u32, ModelError> {
         let q = &self.qpc[qpn as usize];
         let mtu = mtu_bytes(q.path_mtu);
         let (msn, func) = (q.msn, q.func);
@@ -254,7 +273,15 @@ impl Nic {
         }
     }
 
-    fn resp_send(&mut self, qpn: u32, p: &ParsedFrame<'_>, first: bool, last: bool, imm: bool, mem: &mut dyn HostMemory) -> Result<(), ModelError> {
+    fn resp_send(
+        &mut self,
+        qpn: u32,
+        p: &ParsedFrame<'_>,
+        first: bool,
+        last: bool,
+        imm: bool,
+        mem: &mut dyn HostMemory,
+    ) -> Result<(), ModelError> {
         let psn = p.hdr.bth.psn;
         let q = &self.qpc[qpn as usize];
         if q.rq_ci == q.rq_pi {
@@ -292,7 +319,11 @@ impl Nic {
             let e = Cqe {
                 wr_id: rw.wr_id,
                 byte_len,
-                imm: if imm { p.hdr.imm.unwrap_or_default() } else { 0 },
+                imm: if imm {
+                    p.hdr.imm.unwrap_or_default()
+                } else {
+                    0
+                },
                 opcode: wc_opcode::RECV,
                 status: wc_status::SUCCESS,
                 flags: if imm { cqe_flag::WITH_IMM as u8 } else { 0 },
@@ -310,7 +341,15 @@ impl Nic {
         Ok(())
     }
 
-    fn resp_write(&mut self, qpn: u32, p: &ParsedFrame<'_>, first: bool, last: bool, imm: bool, mem: &mut dyn HostMemory) -> Result<(), ModelError> {
+    fn resp_write(
+        &mut self,
+        qpn: u32,
+        p: &ParsedFrame<'_>,
+        first: bool,
+        last: bool,
+        imm: bool,
+        mem: &mut dyn HostMemory,
+    ) -> Result<(), ModelError> {
         let psn = p.hdr.bth.psn;
         let pdn = self.qpc[qpn as usize].pdn;
         if first {
@@ -378,14 +417,19 @@ impl Nic {
         Ok(())
     }
 
-    fn resp_atomic(&mut self, qpn: u32, p: &ParsedFrame<'_>, mem: &mut dyn HostMemory) -> Result<(), ModelError> {
+    fn resp_atomic(
+        &mut self,
+        qpn: u32,
+        p: &ParsedFrame<'_>,
+        mem: &mut dyn HostMemory,
+    ) -> Result<(), ModelError> {
         let psn = p.hdr.bth.psn;
         let a = p.hdr.atomic_eth.unwrap_or_default();
         let (pdn, func) = {
             let q = &self.qpc[qpn as usize];
             (q.pdn, q.func)
         };
-        if a.va % 8 != 0 {
+        if !a.va.is_multiple_of(8) {
             self.error_nak(qpn, aeth::NAK_INV_REQ, psn);
             return Ok(());
         }

@@ -181,7 +181,11 @@ pub enum WireError {
     Opcode(u8),
     /// IB length does not cover BTH + extension headers + pad.
     #[error("IB length {ib_len} too short for opcode {opcode:#04x} with pad {padcnt}")]
-    IbLength { opcode: u8, ib_len: usize, padcnt: u8 },
+    IbLength {
+        opcode: u8,
+        ib_len: usize,
+        padcnt: u8,
+    },
     /// Payload larger than the receive buffer (section 13).
     #[error("payload of {0} bytes exceeds {MAX_PAYLOAD}")]
     PayloadTooLong(usize),
@@ -567,7 +571,11 @@ mod tests {
         for &b in data {
             c ^= b as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 { (c >> 1) ^ 0xEDB8_8320 } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    (c >> 1) ^ 0xEDB8_8320
+                } else {
+                    c >> 1
+                };
             }
         }
         c
@@ -669,7 +677,10 @@ mod tests {
                 want.bth.padcnt = pad as u8;
                 assert_eq!(p.hdr, want);
                 assert_eq!(p.payload, &payload[..]);
-                assert_eq!(icrc_rxe(&f), u32::from_le_bytes(f[f.len() - 4..].try_into().unwrap()));
+                assert_eq!(
+                    icrc_rxe(&f),
+                    u32::from_le_bytes(f[f.len() - 4..].try_into().unwrap())
+                );
             }
         }
     }
@@ -682,7 +693,10 @@ mod tests {
         assert_eq!(&f[12..14], &[0x08, 0x00]);
         assert_eq!(&f[14..24], &[0x45, 0, 0, 76, 0, 0, 0x40, 0, 64, 17]);
         assert_eq!(&f[34..42], &[0xC0, 0x12, 0x12, 0xB7, 0, 56, 0, 0]);
-        assert_eq!(&f[42..54], &[0x0A, 0x80, 0xFF, 0xFF, 0, 0, 0, 0x12, 0x80, 0, 0, 100]);
+        assert_eq!(
+            &f[42..54],
+            &[0x0A, 0x80, 0xFF, 0xFF, 0, 0, 0, 0x12, 0x80, 0, 0, 100]
+        );
         assert_eq!(&f[54..70], &hex("00007f0000001000 00001234 00000010")[..]);
         assert_eq!(&f[70..86], &payload[..]);
         assert_eq!(f.len(), 90);
@@ -694,7 +708,10 @@ mod tests {
         let good = build(&hdr, &payload);
         let chk = |f: &[u8]| parse_for_port(f, hdr.dst_mac, hdr.dst_ip).map(|_| ());
         assert_eq!(chk(&good), Ok(()));
-        assert!(matches!(chk(&good[..57]), Err(WireError::TooShort { len: 57 })));
+        assert!(matches!(
+            chk(&good[..57]),
+            Err(WireError::TooShort { len: 57 })
+        ));
         let mut f = good.clone();
         f[12] = 0x86;
         assert_eq!(chk(&f), Err(WireError::EtherType(0x8600)));

@@ -15,11 +15,21 @@ use rnic_regs::{
 const SIG: u8 = wqe_flag::SIGNALED as u8;
 
 fn sg(mr: &Mr, off: u64, len: u32) -> Sg {
-    Sg { addr: mr.iova + off, len, lkey: mr.lkey() }
+    Sg {
+        addr: mr.iova + off,
+        len,
+        lkey: mr.lkey(),
+    }
 }
 
 fn send_wr(wr_id: u64, opcode: u8, sges: Vec<Sg>) -> SendWr {
-    SendWr { wr_id, opcode, flags: SIG, sges, ..SendWr::default() }
+    SendWr {
+        wr_id,
+        opcode,
+        flags: SIG,
+        sges,
+        ..SendWr::default()
+    }
 }
 
 #[test]
@@ -29,7 +39,10 @@ fn send_recv_every_mtu_and_length() {
         let mut p = Pair::new(mtu);
         let src = p.a.reg_mr(1, 0x11, FULL_ACCESS, 20_000, 0x123);
         let dst = p.b.reg_mr(1, 0x22, FULL_ACCESS, 20_000, 0x456);
-        for (k, len) in [0usize, 1, m - 1, m, m + 1, 3 * m + 17].into_iter().enumerate() {
+        for (k, len) in [0usize, 1, m - 1, m, m + 1, 3 * m + 17]
+            .into_iter()
+            .enumerate()
+        {
             let data = pattern(k as u64 + 10 * mtu as u64, len);
             p.a.mr_fill(&src, 0, &data);
             p.b.mr_fill(&dst, 0, &vec![0xEE; len + 8]);
@@ -37,12 +50,23 @@ fn send_recv_every_mtu_and_length() {
             let l0 = (len / 3) as u32;
             let l1 = 5u32.min((len as u32).saturating_sub(l0));
             let l2 = len as u32 - l0 - l1 + 8;
-            p.b.post_recv(p.qb, 500 + k as u64, &[
-                sg(&dst, 0, l0),
-                sg(&dst, l0 as u64, l1),
-                sg(&dst, (l0 + l1) as u64, l2),
-            ]);
-            p.a.post_send(p.qa, &send_wr(100 + k as u64, wr_opcode::SEND, vec![sg(&src, 0, len as u32)]));
+            p.b.post_recv(
+                p.qb,
+                500 + k as u64,
+                &[
+                    sg(&dst, 0, l0),
+                    sg(&dst, l0 as u64, l1),
+                    sg(&dst, (l0 + l1) as u64, l2),
+                ],
+            );
+            p.a.post_send(
+                p.qa,
+                &send_wr(
+                    100 + k as u64,
+                    wr_opcode::SEND,
+                    vec![sg(&src, 0, len as u32)],
+                ),
+            );
             p.pump();
             assert_eq!(p.b.mr_get(&dst, 0, len), data, "mtu {mtu} len {len}");
             assert_eq!(p.b.mr_get(&dst, len as u64, 8), vec![0xEE; 8], "no overrun");
@@ -56,12 +80,21 @@ fn send_recv_every_mtu_and_length() {
             assert_eq!(wc[0].flags, 0);
             let wc = p.a.poll_cq(1);
             assert_eq!(wc.len(), 1);
-            assert_eq!((wc[0].wr_id, wc[0].byte_len, wc[0].opcode, wc[0].status),
-                       (100 + k as u64, len as u32, wc_opcode::SEND, wc_status::SUCCESS));
+            assert_eq!(
+                (wc[0].wr_id, wc[0].byte_len, wc[0].opcode, wc[0].status),
+                (
+                    100 + k as u64,
+                    len as u32,
+                    wc_opcode::SEND,
+                    wc_status::SUCCESS
+                )
+            );
             assert_eq!(wc[0].wqe_idx, k as u16);
         }
         let pkts: u64 = [0usize, 1, m - 1, m, m + 1, 3 * m + 17]
-            .iter().map(|&l| l.div_ceil(m).max(1) as u64).sum();
+            .iter()
+            .map(|&l| l.div_ceil(m).max(1) as u64)
+            .sum();
         assert_eq!(p.a.counter(counter::TX_PKTS), pkts);
         assert_eq!(p.b.counter(counter::RX_PKTS), pkts);
         assert_eq!(p.a.nic.qpc(p.qa).sq_psn, (100 + pkts as u32) & 0xFF_FFFF);
@@ -78,7 +111,11 @@ fn send_multi_sge_with_imm_and_solicited() {
     p.a.mr_fill(&src, 0, &data[..300]);
     p.a.mr_fill(&src, 4000, &data[300..]); // crosses a page
     p.b.post_recv(p.qb, 9, &[sg(&dst, 0, 100), sg(&dst, 5000, 650)]);
-    let mut wr = send_wr(1, wr_opcode::SEND_WITH_IMM, vec![sg(&src, 0, 300), sg(&src, 64, 0), sg(&src, 4000, 400)]);
+    let mut wr = send_wr(
+        1,
+        wr_opcode::SEND_WITH_IMM,
+        vec![sg(&src, 0, 300), sg(&src, 64, 0), sg(&src, 4000, 400)],
+    );
     wr.imm = 0xCAFE_F00D;
     wr.flags |= wqe_flag::SOLICITED as u8;
     p.a.post_send(p.qa, &wr);
@@ -90,7 +127,10 @@ fn send_multi_sge_with_imm_and_solicited() {
         true
     });
     let ops: Vec<u8> = seen.iter().map(|h| h.bth.opcode).collect();
-    assert_eq!(ops, vec![op::SEND_FIRST, op::SEND_MIDDLE, op::SEND_LAST_IMM]);
+    assert_eq!(
+        ops,
+        vec![op::SEND_FIRST, op::SEND_MIDDLE, op::SEND_LAST_IMM]
+    );
     assert_eq!(seen[2].imm, Some(0xCAFE_F00D));
     assert!(seen[2].bth.se && !seen[0].bth.se && !seen[1].bth.se);
     assert!(seen[2].bth.ackreq);
@@ -98,7 +138,10 @@ fn send_multi_sge_with_imm_and_solicited() {
     assert_eq!(p.b.mr_get(&dst, 5000, 600), data[100..].to_vec());
     let wc = p.b.poll_cq(2);
     assert_eq!(wc.len(), 1);
-    assert_eq!((wc[0].imm, wc[0].flags, wc[0].byte_len), (0xCAFE_F00D, cqe_flag::WITH_IMM as u8, 700));
+    assert_eq!(
+        (wc[0].imm, wc[0].flags, wc[0].byte_len),
+        (0xCAFE_F00D, cqe_flag::WITH_IMM as u8, 700)
+    );
 }
 
 #[test]
@@ -117,8 +160,14 @@ fn rdma_write_and_write_with_imm() {
         assert_eq!(p.b.mr_get(&dst, 100, 9000), data);
         assert_eq!(p.b.mr_get(&dst, 99, 1), vec![0]);
         let wc = p.a.poll_cq(1);
-        assert_eq!((wc.len(), wc[0].opcode, wc[0].byte_len, wc[0].status), (1, wc_opcode::RDMA_WRITE, 9000, 0));
-        assert!(p.b.poll_cq(2).is_empty(), "plain WRITE consumes no receive WQE");
+        assert_eq!(
+            (wc.len(), wc[0].opcode, wc[0].byte_len, wc[0].status),
+            (1, wc_opcode::RDMA_WRITE, 9000, 0)
+        );
+        assert!(
+            p.b.poll_cq(2).is_empty(),
+            "plain WRITE consumes no receive WQE"
+        );
 
         // WRITE_WITH_IMM consumes a receive WQE and reports the length and imm.
         p.b.post_recv(p.qb, 77, &[]);
@@ -131,8 +180,22 @@ fn rdma_write_and_write_with_imm() {
         assert_eq!(p.b.mr_get(&dst, 8000, 300), data[5..305].to_vec());
         let wc = p.b.poll_cq(2);
         assert_eq!(wc.len(), 1);
-        assert_eq!((wc[0].wr_id, wc[0].opcode, wc[0].byte_len, wc[0].imm, wc[0].flags),
-                   (77, wc_opcode::RECV_RDMA_WITH_IMM, 300, 0x0102_0304, cqe_flag::WITH_IMM as u8));
+        assert_eq!(
+            (
+                wc[0].wr_id,
+                wc[0].opcode,
+                wc[0].byte_len,
+                wc[0].imm,
+                wc[0].flags
+            ),
+            (
+                77,
+                wc_opcode::RECV_RDMA_WITH_IMM,
+                300,
+                0x0102_0304,
+                cqe_flag::WITH_IMM as u8
+            )
+        );
         assert_eq!(p.a.poll_cq(1)[0].wr_id, 2);
     }
 }
@@ -144,7 +207,11 @@ fn rdma_read_multi_packet_scrambled_pages() {
     let remote = p.b.reg_mr(2, 2, FULL_ACCESS, 4 * 4096, 0x40);
     let data = pattern(99, 10_000);
     p.b.mr_fill(&remote, 10, &data);
-    let mut wr = send_wr(5, wr_opcode::RDMA_READ, vec![sg(&local, 0, 4000), sg(&local, 6000, 6000)]);
+    let mut wr = send_wr(
+        5,
+        wr_opcode::RDMA_READ,
+        vec![sg(&local, 0, 4000), sg(&local, 6000, 6000)],
+    );
     wr.remote_addr = remote.iova + 10;
     wr.rkey = remote.lkey();
     p.a.post_send(p.qa, &wr);
@@ -152,7 +219,10 @@ fn rdma_read_multi_packet_scrambled_pages() {
     assert_eq!(p.a.mr_get(&local, 0, 4000), data[..4000].to_vec());
     assert_eq!(p.a.mr_get(&local, 6000, 6000), data[4000..].to_vec());
     let wc = p.a.poll_cq(1);
-    assert_eq!((wc.len(), wc[0].opcode, wc[0].byte_len, wc[0].status), (1, wc_opcode::RDMA_READ, 10_000, 0));
+    assert_eq!(
+        (wc.len(), wc[0].opcode, wc[0].byte_len, wc[0].status),
+        (1, wc_opcode::RDMA_READ, 10_000, 0)
+    );
     // READ used ceil(10000/512) = 20 PSNs.
     assert_eq!(p.a.nic.qpc(p.qa).sq_psn, 120);
     assert_eq!(p.b.nic.qpc(p.qb).rq_psn, 120);
@@ -190,10 +260,23 @@ fn atomics_cmp_swap_and_fetch_add() {
     assert_eq!(u(p.a.mr_get(&local, 0, 8)), 0x1111_2222_3333_4444);
     assert_eq!(u(p.a.mr_get(&local, 8, 8)), 0xAAAA_BBBB_CCCC_DDDD);
     assert_eq!(u(p.a.mr_get(&local, 16, 8)), 0xAAAA_BBBB_CCCC_DDDD);
-    assert_eq!(u(p.b.mr_get(&remote, 4096 - 8, 8)), 0xAAAA_BBBB_CCCC_DDDDu64.wrapping_add(0x6000_0000_0000_0000));
+    assert_eq!(
+        u(p.b.mr_get(&remote, 4096 - 8, 8)),
+        0xAAAA_BBBB_CCCC_DDDDu64.wrapping_add(0x6000_0000_0000_0000)
+    );
     let wc = p.a.poll_cq(1);
-    let ops: Vec<_> = wc.iter().map(|w| (w.wr_id, w.opcode, w.status, w.byte_len)).collect();
-    assert_eq!(ops, vec![(1, wc_opcode::COMP_SWAP, 0, 8), (2, wc_opcode::COMP_SWAP, 0, 8), (3, wc_opcode::FETCH_ADD, 0, 8)]);
+    let ops: Vec<_> = wc
+        .iter()
+        .map(|w| (w.wr_id, w.opcode, w.status, w.byte_len))
+        .collect();
+    assert_eq!(
+        ops,
+        vec![
+            (1, wc_opcode::COMP_SWAP, 0, 8),
+            (2, wc_opcode::COMP_SWAP, 0, 8),
+            (3, wc_opcode::FETCH_ADD, 0, 8)
+        ]
+    );
 }
 
 #[test]
@@ -215,9 +298,18 @@ fn zero_length_messages() {
         frames.push(wire::parse(f).unwrap().hdr.bth.opcode);
         true
     });
-    assert!(frames.contains(&op::SEND_ONLY) && frames.contains(&op::WRITE_ONLY) && frames.contains(&op::READ_RESP_ONLY));
+    assert!(
+        frames.contains(&op::SEND_ONLY)
+            && frames.contains(&op::WRITE_ONLY)
+            && frames.contains(&op::READ_RESP_ONLY)
+    );
     let wc = p.a.poll_cq(1);
-    assert_eq!(wc.iter().map(|w| (w.wr_id, w.byte_len, w.status)).collect::<Vec<_>>(), vec![(1, 0, 0), (2, 0, 0), (3, 0, 0)]);
+    assert_eq!(
+        wc.iter()
+            .map(|w| (w.wr_id, w.byte_len, w.status))
+            .collect::<Vec<_>>(),
+        vec![(1, 0, 0), (2, 0, 0), (3, 0, 0)]
+    );
     assert_eq!(p.b.poll_cq(2)[0].byte_len, 0);
 }
 
@@ -239,13 +331,25 @@ fn page_crossing_splits_dma_writes() {
         }
     }
     p.b.nic.run_until_idle(&mut p.b.mem).unwrap();
-    let writes: Vec<(u64, usize)> = p.b.nic.take_outputs().into_iter().filter_map(|o| match o {
-        Output::DmaWrite { addr, data, .. } => Some((addr, data.len())),
-        _ => None,
-    }).collect();
+    let writes: Vec<(u64, usize)> =
+        p.b.nic
+            .take_outputs()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::DmaWrite { addr, data, .. } => Some((addr, data.len())),
+                _ => None,
+            })
+            .collect();
     // dst iova starts 0xF00 into a page: pieces of 0x100 and 0xF00 bytes, then the CQE.
     let cq_base = p.b.cqs[&2].base;
-    assert_eq!(writes, vec![(dst.phys(0), 0x100), (dst.phys(0x100), 0xF00), (cq_base, 32)]);
+    assert_eq!(
+        writes,
+        vec![
+            (dst.phys(0), 0x100),
+            (dst.phys(0x100), 0xF00),
+            (cq_base, 32)
+        ]
+    );
     assert_ne!(dst.phys(0x100), dst.phys(0) + 0x100, "pages are scrambled");
     assert_eq!(p.b.mr_get(&dst, 0, 4096), data);
 }
@@ -259,25 +363,62 @@ fn bad_lkey_is_local_protection_error_and_flushes() {
     p.a.post_send(p.qa, &send_wr(1, wr_opcode::SEND, vec![bad]));
     p.a.post_send(p.qa, &send_wr(2, wr_opcode::SEND, vec![sg(&src, 0, 64)]));
     // Out-of-range SGE (past the MR end) would be LOC_PROT_ERR too, but is flushed here.
-    p.a.post_send(p.qa, &send_wr(3, wr_opcode::SEND, vec![sg(&src, 4000, 200)]));
+    p.a.post_send(
+        p.qa,
+        &send_wr(3, wr_opcode::SEND, vec![sg(&src, 4000, 200)]),
+    );
     p.pump();
     assert_eq!(p.a.counter(counter::TX_PKTS), 0, "nothing sent");
     assert_eq!(p.a.nic.qpc(p.qa).state, qp_state::ERR);
     let wc = p.a.poll_cq(1);
-    assert_eq!(wc.iter().map(|w| (w.wr_id, w.status, w.wqe_idx)).collect::<Vec<_>>(),
-               vec![(1, wc_status::LOC_PROT_ERR, 0), (2, wc_status::WR_FLUSH_ERR, 1), (3, wc_status::WR_FLUSH_ERR, 2)]);
+    assert_eq!(
+        wc.iter()
+            .map(|w| (w.wr_id, w.status, w.wqe_idx))
+            .collect::<Vec<_>>(),
+        vec![
+            (1, wc_status::LOC_PROT_ERR, 0),
+            (2, wc_status::WR_FLUSH_ERR, 1),
+            (3, wc_status::WR_FLUSH_ERR, 2)
+        ]
+    );
     assert_eq!(wc[0].opcode, wc_opcode::SEND);
 }
 
 #[test]
+#[allow(clippy::type_complexity)]
 fn local_validation_errors() {
     // (wr, expected status)
     let cases: Vec<(Box<dyn Fn(&Mr) -> SendWr>, u8)> = vec![
-        (Box::new(|m| send_wr(1, 7, vec![sg(m, 0, 8)])), wc_status::LOC_QP_OP_ERR),
-        (Box::new(|m| { let mut w = send_wr(1, wr_opcode::SEND, vec![sg(m, 0, 8)]); w.num_sge = Some(5); w }), wc_status::LOC_LEN_ERR),
-        (Box::new(|m| send_wr(1, wr_opcode::ATOMIC_FETCH_AND_ADD, vec![sg(m, 0, 4)])), wc_status::LOC_LEN_ERR),
-        (Box::new(|m| send_wr(1, wr_opcode::ATOMIC_CMP_AND_SWP, vec![sg(m, 0, 4), sg(m, 4, 4)])), wc_status::LOC_LEN_ERR),
-        (Box::new(|m| send_wr(1, wr_opcode::SEND, vec![sg(m, 0, 0x8000_0000), sg(m, 0, 1)])), wc_status::LOC_LEN_ERR),
+        (
+            Box::new(|m| send_wr(1, 7, vec![sg(m, 0, 8)])),
+            wc_status::LOC_QP_OP_ERR,
+        ),
+        (
+            Box::new(|m| {
+                let mut w = send_wr(1, wr_opcode::SEND, vec![sg(m, 0, 8)]);
+                w.num_sge = Some(5);
+                w
+            }),
+            wc_status::LOC_LEN_ERR,
+        ),
+        (
+            Box::new(|m| send_wr(1, wr_opcode::ATOMIC_FETCH_AND_ADD, vec![sg(m, 0, 4)])),
+            wc_status::LOC_LEN_ERR,
+        ),
+        (
+            Box::new(|m| {
+                send_wr(
+                    1,
+                    wr_opcode::ATOMIC_CMP_AND_SWP,
+                    vec![sg(m, 0, 4), sg(m, 4, 4)],
+                )
+            }),
+            wc_status::LOC_LEN_ERR,
+        ),
+        (
+            Box::new(|m| send_wr(1, wr_opcode::SEND, vec![sg(m, 0, 0x8000_0000), sg(m, 0, 1)])),
+            wc_status::LOC_LEN_ERR,
+        ),
     ];
     for (mk, want) in cases {
         let mut p = Pair::new(3);
@@ -324,12 +465,18 @@ fn bad_rkey_is_remote_access_error() {
     assert_eq!(p.b.nic.qpc(p.qb).state, qp_state::ERR);
     assert_eq!(p.a.nic.qpc(p.qa).state, qp_state::ERR);
     let wc = p.a.poll_cq(1);
-    assert_eq!(wc.iter().map(|w| (w.wr_id, w.status)).collect::<Vec<_>>(),
-               vec![(1, wc_status::REM_ACCESS_ERR), (2, wc_status::WR_FLUSH_ERR)]);
+    assert_eq!(
+        wc.iter().map(|w| (w.wr_id, w.status)).collect::<Vec<_>>(),
+        vec![(1, wc_status::REM_ACCESS_ERR), (2, wc_status::WR_FLUSH_ERR)]
+    );
     // The responder's posted receive is flushed.
     let wc = p.b.poll_cq(2);
-    assert_eq!(wc.iter().map(|w| (w.wr_id, w.status, w.opcode)).collect::<Vec<_>>(),
-               vec![(50, wc_status::WR_FLUSH_ERR, wc_opcode::RECV)]);
+    assert_eq!(
+        wc.iter()
+            .map(|w| (w.wr_id, w.status, w.opcode))
+            .collect::<Vec<_>>(),
+        vec![(50, wc_status::WR_FLUSH_ERR, wc_opcode::RECV)]
+    );
     assert_eq!(p.b.mr_get(&dst, 0, 64), vec![0; 64]);
 }
 
@@ -349,7 +496,8 @@ fn missing_access_flags() {
     // MR without REMOTE_READ: NAK REM_ACCESS → REM_ACCESS_ERR.
     let mut p = Pair::new(3);
     let local = p.a.reg_mr(1, 1, FULL_ACCESS, 4096, 0);
-    let rem = p.b.reg_mr(1, 1, access::LOCAL_WRITE | access::REMOTE_WRITE, 4096, 0);
+    let rem =
+        p.b.reg_mr(1, 1, access::LOCAL_WRITE | access::REMOTE_WRITE, 4096, 0);
     let mut w = send_wr(1, wr_opcode::RDMA_READ, vec![sg(&local, 0, 64)]);
     w.remote_addr = rem.iova;
     w.rkey = rem.lkey();
@@ -444,12 +592,28 @@ fn retry_exhausted_by_injected_naks() {
     p.a.post_send(p.qa, &send_wr(1, wr_opcode::SEND, vec![sg(&src, 0, 10)]));
     let sent = p.a.run();
     assert_eq!(sent.len(), 1);
-    let nak = wire::build(&wire::Headers {
-        dst_mac: MAC_A, src_mac: MAC_B, src_ip: IP_B, dst_ip: IP_A, udp_sport: 0xC003,
-        bth: wire::Bth { opcode: op::ACK, pkey: params::DEFAULT_PKEY as u16, dqpn: p.qa, psn: 0, ..Default::default() },
-        aeth: Some(wire::Aeth { syndrome: aeth::NAK_PSN_SEQ as u8, msn: 0 }),
-        ..Default::default()
-    }, &[]);
+    let nak = wire::build(
+        &wire::Headers {
+            dst_mac: MAC_A,
+            src_mac: MAC_B,
+            src_ip: IP_B,
+            dst_ip: IP_A,
+            udp_sport: 0xC003,
+            bth: wire::Bth {
+                opcode: op::ACK,
+                pkey: params::DEFAULT_PKEY as u16,
+                dqpn: p.qa,
+                psn: 0,
+                ..Default::default()
+            },
+            aeth: Some(wire::Aeth {
+                syndrome: aeth::NAK_PSN_SEQ as u8,
+                msn: 0,
+            }),
+            ..Default::default()
+        },
+        &[],
+    );
     for k in 0..3 {
         p.a.nic.rx_enqueue(nak.clone());
         let resent = p.a.run();
@@ -492,24 +656,46 @@ fn duplicates_send_read_atomic() {
     assert_eq!(p.b.counter(counter::RX_DUP), 3);
     let hdrs: Vec<_> = resp.iter().map(|f| wire::parse(f).unwrap().hdr).collect();
     let ops: Vec<u8> = hdrs.iter().map(|h| h.bth.opcode).collect();
-    assert_eq!(ops, vec![op::ACK, op::READ_RESP_ONLY, op::ATOMIC_ACK, op::ACK, op::READ_RESP_ONLY, op::ATOMIC_ACK]);
+    assert_eq!(
+        ops,
+        vec![
+            op::ACK,
+            op::READ_RESP_ONLY,
+            op::ATOMIC_ACK,
+            op::ACK,
+            op::READ_RESP_ONLY,
+            op::ATOMIC_ACK
+        ]
+    );
     // Duplicate SEND is re-ACKed with rq_psn - 1; the duplicate atomic returns the saved value.
     assert_eq!(hdrs[3].bth.psn, 102);
     assert_eq!(hdrs[5].atomic_ack, Some(10));
     assert_eq!(hdrs[4].bth.psn, 101);
     // Executed once: one receive consumed, the add applied once.
-    assert_eq!(u64::from_le_bytes(p.b.mr_get(&rb, 128, 8).try_into().unwrap()), 15);
+    assert_eq!(
+        u64::from_le_bytes(p.b.mr_get(&rb, 128, 8).try_into().unwrap()),
+        15
+    );
     assert_eq!(p.b.poll_cq(2).len(), 1);
     for f in resp {
         p.a.nic.rx_enqueue(f);
     }
     p.pump();
     let wc = p.a.poll_cq(1);
-    assert_eq!(wc.iter().map(|w| (w.wr_id, w.status)).collect::<Vec<_>>(), vec![(1, 0), (2, 0), (3, 0)]);
+    assert_eq!(
+        wc.iter().map(|w| (w.wr_id, w.status)).collect::<Vec<_>>(),
+        vec![(1, 0), (2, 0), (3, 0)]
+    );
     assert_eq!(p.a.mr_get(&la, 100, 64), pattern(2, 64));
-    assert_eq!(u64::from_le_bytes(p.a.mr_get(&la, 200, 8).try_into().unwrap()), 10);
+    assert_eq!(
+        u64::from_le_bytes(p.a.mr_get(&la, 200, 8).try_into().unwrap()),
+        10
+    );
     // The late duplicates arrived after completion: ghost or dropped, never a second CQE.
-    assert_eq!(p.a.counter(counter::RX_GHOST_ACK) + p.a.counter(counter::RX_DROP_RESP), 3);
+    assert_eq!(
+        p.a.counter(counter::RX_GHOST_ACK) + p.a.counter(counter::RX_DROP_RESP),
+        3
+    );
 }
 
 #[test]
@@ -556,7 +742,8 @@ fn cq_overflow_and_msix() {
     assert_eq!(h.create_qp(2, 1, 1, 4, 4), st::OK);
     bring_up(&mut h, 2, 3, MAC_B, IP_B, 3, FULL_ACCESS, 0, 0, 3, 3);
     // ERR state flushes posted receives; each is a CQE.
-    h.nic.mmio_write(0, params::DB_CQ_BASE + (1 << 12) + params::DB_CQ_ARM, 0);
+    h.nic
+        .mmio_write(0, params::DB_CQ_BASE + (1 << 12) + params::DB_CQ_ARM, 0);
     for i in 0..3 {
         h.post_recv(2, i, &[]);
     }
@@ -572,8 +759,10 @@ fn cq_overflow_and_msix() {
     }
     h.run();
     let wc = h.poll_cq(1);
-    assert_eq!(wc.iter().map(|w| (w.wr_id, w.status)).collect::<Vec<_>>(),
-               vec![(3, wc_status::WR_FLUSH_ERR), (4, wc_status::WR_FLUSH_ERR)]);
+    assert_eq!(
+        wc.iter().map(|w| (w.wr_id, w.status)).collect::<Vec<_>>(),
+        vec![(3, wc_status::WR_FLUSH_ERR), (4, wc_status::WR_FLUSH_ERR)]
+    );
     assert_eq!(h.nic.cqc(1).pi, 4);
 }
 
@@ -588,7 +777,8 @@ fn doorbells_and_mmio_errors() {
     // Invalid QP: DB_BAD.
     h.nic.mmio_write(0, db(5, params::DB_RQ_PI), 1);
     // Invalid CQ: DB_BAD.
-    h.nic.mmio_write(0, params::DB_CQ_BASE + (4 << 12) + params::DB_CQ_CI, 1);
+    h.nic
+        .mmio_write(0, params::DB_CQ_BASE + (4 << 12) + params::DB_CQ_CI, 1);
     h.run();
     assert_eq!(h.counter(counter::DB_BAD), 3);
     bring_up(&mut h, 2, 3, MAC_B, IP_B, 3, FULL_ACCESS, 0, 0, 3, 3);
@@ -608,17 +798,30 @@ fn doorbells_and_mmio_errors() {
     h.nic.mmio_write(0, reg::CMD_ARG0 + 4, 1);
     assert_eq!(h.nic.mmio_read(3, reg::DEV_ID), u64::MAX);
     assert_eq!(h.counter(counter::MMIO_BAD), 7);
-    assert_eq!(h.nic.mmio_read(0, reg::COUNTERS + 8 * counter::MMIO_BAD as u64), 7);
+    assert_eq!(
+        h.nic
+            .mmio_read(0, reg::COUNTERS + 8 * counter::MMIO_BAD as u64),
+        7
+    );
     assert_eq!(h.nic.mmio_read(0, reg::DEV_ID), 0x1_1d1e_0001);
-    assert_eq!(h.nic.mmio_read(0, reg::DEV_CAPS), 16 | 16 << 16 | 16 << 32 | 4 << 48);
+    assert_eq!(
+        h.nic.mmio_read(0, reg::DEV_CAPS),
+        16 | 16 << 16 | 16 << 32 | 4 << 48
+    );
     assert_eq!(h.nic.mmio_read(0, reg::DEV_CAPS2), 2048 | 4 << 32 | 3 << 40);
     // Running a task that has nothing to do is an error.
     assert!(h.nic.run_task(Task::Db, &mut h.mem).is_err());
     assert!(h.nic.run_task(Task::Rx, &mut h.mem).is_err());
     assert!(h.nic.run_task(Task::Cmd, &mut h.mem).is_err());
-    assert!(h.nic.run_task(Task::FlushSq { qpn: 2 }, &mut h.mem).is_err());
+    assert!(h
+        .nic
+        .run_task(Task::FlushSq { qpn: 2 }, &mut h.mem)
+        .is_err());
     assert!(h.nic.run_task(Task::Tx { qpn: 99 }, &mut h.mem).is_err());
-    assert!(h.nic.run_task(Task::Tx { qpn: 2 }, &mut h.mem).is_ok(), "a TX task may do nothing");
+    assert!(
+        h.nic.run_task(Task::Tx { qpn: 2 }, &mut h.mem).is_ok(),
+        "a TX task may do nothing"
+    );
     assert!(h.nic.is_idle());
 }
 
@@ -632,7 +835,11 @@ fn admin_command_statuses() {
     };
     assert_eq!(h.cmd(0x7E, &[0; 48]), st::BAD_OPCODE);
     assert_eq!(h.cmd(cmd::NOP, &[0; 48]), st::OK);
-    assert_eq!(h.cmd(cmd::ALLOC_PD, &idx(1)), st::BAD_STATE, "PD 1 allocated by Host::new");
+    assert_eq!(
+        h.cmd(cmd::ALLOC_PD, &idx(1)),
+        st::BAD_STATE,
+        "PD 1 allocated by Host::new"
+    );
     assert_eq!(h.cmd(cmd::ALLOC_PD, &idx(4)), st::BAD_INDEX);
     assert_eq!(h.cmd(cmd::DEALLOC_PD, &idx(2)), st::BAD_STATE);
     assert_eq!(h.cmd(cmd::DESTROY_CQ, &idx(3)), st::BAD_STATE);
@@ -647,7 +854,10 @@ fn admin_command_statuses() {
     };
     assert_eq!(h.cmd(cmd::CREATE_CQ, &cq(1, MEM_BASE, 0)), st::BAD_PARAM);
     assert_eq!(h.cmd(cmd::CREATE_CQ, &cq(1, MEM_BASE, 17)), st::BAD_PARAM);
-    assert_eq!(h.cmd(cmd::CREATE_CQ, &cq(1, MEM_BASE + 16, 4)), st::BAD_PARAM);
+    assert_eq!(
+        h.cmd(cmd::CREATE_CQ, &cq(1, MEM_BASE + 16, 4)),
+        st::BAD_PARAM
+    );
     assert_eq!(h.cmd(cmd::CREATE_CQ, &cq(16, MEM_BASE, 4)), st::BAD_INDEX);
     assert_eq!(h.cmd(cmd::CREATE_CQ, &cq(1, MEM_BASE, 4)), st::OK);
     assert_eq!(h.cmd(cmd::CREATE_CQ, &cq(1, MEM_BASE, 4)), st::BAD_STATE);
@@ -660,7 +870,10 @@ fn admin_command_statuses() {
         a
     };
     assert_eq!(h.cmd(cmd::WRITE_MTT, &mtt(0, 0)), st::BAD_PARAM);
-    assert_eq!(h.cmd(cmd::WRITE_MTT, &mtt(0, params::MTT_WRITE_MAX + 1)), st::BAD_PARAM);
+    assert_eq!(
+        h.cmd(cmd::WRITE_MTT, &mtt(0, params::MTT_WRITE_MAX + 1)),
+        st::BAD_PARAM
+    );
     assert_eq!(h.cmd(cmd::WRITE_MTT, &mtt(2047, 2)), st::BAD_INDEX);
     assert_eq!(h.cmd(cmd::WRITE_MTT, &mtt(2046, 2)), st::OK);
     // REG_MR checks.
@@ -675,12 +888,19 @@ fn admin_command_statuses() {
         a
     };
     assert_eq!(h.cmd(cmd::REG_MR, &mr(16, 1, 12, 100, 0)), st::BAD_INDEX);
-    assert_eq!(h.cmd(cmd::REG_MR, &mr(0, 2, 12, 100, 0)), st::BAD_PARAM, "PD not allocated");
+    assert_eq!(
+        h.cmd(cmd::REG_MR, &mr(0, 2, 12, 100, 0)),
+        st::BAD_PARAM,
+        "PD not allocated"
+    );
     assert_eq!(h.cmd(cmd::REG_MR, &mr(0, 1, 11, 100, 0)), st::BAD_PARAM);
     assert_eq!(h.cmd(cmd::REG_MR, &mr(0, 1, 31, 100, 0)), st::BAD_PARAM);
     assert_eq!(h.cmd(cmd::REG_MR, &mr(0, 1, 12, 0, 0)), st::BAD_PARAM);
     // iova 0x1800 + 0x1000 bytes spans 2 pages: base 2047 needs entries 2047..2049 > 2048.
-    assert_eq!(h.cmd(cmd::REG_MR, &mr(0, 1, 12, 0x1000, 2047)), st::BAD_PARAM);
+    assert_eq!(
+        h.cmd(cmd::REG_MR, &mr(0, 1, 12, 0x1000, 2047)),
+        st::BAD_PARAM
+    );
     assert_eq!(h.cmd(cmd::REG_MR, &mr(0, 1, 12, 0x1000, 2046)), st::OK);
     assert_eq!(h.cmd(cmd::REG_MR, &mr(0, 1, 12, 0x1000, 0)), st::BAD_STATE);
     assert_eq!(h.cmd(cmd::DEREG_MR, &idx(0)), st::OK);
@@ -699,30 +919,111 @@ fn admin_command_statuses() {
         a
     };
     assert_eq!(h.cmd(cmd::CREATE_QP, &qp(1, 1, 2, MEM_BASE)), st::BAD_INDEX);
-    assert_eq!(h.cmd(cmd::CREATE_QP, &qp(16, 1, 2, MEM_BASE)), st::BAD_INDEX);
-    assert_eq!(h.cmd(cmd::CREATE_QP, &qp(2, 3, 2, MEM_BASE)), st::BAD_PARAM, "CQ 3 invalid");
-    assert_eq!(h.cmd(cmd::CREATE_QP, &qp(2, 1, 16, MEM_BASE)), st::BAD_PARAM);
-    assert_eq!(h.cmd(cmd::CREATE_QP, &qp(2, 1, 2, MEM_BASE + 64)), st::BAD_PARAM);
+    assert_eq!(
+        h.cmd(cmd::CREATE_QP, &qp(16, 1, 2, MEM_BASE)),
+        st::BAD_INDEX
+    );
+    assert_eq!(
+        h.cmd(cmd::CREATE_QP, &qp(2, 3, 2, MEM_BASE)),
+        st::BAD_PARAM,
+        "CQ 3 invalid"
+    );
+    assert_eq!(
+        h.cmd(cmd::CREATE_QP, &qp(2, 1, 16, MEM_BASE)),
+        st::BAD_PARAM
+    );
+    assert_eq!(
+        h.cmd(cmd::CREATE_QP, &qp(2, 1, 2, MEM_BASE + 64)),
+        st::BAD_PARAM
+    );
     assert_eq!(h.cmd(cmd::CREATE_QP, &qp(2, 1, 2, MEM_BASE)), st::OK);
     assert_eq!(h.cmd(cmd::CREATE_QP, &qp(2, 1, 2, MEM_BASE)), st::BAD_STATE);
     // MODIFY_QP checks.
-    let m = |h: &mut Host, qpn: u32, state: u8, mask: u32| h.modify(qpn, state, mask, |a| qa::PATH_MTU.set(a, 3));
-    assert_eq!(m(&mut h, 3, qp_state::INIT, attr::STATE), st::BAD_STATE, "QP 3 not created");
+    let m = |h: &mut Host, qpn: u32, state: u8, mask: u32| {
+        h.modify(qpn, state, mask, |a| qa::PATH_MTU.set(a, 3))
+    };
+    assert_eq!(
+        m(&mut h, 3, qp_state::INIT, attr::STATE),
+        st::BAD_STATE,
+        "QP 3 not created"
+    );
     assert_eq!(m(&mut h, 0, qp_state::INIT, attr::STATE), st::BAD_INDEX);
-    assert_eq!(m(&mut h, 2, qp_state::INIT, attr::PORT), st::BAD_PARAM, "no STATE bit");
-    assert_eq!(m(&mut h, 2, qp_state::RTS, attr::STATE), st::BAD_STATE, "RESET -> RTS");
+    assert_eq!(
+        m(&mut h, 2, qp_state::INIT, attr::PORT),
+        st::BAD_PARAM,
+        "no STATE bit"
+    );
+    assert_eq!(
+        m(&mut h, 2, qp_state::RTS, attr::STATE),
+        st::BAD_STATE,
+        "RESET -> RTS"
+    );
     assert_eq!(m(&mut h, 2, 5, attr::STATE), st::BAD_STATE, "unknown state");
-    assert_eq!(m(&mut h, 2, qp_state::INIT, attr::STATE | attr::PORT | attr::PKEY_INDEX), st::BAD_PARAM, "missing ACCESS_FLAGS");
-    assert_eq!(m(&mut h, 2, qp_state::INIT, attr::STATE | attr::PORT | attr::PKEY_INDEX | attr::ACCESS_FLAGS | attr::AV), st::BAD_PARAM, "extra AV");
-    assert_eq!(m(&mut h, 2, qp_state::RESET, attr::STATE | attr::AV), st::BAD_PARAM);
-    assert_eq!(m(&mut h, 2, qp_state::INIT, attr::STATE | attr::PORT | attr::PKEY_INDEX | attr::ACCESS_FLAGS), st::OK);
-    let rtr = attr::STATE | attr::AV | attr::PATH_MTU | attr::DEST_QPN | attr::RQ_PSN | attr::MAX_DEST_RD_ATOMIC | attr::MIN_RNR_TIMER;
-    assert_eq!(h.modify(2, qp_state::RTR, rtr, |a| qa::PATH_MTU.set(a, 6)), st::BAD_PARAM, "path_mtu 6");
-    assert_eq!(h.modify(2, qp_state::RTR, rtr, |a| { qa::PATH_MTU.set(a, 3); qa::MAX_DEST_RD_ATOMIC.set(a, 17) }), st::BAD_PARAM);
-    assert_eq!(h.modify(2, qp_state::RTR, rtr, |a| { qa::PATH_MTU.set(a, 3); qa::RQ_PSN.set(a, 77) }), st::OK);
+    assert_eq!(
+        m(
+            &mut h,
+            2,
+            qp_state::INIT,
+            attr::STATE | attr::PORT | attr::PKEY_INDEX
+        ),
+        st::BAD_PARAM,
+        "missing ACCESS_FLAGS"
+    );
+    assert_eq!(
+        m(
+            &mut h,
+            2,
+            qp_state::INIT,
+            attr::STATE | attr::PORT | attr::PKEY_INDEX | attr::ACCESS_FLAGS | attr::AV
+        ),
+        st::BAD_PARAM,
+        "extra AV"
+    );
+    assert_eq!(
+        m(&mut h, 2, qp_state::RESET, attr::STATE | attr::AV),
+        st::BAD_PARAM
+    );
+    assert_eq!(
+        m(
+            &mut h,
+            2,
+            qp_state::INIT,
+            attr::STATE | attr::PORT | attr::PKEY_INDEX | attr::ACCESS_FLAGS
+        ),
+        st::OK
+    );
+    let rtr = attr::STATE
+        | attr::AV
+        | attr::PATH_MTU
+        | attr::DEST_QPN
+        | attr::RQ_PSN
+        | attr::MAX_DEST_RD_ATOMIC
+        | attr::MIN_RNR_TIMER;
+    assert_eq!(
+        h.modify(2, qp_state::RTR, rtr, |a| qa::PATH_MTU.set(a, 6)),
+        st::BAD_PARAM,
+        "path_mtu 6"
+    );
+    assert_eq!(
+        h.modify(2, qp_state::RTR, rtr, |a| {
+            qa::PATH_MTU.set(a, 3);
+            qa::MAX_DEST_RD_ATOMIC.set(a, 17)
+        }),
+        st::BAD_PARAM
+    );
+    assert_eq!(
+        h.modify(2, qp_state::RTR, rtr, |a| {
+            qa::PATH_MTU.set(a, 3);
+            qa::RQ_PSN.set(a, 77)
+        }),
+        st::OK
+    );
     // QUERY_QP output words.
     assert_eq!(h.cmd(cmd::QUERY_QP, &idx(2)), st::OK);
-    assert_eq!(h.nic.mmio_read(0, reg::CMD_OUT0), qp_state::RTR as u64 | 77 << 32);
+    assert_eq!(
+        h.nic.mmio_read(0, reg::CMD_OUT0),
+        qp_state::RTR as u64 | 77 << 32
+    );
     assert_eq!(h.cmd(cmd::QUERY_QP, &idx(7)), st::BAD_STATE);
     // CMD_OUT is cleared by the next command.
     assert_eq!(h.cmd(cmd::NOP, &[0; 48]), st::OK);
@@ -735,7 +1036,10 @@ fn admin_command_statuses() {
     assert_eq!(h.counter(counter::MMIO_BAD), before + 1);
     h.nic.run_task(Task::Cmd, &mut h.mem).unwrap();
     assert_eq!(h.nic.mmio_read(0, reg::CMD_STATUS), st::OK as u64);
-    assert!(!h.nic.qpc(2).valid, "the first (DESTROY_QP, args = index 2) ran");
+    assert!(
+        !h.nic.qpc(2).valid,
+        "the first (DESTROY_QP, args = index 2) ran"
+    );
     assert_eq!(h.cmd(cmd::DESTROY_QP, &idx(2)), st::BAD_STATE);
 }
 
@@ -748,10 +1052,19 @@ fn modify_to_reset_clears_state() {
     p.pump();
     let before = p.a.nic.qpc(p.qa).clone();
     assert_eq!(before.sq_ci, 1);
-    assert_eq!(p.a.modify(p.qa, qp_state::RESET, attr::STATE, |_| {}), st::OK);
+    assert_eq!(
+        p.a.modify(p.qa, qp_state::RESET, attr::STATE, |_| {}),
+        st::OK
+    );
     let q = p.a.nic.qpc(p.qa);
-    assert_eq!((q.state, q.sq_ci, q.sq_pi, q.sq_psn, q.dest_qpn), (qp_state::RESET, 0, 0, 0, 0));
-    assert_eq!((q.sq_base, q.send_cqn, q.access, q.valid), (before.sq_base, before.send_cqn, before.access, true));
+    assert_eq!(
+        (q.state, q.sq_ci, q.sq_pi, q.sq_psn, q.dest_qpn),
+        (qp_state::RESET, 0, 0, 0, 0)
+    );
+    assert_eq!(
+        (q.sq_base, q.send_cqn, q.access, q.valid),
+        (before.sq_base, before.send_cqn, before.access, true)
+    );
 }
 
 #[test]
@@ -762,16 +1075,30 @@ fn mr_deregistered_mid_message_is_local_error() {
     p.a.post_send(p.qa, &send_wr(1, wr_opcode::SEND, vec![sg(&src, 0, 600)]));
     // Run the doorbell and exactly one TX task (first packet), then deregister the MR.
     p.a.nic.run_task(Task::Db, &mut p.a.mem).unwrap();
-    p.a.nic.run_task(Task::Tx { qpn: p.qa }, &mut p.a.mem).unwrap();
+    p.a.nic
+        .run_task(Task::Tx { qpn: p.qa }, &mut p.a.mem)
+        .unwrap();
     assert_eq!(p.a.counter(counter::TX_PKTS), 1);
     assert_eq!(p.a.dereg_mr(1), st::OK);
-    p.a.nic.run_task(Task::Tx { qpn: p.qa }, &mut p.a.mem).unwrap();
-    assert_eq!(p.a.counter(counter::TX_PKTS), 1, "nothing sent for the failing packet");
+    p.a.nic
+        .run_task(Task::Tx { qpn: p.qa }, &mut p.a.mem)
+        .unwrap();
+    assert_eq!(
+        p.a.counter(counter::TX_PKTS),
+        1,
+        "nothing sent for the failing packet"
+    );
     let q = p.a.nic.qpc(p.qa);
-    assert_eq!((q.state, q.sq_err_valid, q.sq_err_status, q.sq_err_idx), (qp_state::ERR, true, wc_status::LOC_PROT_ERR, 0));
+    assert_eq!(
+        (q.state, q.sq_err_valid, q.sq_err_status, q.sq_err_idx),
+        (qp_state::ERR, true, wc_status::LOC_PROT_ERR, 0)
+    );
     p.a.run();
     let wc = p.a.poll_cq(1);
-    assert_eq!(wc.iter().map(|w| w.status).collect::<Vec<_>>(), vec![wc_status::LOC_PROT_ERR]);
+    assert_eq!(
+        wc.iter().map(|w| w.status).collect::<Vec<_>>(),
+        vec![wc_status::LOC_PROT_ERR]
+    );
 }
 
 #[test]
@@ -791,8 +1118,19 @@ fn state_drops_and_ghost_acks() {
     p.a.run();
     assert_eq!(p.a.counter(counter::RX_GHOST_ACK), 1);
     // B back to INIT via RESET: requests are state drops there; A in ERR drops responses.
-    assert_eq!(p.b.modify(p.qb, qp_state::RESET, attr::STATE, |_| {}), st::OK);
-    assert_eq!(p.b.modify(p.qb, qp_state::INIT, attr::STATE | attr::PKEY_INDEX | attr::PORT | attr::ACCESS_FLAGS, |_| {}), st::OK);
+    assert_eq!(
+        p.b.modify(p.qb, qp_state::RESET, attr::STATE, |_| {}),
+        st::OK
+    );
+    assert_eq!(
+        p.b.modify(
+            p.qb,
+            qp_state::INIT,
+            attr::STATE | attr::PKEY_INDEX | attr::PORT | attr::ACCESS_FLAGS,
+            |_| {}
+        ),
+        st::OK
+    );
     p.b.nic.rx_enqueue(req);
     p.b.run();
     assert_eq!(p.b.counter(counter::RX_DROP_STATE), 1);
@@ -817,7 +1155,10 @@ fn sequence_error_mid_message_naks_inv_req() {
     let payload = wire::parse(&frames[1]).unwrap().payload.to_vec();
     p.b.nic.rx_enqueue(wire::build(&h, &payload));
     let out = p.b.run();
-    let syn: Vec<u32> = out.iter().map(|f| wire::parse(f).unwrap().hdr.aeth.unwrap().syndrome as u32).collect();
+    let syn: Vec<u32> = out
+        .iter()
+        .map(|f| wire::parse(f).unwrap().hdr.aeth.unwrap().syndrome as u32)
+        .collect();
     assert_eq!(syn, vec![aeth::NAK_INV_REQ]);
     assert_eq!(p.b.nic.qpc(p.qb).state, qp_state::ERR);
     // The receive WQE was not consumed by the error, so it is flushed.
@@ -832,6 +1173,169 @@ fn recv_too_small_is_len_error_on_both_sides() {
     p.b.post_recv(p.qb, 7, &[sg(&dst, 0, 10)]);
     p.a.post_send(p.qa, &send_wr(1, wr_opcode::SEND, vec![sg(&src, 0, 11)]));
     p.pump();
-    assert_eq!(p.b.poll_cq(2).iter().map(|w| (w.wr_id, w.status)).collect::<Vec<_>>(), vec![(7, wc_status::LOC_LEN_ERR)]);
+    assert_eq!(
+        p.b.poll_cq(2)
+            .iter()
+            .map(|w| (w.wr_id, w.status))
+            .collect::<Vec<_>>(),
+        vec![(7, wc_status::LOC_LEN_ERR)]
+    );
     assert_eq!(p.a.poll_cq(1)[0].status, wc_status::REM_INV_REQ_ERR);
+}
+
+/// What the lockstep checker does: feed a second model the same trace events and received
+/// frames, in the same order, and compare every output.
+#[test]
+fn trace_replay_reproduces_outputs() {
+    enum Ev {
+        Task(u8, u32),
+        Rx(Vec<u8>),
+    }
+    let setup = || {
+        let mut p = Pair::new(2);
+        let src = p.a.reg_mr(1, 1, FULL_ACCESS, 8192, 0x40);
+        let dst = p.b.reg_mr(1, 1, FULL_ACCESS, 8192, 0x80);
+        p.a.mr_fill(&src, 0, &pattern(11, 5000));
+        p.b.post_recv(p.qb, 1, &[sg(&dst, 0, 3000)]);
+        p.a.post_send(p.qa, &send_wr(1, wr_opcode::SEND, vec![sg(&src, 0, 3000)]));
+        let mut r = send_wr(2, wr_opcode::RDMA_READ, vec![sg(&src, 3000, 2000)]);
+        r.remote_addr = dst.iova;
+        r.rkey = dst.lkey();
+        p.a.post_send(p.qa, &r);
+        p
+    };
+    let mut p = setup();
+    let mut events = Vec::new();
+    let mut outputs = Vec::new();
+    loop {
+        while let Some(t) = p.a.nic.next_task() {
+            events.push(Ev::Task(t.trace_kind(), t.qpn()));
+            p.a.nic.run_task(t, &mut p.a.mem).unwrap();
+        }
+        let out = p.a.nic.take_outputs();
+        for o in &out {
+            if let Output::Frame(f) = o {
+                p.b.nic.rx_enqueue(f.clone());
+            }
+        }
+        outputs.extend(out);
+        let back = p.b.run();
+        if back.is_empty() && p.a.nic.is_idle() {
+            break;
+        }
+        for f in back {
+            events.push(Ev::Rx(f.clone()));
+            p.a.nic.rx_enqueue(f);
+        }
+    }
+    assert_eq!(p.a.poll_cq(1).len(), 2);
+    let mut q = setup();
+    for e in &events {
+        match e {
+            Ev::Task(kind, qpn) => {
+                let t = Task::from_trace(*kind, *qpn).unwrap();
+                q.a.nic.run_task(t, &mut q.a.mem).unwrap();
+            }
+            Ev::Rx(f) => q.a.nic.rx_enqueue(f.clone()),
+        }
+    }
+    assert_eq!(q.a.nic.take_outputs(), outputs);
+    assert_eq!(q.a.nic.qpc(q.qa), p.a.nic.qpc(p.qa));
+}
+
+#[test]
+fn read_atomic_limit_and_psn_window_stall_then_resume() {
+    // max_rd_atomic is 4 (bring_up): six READs send four requests, then wait for completions.
+    let mut p = Pair::new(3);
+    let local = p.a.reg_mr(1, 1, FULL_ACCESS, 4096, 0);
+    let remote = p.b.reg_mr(1, 1, FULL_ACCESS, 4096, 0);
+    p.b.mr_fill(&remote, 0, &pattern(4, 600));
+    for i in 0..6u64 {
+        let mut r = send_wr(i, wr_opcode::RDMA_READ, vec![sg(&local, 100 * i, 100)]);
+        r.remote_addr = remote.iova + 100 * i;
+        r.rkey = remote.lkey();
+        p.a.post_send(p.qa, &r);
+    }
+    let first = p.a.run();
+    assert_eq!(first.len(), 4);
+    assert_eq!(p.a.nic.qpc(p.qa).rd_outstanding, 4);
+    for f in first {
+        p.b.nic.rx_enqueue(f);
+    }
+    p.pump();
+    assert_eq!(p.a.poll_cq(1).len(), 6);
+    assert_eq!(p.a.mr_get(&local, 0, 600), pattern(4, 600));
+
+    // PSN window: a 200-packet SEND stops after PSN_WINDOW packets until ACKs come back.
+    let mut p = Pair::new(1);
+    let src = p.a.reg_mr(1, 1, FULL_ACCESS, 200 * 256, 0);
+    let dst = p.b.reg_mr(1, 1, FULL_ACCESS, 200 * 256, 0);
+    let data = pattern(8, 200 * 256);
+    p.a.mr_fill(&src, 0, &data);
+    p.b.post_recv(p.qb, 1, &[sg(&dst, 0, 200 * 256)]);
+    p.a.post_send(
+        p.qa,
+        &send_wr(1, wr_opcode::SEND, vec![sg(&src, 0, 200 * 256)]),
+    );
+    let burst = p.a.run();
+    assert_eq!(burst.len() as u64, params::PSN_WINDOW);
+    // BTH.A on every packet whose PSN has the low six bits set (PSNs start at 100).
+    let acks: Vec<u32> = burst
+        .iter()
+        .map(|f| wire::parse(f).unwrap().hdr.bth)
+        .filter(|b| b.ackreq)
+        .map(|b| b.psn)
+        .collect();
+    assert_eq!(acks, vec![127, 191]);
+    for f in burst {
+        p.b.nic.rx_enqueue(f);
+    }
+    p.pump();
+    assert_eq!(p.b.mr_get(&dst, 0, 200 * 256), data);
+    assert_eq!(p.a.poll_cq(1)[0].status, wc_status::SUCCESS);
+    assert_eq!(p.a.counter(counter::TX_PKTS), 200);
+}
+
+#[test]
+fn zero_length_write_skips_range_but_checks_key() {
+    let mut p = Pair::new(3);
+    let mr = p.b.reg_mr(1, 1, FULL_ACCESS, 4096, 0);
+    let mut w = send_wr(1, wr_opcode::RDMA_WRITE, vec![]);
+    w.remote_addr = 0xDEAD_0000; // outside the MR: fine for length 0
+    w.rkey = mr.lkey();
+    p.a.post_send(p.qa, &w);
+    p.pump();
+    assert_eq!(p.a.poll_cq(1)[0].status, wc_status::SUCCESS);
+    let mut w = send_wr(2, wr_opcode::RDMA_WRITE, vec![]);
+    w.rkey = mr.lkey() ^ 0xFF; // wrong key byte
+    p.a.post_send(p.qa, &w);
+    p.pump();
+    assert_eq!(p.a.poll_cq(1)[0].status, wc_status::REM_ACCESS_ERR);
+}
+
+/// Throughput smoke test (ignored by default): prints how fast the model moves WRITE data.
+#[test]
+#[ignore]
+fn throughput_smoke() {
+    let mut p = Pair::new(5);
+    let len = 1u32 << 20;
+    let src = p.a.reg_mr(1, 1, FULL_ACCESS, len as u64, 0);
+    let dst = p.b.reg_mr(1, 1, FULL_ACCESS, len as u64, 0);
+    let t = std::time::Instant::now();
+    for i in 0..8 {
+        let mut w = send_wr(i, wr_opcode::RDMA_WRITE, vec![sg(&src, 0, len)]);
+        w.remote_addr = dst.iova;
+        w.rkey = dst.lkey();
+        p.a.post_send(p.qa, &w);
+        p.pump();
+    }
+    let dt = t.elapsed();
+    let pkts = p.a.counter(counter::TX_PKTS);
+    println!(
+        "{pkts} packets, {} MiB in {dt:?}: {:.0} MiB/s, {:.2} us/packet",
+        (8 * len) >> 20,
+        8.0 * len as f64 / (1 << 20) as f64 / dt.as_secs_f64(),
+        dt.as_secs_f64() * 1e6 / pkts as f64
+    );
+    assert_eq!(p.a.poll_cq(1).len(), 8);
 }

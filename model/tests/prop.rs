@@ -23,12 +23,18 @@ const SLOTS: usize = 8;
 fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
         (0usize..9000, 0usize..100).prop_map(|(len, split)| Op::Send { len, split }),
-        (0usize..9000, 0usize..RBUF - 9000, any::<bool>())
-            .prop_map(|(len, off, imm)| Op::Write { len, off, imm }),
+        (0usize..9000, 0usize..RBUF - 9000, any::<bool>()).prop_map(|(len, off, imm)| Op::Write {
+            len,
+            off,
+            imm
+        }),
         (0usize..9000, 0usize..RBUF - 9000).prop_map(|(len, off)| Op::Read { len, off }),
         (0usize..SLOTS, any::<u64>()).prop_map(|(slot, add)| Op::FetchAdd { slot, add }),
-        (0usize..SLOTS, any::<bool>(), any::<u64>())
-            .prop_map(|(slot, hit, swap)| Op::CmpSwap { slot, hit, swap }),
+        (0usize..SLOTS, any::<bool>(), any::<u64>()).prop_map(|(slot, hit, swap)| Op::CmpSwap {
+            slot,
+            hit,
+            swap
+        }),
     ]
 }
 
@@ -59,30 +65,68 @@ fn run_workload(mtu: u8, ops: &[Op], dup_seed: u64) -> Result<(), TestCaseError>
     let mut rpos = 0u64;
     for (i, o) in ops.iter().enumerate() {
         let wr_id = 1000 + i as u64;
-        let mut wr = SendWr { wr_id, flags: 1, ..SendWr::default() };
+        let mut wr = SendWr {
+            wr_id,
+            flags: 1,
+            ..SendWr::default()
+        };
         match *o {
             Op::Send { len, split } => {
                 let s1 = (len * split / 100) as u32;
                 wr.opcode = wr_opcode::SEND;
                 wr.sges = vec![
-                    Sg { addr: src.iova, len: s1, lkey: src.lkey() },
-                    Sg { addr: src.iova + s1 as u64, len: len as u32 - s1, lkey: src.lkey() },
+                    Sg {
+                        addr: src.iova,
+                        len: s1,
+                        lkey: src.lkey(),
+                    },
+                    Sg {
+                        addr: src.iova + s1 as u64,
+                        len: len as u32 - s1,
+                        lkey: src.lkey(),
+                    },
                 ];
                 // Receive buffer: two SGEs with a gap, 16 bytes of slack.
                 let r1 = (len as u32).min(1000);
-                p.b.post_recv(p.qb, wr_id, &[
-                    Sg { addr: recv.iova + rpos, len: r1, lkey: recv.lkey() },
-                    Sg { addr: recv.iova + rpos + r1 as u64 + 64, len: len as u32 - r1 + 16, lkey: recv.lkey() },
-                ]);
+                p.b.post_recv(
+                    p.qb,
+                    wr_id,
+                    &[
+                        Sg {
+                            addr: recv.iova + rpos,
+                            len: r1,
+                            lkey: recv.lkey(),
+                        },
+                        Sg {
+                            addr: recv.iova + rpos + r1 as u64 + 64,
+                            len: len as u32 - r1 + 16,
+                            lkey: recv.lkey(),
+                        },
+                    ],
+                );
                 let d = &src_data[..len];
                 expect_recv.push((rpos, d[..r1 as usize].to_vec(), wr_id, 0, false));
-                expect_recv.push((rpos + r1 as u64 + 64, d[r1 as usize..].to_vec(), u64::MAX, 0, false));
+                expect_recv.push((
+                    rpos + r1 as u64 + 64,
+                    d[r1 as usize..].to_vec(),
+                    u64::MAX,
+                    0,
+                    false,
+                ));
                 rpos += len as u64 + 128;
                 expect_send_wc.push((wr_id, wc_opcode::SEND, len as u32));
             }
             Op::Write { len, off, imm } => {
-                wr.opcode = if imm { wr_opcode::RDMA_WRITE_WITH_IMM } else { wr_opcode::RDMA_WRITE };
-                wr.sges = vec![Sg { addr: src.iova + 100, len: len as u32, lkey: src.lkey() }];
+                wr.opcode = if imm {
+                    wr_opcode::RDMA_WRITE_WITH_IMM
+                } else {
+                    wr_opcode::RDMA_WRITE
+                };
+                wr.sges = vec![Sg {
+                    addr: src.iova + 100,
+                    len: len as u32,
+                    lkey: src.lkey(),
+                }];
                 wr.remote_addr = rbuf.iova + off as u64;
                 wr.rkey = rbuf.lkey();
                 wr.imm = wr_id as u32 ^ 0x5A5A;
@@ -95,7 +139,11 @@ fn run_workload(mtu: u8, ops: &[Op], dup_seed: u64) -> Result<(), TestCaseError>
             }
             Op::Read { len, off } => {
                 wr.opcode = wr_opcode::RDMA_READ;
-                wr.sges = vec![Sg { addr: lbuf.iova + lpos, len: len as u32, lkey: lbuf.lkey() }];
+                wr.sges = vec![Sg {
+                    addr: lbuf.iova + lpos,
+                    len: len as u32,
+                    lkey: lbuf.lkey(),
+                }];
                 wr.remote_addr = rbuf.iova + off as u64;
                 wr.rkey = rbuf.lkey();
                 expect_local.push((lpos, shadow_r[off..off + len].to_vec()));
@@ -104,7 +152,11 @@ fn run_workload(mtu: u8, ops: &[Op], dup_seed: u64) -> Result<(), TestCaseError>
             }
             Op::FetchAdd { slot, add } => {
                 wr.opcode = wr_opcode::ATOMIC_FETCH_AND_ADD;
-                wr.sges = vec![Sg { addr: lbuf.iova + lpos, len: 8, lkey: lbuf.lkey() }];
+                wr.sges = vec![Sg {
+                    addr: lbuf.iova + lpos,
+                    len: 8,
+                    lkey: lbuf.lkey(),
+                }];
                 wr.remote_addr = slots.iova + 8 * slot as u64;
                 wr.rkey = slots.lkey();
                 wr.compare_add = add;
@@ -115,10 +167,18 @@ fn run_workload(mtu: u8, ops: &[Op], dup_seed: u64) -> Result<(), TestCaseError>
             }
             Op::CmpSwap { slot, hit, swap } => {
                 wr.opcode = wr_opcode::ATOMIC_CMP_AND_SWP;
-                wr.sges = vec![Sg { addr: lbuf.iova + lpos, len: 8, lkey: lbuf.lkey() }];
+                wr.sges = vec![Sg {
+                    addr: lbuf.iova + lpos,
+                    len: 8,
+                    lkey: lbuf.lkey(),
+                }];
                 wr.remote_addr = slots.iova + 8 * slot as u64;
                 wr.rkey = slots.lkey();
-                wr.compare_add = if hit { shadow_slots[slot] } else { !shadow_slots[slot] };
+                wr.compare_add = if hit {
+                    shadow_slots[slot]
+                } else {
+                    !shadow_slots[slot]
+                };
                 wr.swap = swap;
                 expect_local.push((lpos, shadow_slots[slot].to_le_bytes().to_vec()));
                 if hit {
@@ -146,7 +206,10 @@ fn run_workload(mtu: u8, ops: &[Op], dup_seed: u64) -> Result<(), TestCaseError>
 
     prop_assert_eq!(p.b.mr_get(&rbuf, 0, RBUF), shadow_r);
     for (i, v) in shadow_slots.iter().enumerate() {
-        prop_assert_eq!(p.b.mr_get(&slots, 8 * i as u64, 8), v.to_le_bytes().to_vec());
+        prop_assert_eq!(
+            p.b.mr_get(&slots, 8 * i as u64, 8),
+            v.to_le_bytes().to_vec()
+        );
     }
     for (off, bytes) in &expect_local {
         prop_assert_eq!(&p.a.mr_get(&lbuf, *off, bytes.len()), bytes);

@@ -735,6 +735,30 @@ static void test_corrupt(Bench& b) {
               cases.size() * 3 + 4 + 2 + 1 + 5);
 }
 
+// Many minimum frames with a slow engine: the descriptor FIFO (not the buffer) fills up.
+static void test_desc_full(Bench& b) {
+  int before = g_fail;
+  double old_fast = b.p_engine_fast;
+  int old_delay = b.engine_max_delay;
+  b.p_engine_fast = 0.0;
+  b.engine_max_delay = 60;
+  b.p_rxvalid = 1.0;
+  uint64_t st0 = b.rx_stalls;
+  for (int i = 0; i < 64; i++) {
+    uint32_t op = i & 1 ? 17 : 4;  // ACK or SEND_ONLY, 0..5 payload bytes: one-word frames
+    uint32_t len = op == 17 ? 0 : uint32_t(rnd_range(0, 5));
+    Hdr h = random_hdr(op, len);
+    Bytes pl = random_bytes(len);
+    b.queue_rx(build_frame(h, pl), expect_pkt(h), pl, true, "small frame");
+  }
+  b.run(100000);
+  CHECK(b.rx_stalls > st0, "no rx back-pressure with a full descriptor FIFO");
+  b.p_engine_fast = old_fast;
+  b.engine_max_delay = old_delay;
+  std::printf("[%s] descriptor FIFO full: 64 one-word frames, %llu rx_tready stalls\n",
+              g_fail == before ? "PASS" : "FAIL", (unsigned long long)(b.rx_stalls - st0));
+}
+
 static void test_throughput(Bench& b) {
   int before = g_fail;
   b.p_hdr = b.p_pl = b.p_txready = b.p_rxvalid = b.p_engine_fast = 1.0;
@@ -771,12 +795,12 @@ static void measure_speed() {
   std::vector<std::array<uint32_t, 16>> beats((f.size() + 63) / 64);
   for (size_t i = 0; i < f.size(); i++) beats[i / 64][(i % 64) / 4] |= uint32_t(f[i]) << (8 * (i % 4));
   size_t rx_beat = 0;
-  const uint64_t n = 200000;
+  const uint64_t n = getenv("TB_SPEED_N") ? std::strtoull(getenv("TB_SPEED_N"), nullptr, 0) : 200000;
   auto t0 = std::chrono::steady_clock::now();
+  pack_hdr(&t.hdr_i[0], h);
   for (uint64_t c = 0; c < n; c++) {
     t.clk_i = 0;
     t.hdr_valid_i = 1;
-    pack_hdr(&t.hdr_i[0], h);
     t.pl_valid_i = 1;
     t.pl_data_i[c & 15] = uint32_t(c);
     t.pl_bytes_i = 64;
@@ -799,7 +823,7 @@ static void measure_speed() {
               n / s / 1e6, s / n * 1e9);
   uint32_t acc = 0;
   t0 = std::chrono::steady_clock::now();
-  for (uint64_t c = 0; c < n; c++) {
+  for (uint64_t c = 0; c < n && !getenv("TB_SPEED_NO_CRC"); c++) {
     t.crc_data_i[c & 15] = uint32_t(c * 2654435761u);
     t.crc_bytes_i = c % 65;
     t.crc_i = acc;
@@ -811,6 +835,11 @@ static void measure_speed() {
 }
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "speed") {
+    crc_init();
+    measure_speed();
+    return 0;
+  }
   uint64_t seed = argc > 1 ? std::strtoull(argv[1], nullptr, 0) : 1;
   rng.seed(seed);
   crc_init();
@@ -833,6 +862,8 @@ int main(int argc, char** argv) {
   b.p_hdr = 1.0; b.p_pl = 1.0; b.p_txready = 1.0; b.p_rxvalid = 0.8;
   b.p_engine_fast = 0.7; b.engine_max_delay = 50;
   test_corrupt(b);
+
+  test_desc_full(b);
 
   test_throughput(b);
 

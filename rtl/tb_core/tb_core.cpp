@@ -88,6 +88,12 @@ uint64_t wr_off = 0;   // bytes of the current write burst done
 int n_wr_bursts = 0, n_msix = 0, n_frames = 0, n_traces = 0;
 std::vector<std::pair<uint64_t, uint32_t>> wr_log;
 
+// Loopback through a frame queue, so that the test can drop or duplicate a frame.
+std::vector<uint8_t> tx_cur;
+std::deque<std::vector<uint8_t>> link_q;
+size_t rx_pos = 0;
+int tx_frame_no = 0, drop_frame_no = -1, dup_frame_no = -1;
+
 void set_wide(VlWide<16> &w, const uint8_t *b, int n) {
   for (int i = 0; i < 16; i++) w[i] = 0;
   for (int i = 0; i < n; i++) w[i / 4] |= uint32_t(b[i]) << (8 * (i % 4));
@@ -98,13 +104,16 @@ uint8_t wide_byte(const VlWide<16> &w, int i) { return uint8_t(w[i / 4] >> (8 * 
 void tick() {
   top->clk_i = 0;
   top->eval();
-  // loopback: tx -> rx (rx_tready is a registered/settled output here)
-  top->rx_tvalid_i = top->tx_tvalid_o;
-  top->rx_tdata_i = top->tx_tdata_o;
-  top->rx_tkeep_i = top->tx_tkeep_o;
-  top->rx_tlast_i = top->tx_tlast_o;
-  top->eval();
-  top->tx_tready_i = top->rx_tready_o;
+  top->tx_tready_i = 1;
+  top->rx_tvalid_i = 0;
+  if (!link_q.empty()) {
+    const std::vector<uint8_t> &f = link_q.front();
+    size_t n = std::min<size_t>(64, f.size() - rx_pos);
+    set_wide(top->rx_tdata_i, f.data() + rx_pos, int(n));
+    top->rx_tkeep_i = n == 64 ? ~0ull : ((1ull << n) - 1);
+    top->rx_tlast_i = rx_pos + n == f.size();
+    top->rx_tvalid_i = 1;
+  }
   // DMA read completions: one beat per cycle of the oldest request
   top->dma_rd_cpl_valid_i = 0;
   if (!rd_q.empty()) {
@@ -117,8 +126,6 @@ void tick() {
   }
   top->dma_rd_req_ready_i = 1;
   top->dma_wr_ready_i = 1;
-  top->eval();
-  top->tx_tready_i = top->rx_tready_o;
   top->eval();
 
   // sample handshakes before the edge
@@ -145,7 +152,24 @@ void tick() {
     }
   }
   if (top->msix_valid_o) n_msix++;
-  if (top->tx_tvalid_o && top->tx_tready_i && top->tx_tlast_o) n_frames++;
+  if (top->rx_tvalid_i && top->rx_tready_o) {
+    rx_pos += 64;
+    if (top->rx_tlast_i) {
+      link_q.pop_front();
+      rx_pos = 0;
+    }
+  }
+  if (top->tx_tvalid_o && top->tx_tready_i) {
+    for (int i = 0; i < 64; i++)
+      if ((top->tx_tkeep_o >> i) & 1) tx_cur.push_back(wide_byte(top->tx_tdata_o, i));
+    if (top->tx_tlast_o) {
+      n_frames++;
+      if (tx_frame_no != drop_frame_no) link_q.push_back(tx_cur);
+      if (tx_frame_no == dup_frame_no) link_q.push_back(tx_cur);
+      tx_frame_no++;
+      tx_cur.clear();
+    }
+  }
   if (top->trace_valid_o) n_traces++;
 
   top->clk_i = 1;
@@ -290,7 +314,7 @@ uint8_t modify_qp(uint32_t qpn, const QpAttr &a) {
 constexpr uint64_t kMac = 0x02aabbccdd01ull;
 constexpr uint32_t kIp = 0x0a000001;
 
-void bring_up(uint32_t qpn, uint32_t dest, uint32_t my_psn, uint32_t peer_psn) {
+void bring_up(uint32_t qpn, uint32_t dest, uint32_t my_psn, uint32_t peer_psn, int rnr = 7) {
   QpAttr a;
   a.mask = AttrState | AttrPkey | AttrPort | AttrAccess;
   a.state = 1;
@@ -313,7 +337,7 @@ void bring_up(uint32_t qpn, uint32_t dest, uint32_t my_psn, uint32_t peer_psn) {
   s.sq_psn = my_psn;
   s.max_rd = 4;
   s.retry = 7;
-  s.rnr = 7;
+  s.rnr = rnr;
   s.timeout = 14;
   CHECK(modify_qp(qpn, s) == 0, "RTR->RTS");
 }
@@ -576,6 +600,116 @@ int main(int argc, char **argv) {
   cmd(CmdQueryQp, img, &o0, &o1);
   printf("QP2: out0 %016llx out1 %016llx\n", (unsigned long long)o0, (unsigned long long)o1);
   CHECK((o1 & 0xffff) == 4 && ((o1 >> 16) & 0xffff) == 4, "QP2 sq_ci/comp_ci");
+
+  // ---- lost frame: drop the MIDDLE of a 3-packet SEND -> NAK PSN_SEQ, go-back-N retransmit
+  {
+    memset(hp(kRq3 + 64), 0, 64);
+    put(kRq3 + 64, 0xabd, 8);
+    put(kRq3 + 72, 1, 1);
+    const uint64_t rbuf = kIova + 6 * 4096 + 8;
+    put(kRq3 + 80, rbuf, 8); put(kRq3 + 88, 700, 4); put(kRq3 + 92, key, 4);
+    mmio_write(kDbQp + (3 << 12) + 8, 2);
+    const uint64_t sbuf = kIova + 100;
+    std::vector<uint8_t> expect;
+    for (int i = 0; i < 600; i++) expect.push_back(*hp(iova_to_host(sbuf + i)));
+    drop_frame_no = tx_frame_no + 1;
+    send_wqe(kSq2, 4, 2 /*SEND*/, 0x9999, 0, 0, 0, {{sbuf, 600}}, key);
+    mmio_write(kDbQp + (2 << 12) + 0, 5);
+    CHECK(wait_cqe(kCqSend, 4), "send CQE after retransmit");
+    CHECK(wait_cqe(kCqRecv, 1), "recv CQE after retransmit");
+    Cqe s = read_cqe(kCqSend, 4), r = read_cqe(kCqRecv, 1);
+    CHECK(s.wr_id == 0x9999 && s.status == 0 && r.wr_id == 0xabd && r.byte_len == 600 &&
+              r.status == 0, "retransmit CQEs: %llx/%x %llx/%u/%x", (unsigned long long)s.wr_id,
+          s.status, (unsigned long long)r.wr_id, r.byte_len, r.status);
+    int bad = 0;
+    for (int i = 0; i < 600; i++)
+      if (*hp(iova_to_host(rbuf + i)) != expect[i]) bad++;
+    CHECK(bad == 0, "retransmitted payload: %d bytes differ", bad);
+    CHECK(counter(7) == 1, "RX_NAK_SENT %llu", (unsigned long long)counter(7));
+  }
+  // ---- duplicated WRITE_ONLY: RX_DUP at the responder, its re-ACK is a ghost at the requester
+  {
+    dup_frame_no = tx_frame_no;
+    send_wqe(kSq2, 5, 0 /*WRITE*/, 0xaaaa, 0, kIova + 7 * 4096, key, {{kIova + 64, 100}}, key);
+    mmio_write(kDbQp + (2 << 12) + 0, 6);
+    CHECK(wait_cqe(kCqSend, 5), "dup write CQE");
+    for (int i = 0; i < 300; i++) tick();
+    CHECK(counter(6) == 1, "RX_DUP %llu", (unsigned long long)counter(6));
+    CHECK(counter(8) == 1, "RX_GHOST_ACK %llu", (unsigned long long)counter(8));
+  }
+  printf("NAK/dup done at cycle %llu, %d errors\n", (unsigned long long)cycles, errors);
+
+  // ---- error paths on CQ 3 (armed: one MSI-X for its first CQE)
+  constexpr uint64_t kCq3 = kHostBase + 0x7000, kSq4 = kHostBase + 0x8000,
+                     kRq4 = kHostBase + 0x9000, kSq5 = kHostBase + 0xa000,
+                     kRq5 = kHostBase + 0xb000, kSq6 = kHostBase + 0xc000,
+                     kRq6 = kHostBase + 0xd000, kSq7 = kHostBase + 0xe000,
+                     kRq7 = kHostBase + 0xf000;
+  CHECK(create_cq(3, kCq3, 4, 9) == 0, "CREATE_CQ 3");
+  CHECK(create_qp(4, kSq4, kRq4, 1, 3, 3) == 0, "CREATE_QP 4");
+  CHECK(create_qp(5, kSq5, kRq5, 1, 3, 3) == 0, "CREATE_QP 5");
+  CHECK(create_qp(6, kSq6, kRq6, 1, 3, 3) == 0, "CREATE_QP 6");
+  CHECK(create_qp(7, kSq7, kRq7, 1, 3, 3) == 0, "CREATE_QP 7");
+  bring_up(4, 5, 100, 200, 1);
+  bring_up(5, 4, 200, 100);
+  bring_up(6, 7, 300, 400);
+  bring_up(7, 6, 400, 300);
+  int msix0 = n_msix;
+  mmio_write(kDbCq + (3 << 12) + 8, 1);  // arm CQ 3
+  // RNR: QP 5 has no receive WQE; QP 4 has rnr_retry 1 -> RNR_RETRY_EXC_ERR
+  send_wqe(kSq4, 0, 2 /*SEND*/, 0x4444, 0, 0, 0, {{kIova, 100}}, key);
+  mmio_write(kDbQp + (4 << 12), 1);
+  CHECK(wait_cqe(kCq3, 0), "RNR CQE");
+  {
+    Cqe c = read_cqe(kCq3, 0);
+    CHECK(c.wr_id == 0x4444 && c.status == 0xd && c.opcode == 0 && c.qpn == 4,
+          "RNR CQE: wr_id %llx st %x op %x qpn %u", (unsigned long long)c.wr_id, c.status,
+          c.opcode, c.qpn);
+  }
+  for (int i = 0; i < 100; i++) tick();
+  CHECK(n_msix == msix0 + 1, "MSI-X count %d", n_msix - msix0);
+  // local protection error on QP 5: bad lkey, then a second WQE is flushed
+  send_wqe(kSq5, 0, 2 /*SEND*/, 0x5501, 0, 0, 0, {{kIova, 100}}, 0x112);
+  send_wqe(kSq5, 1, 2 /*SEND*/, 0x5502, 0, 0, 0, {{kIova, 100}}, key);
+  mmio_write(kDbQp + (5 << 12), 2);
+  CHECK(wait_cqe(kCq3, 2), "local error CQEs");
+  {
+    Cqe c = read_cqe(kCq3, 1), d = read_cqe(kCq3, 2);
+    CHECK(c.wr_id == 0x5501 && c.status == 0x4 && c.wqe_idx == 0, "LOC_PROT CQE: %llx st %x",
+          (unsigned long long)c.wr_id, c.status);
+    CHECK(d.wr_id == 0x5502 && d.status == 0x5 && d.wqe_idx == 1, "flush CQE: %llx st %x",
+          (unsigned long long)d.wr_id, d.status);
+  }
+  // remote access error: QP 6 writes with a bad rkey -> NAK REM_ACCESS, both QPs in ERR
+  send_wqe(kSq6, 0, 0 /*WRITE*/, 0x6601, 0, kIova, 0x1ff, {{kIova, 64}}, key);
+  mmio_write(kDbQp + (6 << 12), 1);
+  CHECK(wait_cqe(kCq3, 3), "REM_ACCESS CQE");
+  {
+    Cqe c = read_cqe(kCq3, 3);
+    CHECK(c.wr_id == 0x6601 && c.status == 0xa, "REM_ACCESS CQE: %llx st %x",
+          (unsigned long long)c.wr_id, c.status);
+  }
+  // QP 7 (responder) is in ERR: a posted receive is flushed
+  memset(hp(kRq7), 0, 64);
+  put(kRq7, 0x7701, 8);
+  mmio_write(kDbQp + (7 << 12) + 8, 1);
+  CHECK(wait_cqe(kCq3, 4), "FLUSH_RQ CQE");
+  {
+    Cqe c = read_cqe(kCq3, 4);
+    CHECK(c.wr_id == 0x7701 && c.status == 0x5 && c.opcode == 0x80 && c.qpn == 7,
+          "FLUSH_RQ CQE: %llx st %x op %x qpn %u", (unsigned long long)c.wr_id, c.status,
+          c.opcode, c.qpn);
+  }
+  mmio_write(kDbQp + (9 << 12), 1);  // QP 9 does not exist: DB_BAD
+  memset(img, 0, sizeof img);
+  for (uint32_t q = 4; q <= 7; q++) {
+    setf(img, 0, 24, q);
+    cmd(CmdQueryQp, img, &o0, &o1);
+    CHECK((o0 & 7) == (q == 5 ? 6u : 6u), "QP %u state %llu", q, (unsigned long long)(o0 & 7));
+  }
+  CHECK(counter(9) == 1, "DB_BAD %llu", (unsigned long long)counter(9));
+  CHECK(counter(7) == 4, "RX_NAK_SENT %llu (1 PSN_SEQ + 2 RNR + 1 REM_ACCESS)",
+        (unsigned long long)counter(7));
 
   printf("%s: %d errors, %llu cycles, %d frames, %d write bursts, %d MSI-X, %d trace events\n",
          errors ? "FAILED" : "PASSED", errors, (unsigned long long)cycles, n_frames, n_wr_bursts,

@@ -334,7 +334,7 @@ impl Fabric {
                 Slot::Model { .. } => unreachable!("model slots are not clocked"),
             };
             if let Err(msg) = rtl.step(n) {
-                failure = Some(SimError::Rtl { nic: i, msg });
+                failure = Some(SimError::Rtl { nic: i, msg: msg.to_string() });
                 break;
             }
             rtl.drain_events(&mut events);
@@ -472,7 +472,9 @@ impl Fabric {
 
     /// Free DMA memory.
     pub fn dma_free(&mut self, nic: usize, iova: u64, len: u64) {
-        self.primary_mem(nic).free(iova, len);
+        if let Err(e) = self.primary_mem(nic).free(iova, len) {
+            log::warn!("NIC {nic}: dma_free({iova:#x}, {len}): {e}");
+        }
     }
 
     /// Host (driver) read of DMA memory.

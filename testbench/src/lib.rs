@@ -10,9 +10,11 @@
 //! ```
 
 pub mod fabric;
+pub mod harness;
 pub mod hostmem;
 pub mod link;
 pub mod lockstep;
 pub mod oracle;
 pub mod pcap;
 pub mod rtl;
+pub mod scenarios;

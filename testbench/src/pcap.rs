@@ -3,7 +3,6 @@
 //! RoCEv2). Written with the `pcap-file` crate; timestamps are modelled time at the nominal clock.
 
 use std::fs::File;
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -29,7 +28,7 @@ pub enum CaptureError {
 /// A pcap file receiving every frame of a link.
 pub struct Capture {
     path: PathBuf,
-    writer: PcapWriter<BufWriter<File>>,
+    writer: PcapWriter<File>,
     /// Frames written.
     pub frames: u64,
 }
@@ -53,7 +52,7 @@ impl Capture {
             }
         }
         let file = File::create(path).map_err(io)?;
-        let writer = PcapWriter::new(BufWriter::new(file))
+        let writer = PcapWriter::new(file)
             .map_err(|source| CaptureError::Io { path: path.to_owned(), source })?;
         Ok(Capture { path: path.to_owned(), writer, frames: 0 })
     }
@@ -77,9 +76,7 @@ impl Capture {
         &self.path
     }
 
-    /// Flush buffered frames to the file.
-    pub fn flush(&mut self) {
-        use std::io::Write;
-        let _ = self.writer.get_mut().flush();
-    }
+    /// Make sure every frame is in the file (frames are written unbuffered, so this is a no-op
+    /// kept for callers that want to state the intent before reading the file).
+    pub fn flush(&mut self) {}
 }

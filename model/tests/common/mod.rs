@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use rnic_model::{HostMemory, MemError, Nic, NicConfig, Output, Task};
 use rnic_regs::{
     access, cmd, cmd_create_cq, cmd_create_qp, cmd_index, cmd_qp_args as qa, cmd_reg_mr,
-    cmd_set_port, cmd_status, cmd_write_mtt, cqe, params, qp_attr as attr, qp_state, recv_wqe,
-    reg, send_wqe,
+    cmd_set_port, cmd_status, cmd_write_mtt, cqe, params, qp_attr as attr, qp_state, recv_wqe, reg,
+    send_wqe,
 };
 
 /// Host memory: one Vec at `base`; anything outside is a DMA error.
@@ -22,7 +22,11 @@ pub struct VecMem {
 
 impl VecMem {
     fn range(&self, func: u8, addr: u64, len: usize) -> Result<std::ops::Range<usize>, MemError> {
-        let err = MemError { func, addr, len: len as u64 };
+        let err = MemError {
+            func,
+            addr,
+            len: len as u64,
+        };
         if func != 0 || addr < self.base {
             return Err(err);
         }
@@ -208,7 +212,10 @@ impl Host {
     pub fn alloc(&mut self, size: u64, align: u64) -> u64 {
         let a = self.next.div_ceil(align) * align;
         self.next = a + size;
-        assert!(self.next <= MEM_BASE + MEM_SIZE as u64, "harness memory exhausted");
+        assert!(
+            self.next <= MEM_BASE + MEM_SIZE as u64,
+            "harness memory exhausted"
+        );
         a
     }
 
@@ -219,7 +226,10 @@ impl Host {
             self.nic.mmio_write(0, reg::CMD_ARG0 + 8 * i as u64, w);
         }
         self.nic.mmio_write(0, reg::CMD_OP, op as u64);
-        assert_eq!(self.nic.mmio_read(0, reg::CMD_STATUS), cmd_status::BUSY as u64);
+        assert_eq!(
+            self.nic.mmio_read(0, reg::CMD_STATUS),
+            cmd_status::BUSY as u64
+        );
         self.nic.run_task(Task::Cmd, &mut self.mem).unwrap();
         self.nic.mmio_read(0, reg::CMD_STATUS) as u8
     }
@@ -254,7 +264,17 @@ impl Host {
         if s == cmd_status::OK {
             self.qps.insert(
                 qpn,
-                QpSw { qpn, sq_base, rq_base, log_sq, log_rq, sq_pi: 0, rq_pi: 0, scq, rcq },
+                QpSw {
+                    qpn,
+                    sq_base,
+                    rq_base,
+                    log_sq,
+                    log_rq,
+                    sq_pi: 0,
+                    rq_pi: 0,
+                    scq,
+                    rcq,
+                },
             );
         }
         s
@@ -289,7 +309,10 @@ impl Host {
             let bytes: Vec<u8> = chunk.iter().flat_map(|p| p.to_le_bytes()).collect();
             self.mem.wr(src, &bytes);
             let mut a = [0u8; 48];
-            cmd_write_mtt::START.set(&mut a, (mtt_base as usize + c * params::MTT_WRITE_MAX as usize) as u64);
+            cmd_write_mtt::START.set(
+                &mut a,
+                (mtt_base as usize + c * params::MTT_WRITE_MAX as usize) as u64,
+            );
             cmd_write_mtt::COUNT.set(&mut a, chunk.len() as u64);
             cmd_write_mtt::SRC.set(&mut a, src);
             assert_eq!(self.cmd(cmd::WRITE_MTT, &a), cmd_status::OK);
@@ -304,7 +327,14 @@ impl Host {
         cmd_reg_mr::MTT_BASE.set(&mut a, mtt_base as u64);
         cmd_reg_mr::LOG_PAGE.set(&mut a, log_page as u64);
         assert_eq!(self.cmd(cmd::REG_MR, &a), cmd_status::OK);
-        Mr { index, key, iova, len, log_page, pages }
+        Mr {
+            index,
+            key,
+            iova,
+            len,
+            log_page,
+            pages,
+        }
     }
 
     pub fn dereg_mr(&mut self, index: u32) -> u8 {
@@ -322,7 +352,9 @@ impl Host {
     }
 
     pub fn mr_get(&self, mr: &Mr, off: u64, len: usize) -> Vec<u8> {
-        (0..len).map(|i| self.mem.rd(mr.phys(off + i as u64), 1)[0]).collect()
+        (0..len)
+            .map(|i| self.mem.rd(mr.phys(off + i as u64), 1)[0])
+            .collect()
     }
 
     /// Write a send WQE at the SQ producer index (no doorbell).
@@ -356,7 +388,11 @@ impl Host {
 
     pub fn ring_sq(&mut self, qpn: u32) {
         let pi = self.qps[&qpn].sq_pi;
-        self.nic.mmio_write(0, params::DB_QP_BASE + ((qpn as u64) << 12) + params::DB_SQ_PI, pi as u64);
+        self.nic.mmio_write(
+            0,
+            params::DB_QP_BASE + ((qpn as u64) << 12) + params::DB_SQ_PI,
+            pi as u64,
+        );
     }
 
     pub fn post_send(&mut self, qpn: u32, wr: &SendWr) {
@@ -383,7 +419,11 @@ impl Host {
         self.mem.wr(q.rq_base + slot * 64, &b);
         let pi = q.rq_pi.wrapping_add(1);
         self.qps.get_mut(&qpn).unwrap().rq_pi = pi;
-        self.nic.mmio_write(0, params::DB_QP_BASE + ((qpn as u64) << 12) + params::DB_RQ_PI, pi as u64);
+        self.nic.mmio_write(
+            0,
+            params::DB_QP_BASE + ((qpn as u64) << 12) + params::DB_RQ_PI,
+            pi as u64,
+        );
     }
 
     /// Read every new CQE of CQ `cqn` (owner-bit protocol) and return the consumer index.
@@ -411,7 +451,11 @@ impl Host {
         }
         if !out.is_empty() {
             let ci = self.cqs[&cqn].ci;
-            self.nic.mmio_write(0, params::DB_CQ_BASE + ((cqn as u64) << 12) + params::DB_CQ_CI, ci as u64);
+            self.nic.mmio_write(
+                0,
+                params::DB_CQ_BASE + ((cqn as u64) << 12) + params::DB_CQ_CI,
+                ci as u64,
+            );
         }
         out
     }
@@ -459,15 +503,37 @@ pub const FULL_ACCESS: u32 =
     access::LOCAL_WRITE | access::REMOTE_WRITE | access::REMOTE_READ | access::REMOTE_ATOMIC;
 
 /// Bring a QP from RESET to RTS.
-pub fn bring_up(h: &mut Host, qpn: u32, dest_qpn: u32, mac: u64, ip: u32, mtu: u8, qp_access: u32, psn_self: u32, psn_peer: u32, retry: u8, rnr: u8) {
-    let s = h.modify(qpn, qp_state::INIT, attr::STATE | attr::PKEY_INDEX | attr::PORT | attr::ACCESS_FLAGS, |a| {
-        qa::ACCESS.set(a, qp_access as u64)
-    });
+#[allow(clippy::too_many_arguments)]
+pub fn bring_up(
+    h: &mut Host,
+    qpn: u32,
+    dest_qpn: u32,
+    mac: u64,
+    ip: u32,
+    mtu: u8,
+    qp_access: u32,
+    psn_self: u32,
+    psn_peer: u32,
+    retry: u8,
+    rnr: u8,
+) {
+    let s = h.modify(
+        qpn,
+        qp_state::INIT,
+        attr::STATE | attr::PKEY_INDEX | attr::PORT | attr::ACCESS_FLAGS,
+        |a| qa::ACCESS.set(a, qp_access as u64),
+    );
     assert_eq!(s, cmd_status::OK);
     let s = h.modify(
         qpn,
         qp_state::RTR,
-        attr::STATE | attr::AV | attr::PATH_MTU | attr::DEST_QPN | attr::RQ_PSN | attr::MAX_DEST_RD_ATOMIC | attr::MIN_RNR_TIMER,
+        attr::STATE
+            | attr::AV
+            | attr::PATH_MTU
+            | attr::DEST_QPN
+            | attr::RQ_PSN
+            | attr::MAX_DEST_RD_ATOMIC
+            | attr::MIN_RNR_TIMER,
         |a| {
             qa::DEST_MAC.set(a, mac);
             qa::DEST_IP.set(a, ip as u64);
@@ -482,7 +548,12 @@ pub fn bring_up(h: &mut Host, qpn: u32, dest_qpn: u32, mac: u64, ip: u32, mtu: u
     let s = h.modify(
         qpn,
         qp_state::RTS,
-        attr::STATE | attr::SQ_PSN | attr::MAX_QP_RD_ATOMIC | attr::RETRY_CNT | attr::RNR_RETRY | attr::TIMEOUT,
+        attr::STATE
+            | attr::SQ_PSN
+            | attr::MAX_QP_RD_ATOMIC
+            | attr::RETRY_CNT
+            | attr::RNR_RETRY
+            | attr::TIMEOUT,
         |a| {
             qa::SQ_PSN.set(a, psn_self as u64);
             qa::MAX_RD_ATOMIC.set(a, 4);
@@ -509,8 +580,22 @@ impl Pair {
         }
         assert_eq!(a.create_qp(2, 1, 2, 6, 6), cmd_status::OK);
         assert_eq!(b.create_qp(3, 1, 2, 6, 6), cmd_status::OK);
-        bring_up(&mut a, 2, 3, MAC_B, IP_B, mtu, FULL_ACCESS, psn_a, psn_b, retry, rnr);
-        bring_up(&mut b, 3, 2, MAC_A, IP_A, mtu, b_access, psn_b, psn_a, retry, rnr);
+        bring_up(
+            &mut a,
+            2,
+            3,
+            MAC_B,
+            IP_B,
+            mtu,
+            FULL_ACCESS,
+            psn_a,
+            psn_b,
+            retry,
+            rnr,
+        );
+        bring_up(
+            &mut b, 3, 2, MAC_A, IP_A, mtu, b_access, psn_b, psn_a, retry, rnr,
+        );
         Pair { a, b, qa: 2, qb: 3 }
     }
 

@@ -1,0 +1,188 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Ready-made setups for tests, the demo and examples: two NICs on a fabric, each with a driver
+//! context, a PD, a CQ, a registered buffer and N connected RC queue pairs.
+
+use std::net::Ipv4Addr;
+
+use rnic_driver::{
+    AccessFlags, Context, Cq, Mr, Mtu, Pd, QpInitAttr, QueuePair, RtrAttr, RtsAttr, WorkCompletion,
+};
+
+use crate::fabric::{Backend, Fabric, FabricConfig, FabricRef};
+
+/// MAC address of NIC `i` (locally administered).
+pub fn nic_mac(i: usize) -> [u8; 6] {
+    [0x02, 0x00, 0x00, 0x00, 0x00, 0x10 + i as u8]
+}
+
+/// IPv4 address of NIC `i`.
+pub fn nic_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 0, 0, 1 + i as u8)
+}
+
+/// Options of a [`Pair`].
+#[derive(Clone, Debug)]
+pub struct PairOptions {
+    /// Number of connected QP pairs.
+    pub qps: usize,
+    /// Path MTU of every QP.
+    pub mtu: Mtu,
+    /// Bytes of the registered buffer on each side.
+    pub mr_len: u64,
+    /// Register the buffer with its pages in a scrambled DMA order (exercises translation).
+    pub scrambled: bool,
+    /// Send/receive queue depth.
+    pub depth: u32,
+    /// CQ depth.
+    pub cq_depth: u32,
+    /// Access flags of the QPs and the buffer.
+    pub access: AccessFlags,
+    /// RNR retry count (7 = infinite).
+    pub rnr_retry: u8,
+    /// Fabric configuration (backend, link delay, capture).
+    pub fabric: FabricConfig,
+}
+
+impl Default for PairOptions {
+    fn default() -> PairOptions {
+        PairOptions {
+            qps: 1,
+            mtu: Mtu::Mtu1024,
+            mr_len: 1 << 16,
+            scrambled: false,
+            depth: 64,
+            cq_depth: 256,
+            access: AccessFlags::LOCAL_WRITE
+                | AccessFlags::REMOTE_WRITE
+                | AccessFlags::REMOTE_READ
+                | AccessFlags::REMOTE_ATOMIC,
+            rnr_retry: 7,
+            fabric: FabricConfig::default(),
+        }
+    }
+}
+
+impl PairOptions {
+    /// Default options on `backend`.
+    pub fn on(backend: Backend) -> PairOptions {
+        let mut o = PairOptions::default();
+        o.fabric.backend = backend;
+        o
+    }
+}
+
+/// One side of a [`Pair`].
+pub struct Endpoint {
+    /// Driver context of the NIC's PF.
+    pub ctx: Context,
+    /// Protection domain.
+    pub pd: Pd,
+    /// CQ for sends and receives of every QP.
+    pub cq: Cq,
+    /// Registered buffer.
+    pub mr: Mr,
+    /// Connected QPs; `qps[i]` talks to the peer's `qps[i]`.
+    pub qps: Vec<QueuePair>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint").field("qps", &self.qps.len()).finish()
+    }
+}
+
+/// Two NICs linked back to back with connected QPs.
+#[derive(Debug)]
+pub struct Pair {
+    /// The fabric (for counters, captures, lockstep checks).
+    pub fabric: FabricRef,
+    /// NIC 0.
+    pub a: Endpoint,
+    /// NIC 1.
+    pub b: Endpoint,
+}
+
+/// Errors of the harness: the driver's, with what was being set up.
+pub type HarnessResult<T> = Result<T, String>;
+
+fn open(fabric: &FabricRef, i: usize, o: &PairOptions) -> HarnessResult<(Context, Pd, Cq, Mr)> {
+    let dev = Fabric::device(fabric, i, 0);
+    let ctx = Context::open(dev).map_err(|e| format!("NIC {i}: open: {e}"))?;
+    ctx.set_port(nic_mac(i), nic_ip(i)).map_err(|e| format!("NIC {i}: set_port: {e}"))?;
+    let pd = ctx.alloc_pd().map_err(|e| format!("NIC {i}: alloc_pd: {e}"))?;
+    let cq = ctx.create_cq(o.cq_depth).map_err(|e| format!("NIC {i}: create_cq: {e}"))?;
+    let mr = if o.scrambled {
+        pd.reg_mr_scrambled(o.mr_len, o.access, 0x5eed + i as u64)
+    } else {
+        pd.reg_mr(o.mr_len, o.access)
+    }
+    .map_err(|e| format!("NIC {i}: reg_mr: {e}"))?;
+    Ok((ctx, pd, cq, mr))
+}
+
+impl Pair {
+    /// Build the fabric, open both NICs and connect `o.qps` QP pairs (RESET→INIT→RTR→RTS).
+    ///
+    /// # Errors
+    /// Any setup step failed; the message names it.
+    pub fn new(o: &PairOptions) -> HarnessResult<Pair> {
+        let fabric = Fabric::new(o.fabric.clone()).map_err(|e| e.to_string())?;
+        let (actx, apd, acq, amr) = open(&fabric, 0, o)?;
+        let (bctx, bpd, bcq, bmr) = open(&fabric, 1, o)?;
+        let mut aq = Vec::new();
+        let mut bq = Vec::new();
+        for _ in 0..o.qps {
+            let attr = |cq| QpInitAttr { send_cq: cq, recv_cq: cq, max_send_wr: o.depth, max_recv_wr: o.depth };
+            aq.push(apd.create_qp(&attr(&acq)).map_err(|e| format!("NIC 0: create_qp: {e}"))?);
+            bq.push(bpd.create_qp(&attr(&bcq)).map_err(|e| format!("NIC 1: create_qp: {e}"))?);
+        }
+        for (k, (qa, qb)) in aq.iter().zip(&bq).enumerate() {
+            // Distinct, non-trivial PSNs per QP so PSN handling is really exercised.
+            let psn_a = (0x10_0000 + 0x1357 * k as u32) & 0xFF_FFFF;
+            let psn_b = (0xFF_FF00 + 0x2468 * k as u32) & 0xFF_FFFF;
+            connect(qa, qb.qpn(), 1, psn_b, psn_a, o)?;
+            connect(qb, qa.qpn(), 0, psn_a, psn_b, o)?;
+        }
+        Ok(Pair {
+            fabric,
+            a: Endpoint { ctx: actx, pd: apd, cq: acq, mr: amr, qps: aq },
+            b: Endpoint { ctx: bctx, pd: bpd, cq: bcq, mr: bmr, qps: bq },
+        })
+    }
+
+    /// Wait for `n` completions on `ep`'s CQ.
+    ///
+    /// # Errors
+    /// Timeout or simulation failure.
+    pub fn wait(ep: &Endpoint, n: usize) -> HarnessResult<Vec<WorkCompletion>> {
+        ep.cq.wait(n, 200_000).map_err(|e| format!("waiting for {n} completions: {e}"))
+    }
+
+    /// Run the fabric until nothing is in flight, then (lockstep) check that the model has no
+    /// prediction left and that both host memories are identical.
+    ///
+    /// # Errors
+    /// A mismatch.
+    pub fn settle(&self) -> HarnessResult<()> {
+        let mut f = self.fabric.borrow_mut();
+        f.check_drained().map_err(|e| e.to_string())?;
+        f.check_memories().map_err(|e| e.to_string())
+    }
+}
+
+fn connect(qp: &QueuePair, dest_qpn: u32, peer: usize, rq_psn: u32, sq_psn: u32, o: &PairOptions) -> HarnessResult<()> {
+    let err = |what: &str, e: rnic_driver::Error| format!("QP {:#x}: {what}: {e}", qp.qpn());
+    qp.to_init(o.access).map_err(|e| err("to_init", e))?;
+    qp.to_rtr(&RtrAttr {
+        dest_qpn,
+        rq_psn,
+        path_mtu: o.mtu,
+        dest_mac: nic_mac(peer),
+        dest_ip: nic_ip(peer),
+        max_dest_rd_atomic: 16,
+        min_rnr_timer: 12,
+    })
+    .map_err(|e| err("to_rtr", e))?;
+    qp.to_rts(&RtsAttr { sq_psn, timeout: 14, retry_cnt: 7, rnr_retry: o.rnr_retry, max_rd_atomic: 16 })
+        .map_err(|e| err("to_rts", e))
+}
