@@ -19,8 +19,10 @@
 //   * StWqe*  — DMA read of a WQE (64 or 128 bytes) into wqe_q
 //   * StHdr   — hand one header descriptor to the transmit framer
 //   * StCqe*  — CQE writer (overflow check, one 32-byte DMA write, pi update, MSI-X)
-// The context memories are single-port RAMs with a registered read (rnic_ram); the task works on a
-// copy of the QP context (qp_q) and writes it back at the end (StEnd).
+// The context memories and the QP ring are single-port RAMs with a registered read (rnic_ram),
+// cleared after reset by StInit (one entry per cycle, NumQp cycles); the task works on a copy of
+// the QP context (qp_q) and writes it back at the end (StEnd). Lock-step-relevant choices where
+// the contract is silent follow the reference model (see the comments at StWkSeg, StWrite4, StTx2).
 //
 // DMA: one read outstanding at a time (tag 0); completion beats go into a 64-entry FIFO (one
 // 4096-byte piece) from which the WQE loader, the MTT loader, the atomic read or the transmit
@@ -126,7 +128,7 @@ module rnic_engine
   //////////////////////////
 
   typedef enum logic [6:0] {
-    StInit, StIdle, StPopRd, StPopChk,
+    StInit, StIdle, StPopQ, StPopChk,
     // admin commands
     StCmdRd, StCmdRd2, StCmdExec, StMttIss, StMttWait, StMttWr, StCmdDone,
     // doorbells
@@ -399,16 +401,21 @@ module rnic_engine
   state_e            cret_q, cret_d;      // return of "complete"
   logic              lastpkt_q, lastpkt_d;
 
-  // ring of active QPs
-  logic [QpW-1:0]    ring_q [NumQp];
+  // Ring of active QPs: a FIFO of QPNs in a RAM plus an in_ring bit per QP (each QP at most once,
+  // so NumQp entries never overflow). Pushes happen at the end of a task, pops between tasks.
   logic [NumQp-1:0]  in_ring_q, in_ring_d;
   logic [QpW:0]      ring_head_q, ring_head_d, ring_tail_q, ring_tail_d;
-  logic              ring_push;
-  logic [QpW-1:0]    ring_push_qpn;
+  logic              ring_push, ring_pop;
+  logic [QpW-1:0]    ring_push_qpn, ring_rdata;
 
-  always_ff @(posedge clk_i) begin
-    if (ring_push) ring_q[ring_tail_q[QpW-1:0]] <= ring_push_qpn;
-  end
+  rnic_ram #(.Width(QpW), .Depth(NumQp)) u_ring (
+    .clk_i,
+    .req_i   (ring_push || ring_pop),
+    .we_i    (ring_push),
+    .addr_i  (ring_push ? ring_tail_q[QpW-1:0] : ring_head_q[QpW-1:0]),
+    .wdata_i (ring_push_qpn),
+    .rdata_o (ring_rdata)
+  );
 
   ///////////////////////////
   // Derived values        //
@@ -656,6 +663,7 @@ module rnic_engine
     ring_tail_d  = ring_tail_q;
 
     ring_push     = 1'b0;
+    ring_pop      = 1'b0;
     ring_push_qpn = qpn_q;
     fifo_pop      = 1'b0;
 
@@ -767,17 +775,19 @@ module rnic_engine
             state_d       = StRxStart;
           end else if (ring_head_q != ring_tail_q) begin
             // Popping is not a task: it only reads the QP context to decide which task, if any.
-            qpn_d       = ring_q[ring_head_q[QpW-1:0]];
+            ring_pop    = 1'b1;
             ring_head_d = ring_head_q + 1'b1;
-            in_ring_d[ring_q[ring_head_q[QpW-1:0]]] = 1'b0;
-            state_d     = StPopRd;
+            state_d     = StPopQ;
           end
         end
       end
 
-      StPopRd: begin
-        qpc_req = 1'b1;
-        state_d = StPopChk;
+      StPopQ: begin
+        qpn_d    = ring_rdata;
+        in_ring_d[ring_rdata] = 1'b0;
+        qpc_req  = 1'b1;
+        qpc_addr = ring_rdata;
+        state_d  = StPopChk;
       end
 
       StPopChk: begin
@@ -2297,7 +2307,7 @@ module rnic_engine
   // Outputs    //
   ////////////////
 
-  assign idle_o       = state_q == StIdle || state_q == StPopRd || state_q == StPopChk ||
+  assign idle_o       = state_q == StIdle || state_q == StPopQ || state_q == StPopChk ||
                         state_q == StInit;
   assign cnt_inc_o    = cnt_inc;
   assign port_mac_o   = port_mac_q;

@@ -3,8 +3,9 @@
 //! `OUT_DIR/vl`, compiles the generated C++, the Verilator runtime (with the FST writer) and the
 //! cxx bridge of `src/rtl.rs` + `csrc/rnic_sim.cc` into one static library.
 //!
-//! * The Verilated C++ is compiled at `-O2` in every profile (at `-O0` the model runs ~12x
-//!   slower) and without debug info, in parallel on `NUM_JOBS` threads.
+//! * The Verilated C++ that runs per cycle is compiled at `-O2` in every profile (at `-O0` the
+//!   model runs ~12x slower); the run-once `*_SLOW` files at `-O0` (Verilator's `OPT_SLOW`);
+//!   no debug info; in parallel on `NUM_JOBS` threads.
 //! * `RNIC_RTL_DIR` overrides the RTL directory (default `../rtl`), e.g. to build against a
 //!   stand-in while the real RTL is being written.
 //! * `RNIC_VERILATOR` overrides the `verilator` executable.
@@ -80,7 +81,11 @@ fn main() {
 /// Returns `VERILATOR_ROOT`, failing with an install hint when Verilator is missing.
 fn verilator_root(verilator: &str) -> PathBuf {
     let missing = "verilator not found: run `make deps` (apt-get install -y verilator)";
-    let output = match Command::new(verilator).arg("--getenv").arg("VERILATOR_ROOT").output() {
+    let output = match Command::new(verilator)
+        .arg("--getenv")
+        .arg("VERILATOR_ROOT")
+        .output()
+    {
         Ok(o) if o.status.success() => o,
         Ok(o) => panic!(
             "{missing}\n(`{verilator} --getenv VERILATOR_ROOT` failed: {})",
@@ -112,14 +117,21 @@ fn rtl_sources(rtl_dir: &Path) -> Vec<PathBuf> {
     let mut others: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "sv"))
-        .filter(|p| !PACKAGES.iter().any(|pkg| p.file_name().is_some_and(|n| n == *pkg)))
+        .filter(|p| {
+            !PACKAGES
+                .iter()
+                .any(|pkg| p.file_name().is_some_and(|n| n == *pkg))
+        })
         .collect();
     others.sort();
     let mut sources = Vec::new();
     for pkg in PACKAGES {
         let p = rtl_dir.join(pkg);
         if !p.is_file() {
-            panic!("{} is missing: run `make regs` / restore the package", p.display());
+            panic!(
+                "{} is missing: run `make regs` / restore the package",
+                p.display()
+            );
         }
         sources.push(p);
     }
@@ -183,12 +195,19 @@ endmodule
 /// Runs `verilator --cc` into a fresh `mdir`.
 fn verilate(verilator: &str, sources: &[PathBuf], mdir: &Path, trace: bool) {
     if mdir.exists() {
-        fs::remove_dir_all(mdir)
-            .unwrap_or_else(|e| panic!("cannot clean {}: {e}", mdir.display()));
+        fs::remove_dir_all(mdir).unwrap_or_else(|e| panic!("cannot clean {}: {e}", mdir.display()));
     }
     fs::create_dir_all(mdir).unwrap_or_else(|e| panic!("cannot create {}: {e}", mdir.display()));
     let output = Command::new(verilator)
-        .args(["--cc", "-O3", "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal"])
+        .args([
+            "--cc",
+            "-O3",
+            "--x-assign",
+            "fast",
+            "--x-initial",
+            "fast",
+            "-Wno-fatal",
+        ])
         .args(["--output-split", "20000", "--assert", "--threads", "1"])
         .args(if trace { &["--trace-fst"][..] } else { &[][..] })
         .args(["--top-module", TOP, "--prefix", &format!("V{TOP}"), "-Mdir"])
@@ -204,9 +223,17 @@ fn verilate(verilator: &str, sources: &[PathBuf], mdir: &Path, trace: bool) {
     }
 }
 
+/// A C++ file to compile; `slow` files (Verilator's `VM_*_SLOW`: construction, initial blocks,
+/// trace declarations) run once and are compiled at `-O0` like Verilator's own makefile does
+/// (`OPT_SLOW`); everything that runs per cycle is compiled at `-O2`.
+struct CppFile {
+    path: PathBuf,
+    slow: bool,
+}
+
 /// The C++ files the generated `V<TOP>_classes.mk` lists: the model's classes in `mdir`, the
 /// runtime (`verilated`, `verilated_threads`, `verilated_fst_c`, ...) in the Verilator root.
-fn generated_cpp(mdir: &Path, vl_root: &Path) -> Vec<PathBuf> {
+fn generated_cpp(mdir: &Path, vl_root: &Path) -> Vec<CppFile> {
     let mk_path = mdir.join(format!("V{TOP}_classes.mk"));
     let mk = fs::read_to_string(&mk_path)
         .unwrap_or_else(|e| panic!("verilator did not write {}: {e}", mk_path.display()));
@@ -234,7 +261,10 @@ fn generated_cpp(mdir: &Path, vl_root: &Path) -> Vec<PathBuf> {
         } else {
             continue;
         };
-        files.push(path);
+        files.push(CppFile {
+            path,
+            slow: var.ends_with("_SLOW"),
+        });
     }
     if files.is_empty() {
         panic!("no C++ files listed in {}", mk_path.display());
@@ -269,7 +299,12 @@ fn configure(build: &mut cc::Build, mdir: &Path, vl_root: &Path, trace: bool) {
         .define("VL_USER_FINISH", None)
         .define("VL_PRINTF", "rnic_vl_printf")
         .flag("-include")
-        .flag(csrc_dir().join("rnic_vl_printf.h").to_str().expect("UTF-8 path"));
+        .flag(
+            csrc_dir()
+                .join("rnic_vl_printf.h")
+                .to_str()
+                .expect("UTF-8 path"),
+        );
     for flag in [
         "-faligned-new",
         "-fcf-protection=none",
@@ -286,40 +321,63 @@ fn configure(build: &mut cc::Build, mdir: &Path, vl_root: &Path, trace: bool) {
     }
 }
 
-/// Compiles `files` on `jobs` threads (largest files first, balanced by size) and returns the
+/// Compiles `files` on `jobs` threads (largest first, balanced by estimated cost) and returns the
 /// object files. (cc's own `parallel` feature is not enabled in this workspace.)
 fn compile_parallel(
-    files: &[PathBuf],
+    files: &[CppFile],
     mdir: &Path,
     vl_root: &Path,
     jobs: usize,
     trace: bool,
 ) -> Vec<PathBuf> {
-    let mut sized: Vec<(u64, PathBuf)> = files
+    // Cost estimate: source size, a quarter of it for -O0 files.
+    let mut sized: Vec<(u64, &CppFile)> = files
         .iter()
-        .map(|f| (fs::metadata(f).map(|m| m.len()).unwrap_or(0), f.clone()))
+        .map(|f| {
+            let len = fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0);
+            (if f.slow { len / 4 } else { len }.max(1), f)
+        })
         .collect();
-    sized.sort_by(|a, b| b.0.cmp(&a.0));
+    sized.sort_by_key(|s| std::cmp::Reverse(s.0));
     let jobs = jobs.min(sized.len()).max(1);
-    let mut bins: Vec<(u64, Vec<PathBuf>)> = vec![(0, Vec::new()); jobs];
-    for (size, f) in sized {
-        let bin = bins.iter_mut().min_by_key(|b| b.0).expect("at least one bin");
-        bin.0 += size.max(1);
+    let mut bins: Vec<(u64, Vec<&CppFile>)> = vec![(0, Vec::new()); jobs];
+    for (cost, f) in sized {
+        let bin = bins
+            .iter_mut()
+            .min_by_key(|b| b.0)
+            .expect("at least one bin");
+        bin.0 += cost;
         bin.1.push(f);
     }
     thread::scope(|s| {
-        let handles: Vec<_> = bins
-            .into_iter()
-            .map(|(_, part)| {
-                s.spawn(move || {
-                    let mut b = cc::Build::new();
-                    configure(&mut b, mdir, vl_root, trace);
-                    b.files(&part);
-                    b.try_compile_intermediates()
-                        .unwrap_or_else(|e| panic!("compiling the Verilated C++ failed: {e}"))
+        let handles: Vec<_> =
+            bins.into_iter()
+                .map(|(_, part)| {
+                    s.spawn(move || {
+                        let mut objects = Vec::new();
+                        for slow in [false, true] {
+                            let group: Vec<&Path> = part
+                                .iter()
+                                .filter(|f| f.slow == slow)
+                                .map(|f| f.path.as_path())
+                                .collect();
+                            if group.is_empty() {
+                                continue;
+                            }
+                            let mut b = cc::Build::new();
+                            configure(&mut b, mdir, vl_root, trace);
+                            if slow {
+                                b.opt_level(0);
+                            }
+                            b.files(group);
+                            objects.extend(b.try_compile_intermediates().unwrap_or_else(|e| {
+                                panic!("compiling the Verilated C++ failed: {e}")
+                            }));
+                        }
+                        objects
+                    })
                 })
-            })
-            .collect();
+                .collect();
         handles
             .into_iter()
             .flat_map(|h| h.join().expect("compile thread panicked"))

@@ -310,6 +310,7 @@ struct Bench {
   size_t rx_off = 0;
   std::deque<Expect> rx_expect;
   uint64_t rx_pkts = 0;
+  uint64_t last_progress = 0;  // cycle of the last handshake anywhere (hang detection)
   uint64_t rx_stalls = 0, pl_stalls = 0;  // valid without ready (back-pressure seen)
 
   // engine model
@@ -434,6 +435,10 @@ struct Bench {
     t.eval();
 
     // ---- handshakes (sampled before the edge)
+    if ((t.hdr_valid_i && t.hdr_ready_o) || (t.pl_valid_i && t.pl_ready_o) ||
+        (t.tx_tvalid_o && t.tx_tready_i) || (t.rx_tvalid_i && t.rx_tready_o) || t.pkt_done_i ||
+        t.pl_rd_en_i)
+      last_progress = cycle;
     if (t.hdr_valid_i && t.hdr_ready_o) hdr_q.pop_front();
     if (t.pl_valid_i && t.pl_ready_o) chunk_q.pop_front();
     if (t.tx_tvalid_o && t.tx_tready_i) {
@@ -509,9 +514,10 @@ struct Bench {
 
   bool run(uint64_t max_cycles) {
     uint64_t start = cycle;
+    last_progress = cycle;
     while (!idle()) {
       step();
-      if (cycle - start > max_cycles) {
+      if (cycle - start > max_cycles || cycle - last_progress > 20000) {
         CHECK(false, "timeout: hdr_q %zu chunk_q %zu tx_expect %zu rx_in %zu rx_expect %zu",
               hdr_q.size(), chunk_q.size(), tx_expect.size(), rx_in.size(), rx_expect.size());
         return false;
@@ -635,7 +641,8 @@ static void test_loopback(Bench& b, int nframes, const char* name) {
     b.queue_tx(h, pl, int(rnd_range(0, 2)));
     b.rx_expect.push_back(Expect{expect_pkt(h), pl, true, "loopback op " + std::to_string(op) + " len " + std::to_string(len)});
     // Keep the queues short so that the rx side runs concurrently with tx.
-    while (b.hdr_q.size() > 4) b.step();
+    b.last_progress = b.cycle;
+    while (b.hdr_q.size() > 4 && b.cycle - b.last_progress < 20000) b.step();
   }
   b.run(2000000);
   b.loop_to_rx = false;
@@ -775,7 +782,9 @@ static void test_throughput(Bench& b) {
       b.rx_expect.push_back(Expect{expect_pkt(h), pl, true, "throughput"});
     }
     // Measure tx alone: from the first header to the last tx beat.
-    while (!b.tx_expect.empty()) b.step();
+    b.last_progress = b.cycle;
+    while (!b.tx_expect.empty() && b.cycle - b.last_progress < 20000) b.step();
+    CHECK(b.tx_expect.empty(), "throughput: tx hangs");
     uint64_t cyc = b.cycle - c0, beats = b.tx_beats - beats0;
     std::printf("       tx throughput payload %4u: %llu beats in %llu cycles (%.2f beats/cycle)\n", len,
                 (unsigned long long)beats, (unsigned long long)cyc, double(beats) / double(cyc));

@@ -93,6 +93,13 @@ std::vector<uint8_t> tx_cur;
 std::deque<std::vector<uint8_t>> link_q;
 size_t rx_pos = 0;
 int tx_frame_no = 0, drop_frame_no = -1, dup_frame_no = -1;
+// TB_STALL=1: random back-pressure on every handshake and gaps in completions and rx beats
+bool stall = false;
+uint32_t lfsr = 0x1234567;
+bool coin() {
+  lfsr ^= lfsr << 13; lfsr ^= lfsr >> 17; lfsr ^= lfsr << 5;
+  return !stall || (lfsr & 3) != 0;
+}
 
 void set_wide(VlWide<16> &w, const uint8_t *b, int n) {
   for (int i = 0; i < 16; i++) w[i] = 0;
@@ -104,9 +111,9 @@ uint8_t wide_byte(const VlWide<16> &w, int i) { return uint8_t(w[i / 4] >> (8 * 
 void tick() {
   top->clk_i = 0;
   top->eval();
-  top->tx_tready_i = 1;
+  top->tx_tready_i = coin();
   top->rx_tvalid_i = 0;
-  if (!link_q.empty()) {
+  if (!link_q.empty() && coin()) {
     const std::vector<uint8_t> &f = link_q.front();
     size_t n = std::min<size_t>(64, f.size() - rx_pos);
     set_wide(top->rx_tdata_i, f.data() + rx_pos, int(n));
@@ -116,7 +123,7 @@ void tick() {
   }
   // DMA read completions: one beat per cycle of the oldest request
   top->dma_rd_cpl_valid_i = 0;
-  if (!rd_q.empty()) {
+  if (!rd_q.empty() && coin()) {
     RdReq &r = rd_q.front();
     uint32_t n = std::min<uint32_t>(64, r.len - r.sent);
     set_wide(top->dma_rd_cpl_data_i, hp(r.addr + r.sent), n);
@@ -124,8 +131,8 @@ void tick() {
     top->dma_rd_cpl_tag_i = r.tag;
     top->dma_rd_cpl_last_i = (r.sent + n == r.len);
   }
-  top->dma_rd_req_ready_i = 1;
-  top->dma_wr_ready_i = 1;
+  top->dma_rd_req_ready_i = coin();
+  top->dma_wr_ready_i = coin();
   top->eval();
 
   // sample handshakes before the edge
@@ -399,6 +406,7 @@ int main(int argc, char **argv) {
   ctx = std::make_unique<VerilatedContext>();
   ctx->commandArgs(argc, argv);
   top = std::make_unique<Vrnic_top>(ctx.get());
+  stall = getenv("TB_STALL") != nullptr;
 
   top->rst_ni = 0;
   for (int i = 0; i < 5; i++) tick();

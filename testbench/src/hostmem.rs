@@ -134,7 +134,11 @@ impl HostMem {
         let map = MmapMut::map_anon(size).map_err(|source| HostMemError::Map { size, source })?;
         let mut free = BTreeMap::new();
         free.insert(0, size as u64);
-        Ok(HostMem { map, free, used: BTreeMap::new() })
+        Ok(HostMem {
+            map,
+            free,
+            used: BTreeMap::new(),
+        })
     }
 
     /// [`HostMem::new`] with [`DEFAULT_SIZE`].
@@ -175,7 +179,9 @@ impl HostMem {
         let mut found = None;
         for (&start, &blen) in &self.free {
             let aligned = (IOVA_BASE + start).checked_next_multiple_of(align);
-            let Some(off) = aligned.map(|a| a - IOVA_BASE) else { continue };
+            let Some(off) = aligned.map(|a| a - IOVA_BASE) else {
+                continue;
+            };
             if off.checked_add(len).is_some_and(|e| e <= start + blen) {
                 found = Some((start, blen, off));
                 break;
@@ -208,9 +214,13 @@ impl HostMem {
     /// from its length; nothing is freed then.
     pub fn free(&mut self, iova: u64, len: u64) -> Result<(), HostMemError> {
         let bad = |why: String| HostMemError::BadFree { iova, len, why };
-        let off = iova.checked_sub(IOVA_BASE).ok_or_else(|| bad("below the IOVA base".into()))?;
+        let off = iova
+            .checked_sub(IOVA_BASE)
+            .ok_or_else(|| bad("below the IOVA base".into()))?;
         let Some(&alen) = self.used.get(&off) else {
-            return Err(bad("not the start of a live allocation (double free?)".into()));
+            return Err(bad(
+                "not the start of a live allocation (double free?)".into()
+            ));
         };
         if alen != len {
             return Err(bad(format!("the allocation is {alen} bytes long")));
@@ -239,7 +249,13 @@ impl HostMem {
         let size = self.map.len() as u64;
         match addr.checked_sub(IOVA_BASE) {
             Some(off) if off.checked_add(len).is_some_and(|e| e <= size) => Ok(off as usize),
-            _ => Err(HostMemError::OutOfRange { func, addr, len, base: IOVA_BASE, end: IOVA_BASE + size }),
+            _ => Err(HostMemError::OutOfRange {
+                func,
+                addr,
+                len,
+                base: IOVA_BASE,
+                end: IOVA_BASE + size,
+            }),
         }
     }
 
@@ -351,7 +367,11 @@ impl HostMem {
             last = longer as u64 - 1;
             bytes += (longer - common) as u64;
         }
-        first.map(|f| MemDiff { first: IOVA_BASE + f, last: IOVA_BASE + last, bytes })
+        first.map(|f| MemDiff {
+            first: IOVA_BASE + f,
+            last: IOVA_BASE + last,
+            bytes,
+        })
     }
 
     /// Whether `[iova, iova + len)` holds the same bytes in `self` and `other`.
@@ -368,12 +388,14 @@ impl HostMem {
 impl rnic_model::HostMemory for HostMem {
     fn read(&mut self, func: u8, addr: u64, buf: &mut [u8]) -> Result<(), rnic_model::MemError> {
         let len = buf.len() as u64;
-        self.read_func(func, addr, buf).map_err(|_| rnic_model::MemError { func, addr, len })
+        self.read_func(func, addr, buf)
+            .map_err(|_| rnic_model::MemError { func, addr, len })
     }
 
     fn write(&mut self, func: u8, addr: u64, data: &[u8]) -> Result<(), rnic_model::MemError> {
         let len = data.len() as u64;
-        self.write_func(func, addr, data).map_err(|_| rnic_model::MemError { func, addr, len })
+        self.write_func(func, addr, data)
+            .map_err(|_| rnic_model::MemError { func, addr, len })
     }
 }
 
@@ -408,7 +430,10 @@ mod tests {
         let mut m = HostMem::new(64 << 10).unwrap();
         assert!(matches!(m.alloc(0, 8), Err(HostMemError::BadAlloc { .. })));
         assert!(matches!(m.alloc(8, 3), Err(HostMemError::BadAlloc { .. })));
-        assert!(matches!(m.alloc(128 << 10, 8), Err(HostMemError::OutOfMemory { .. })));
+        assert!(matches!(
+            m.alloc(128 << 10, 8),
+            Err(HostMemError::OutOfMemory { .. })
+        ));
         let a = m.alloc(16, 16).unwrap();
         assert!(matches!(m.free(a, 8), Err(HostMemError::BadFree { .. })));
         m.free(a, 16).unwrap();
@@ -420,7 +445,8 @@ mod tests {
     #[test]
     fn bounds_checked_access() {
         let mut m = HostMem::new(8192).unwrap();
-        m.write_u64(IOVA_BASE + 8184, 0x1122_3344_5566_7788).unwrap();
+        m.write_u64(IOVA_BASE + 8184, 0x1122_3344_5566_7788)
+            .unwrap();
         assert_eq!(m.read_u64(IOVA_BASE + 8184).unwrap(), 0x1122_3344_5566_7788);
         assert_eq!(m.slice(IOVA_BASE + 8184, 1).unwrap(), &[0x88]);
         let e = m.write_bytes(IOVA_BASE + 8185, &[0; 8]).unwrap_err();
@@ -451,7 +477,14 @@ mod tests {
         a.write_bytes(IOVA_BASE + 5000, &[1]).unwrap();
         a.write_bytes(IOVA_BASE + 900_000, &[2, 2]).unwrap();
         let d = a.diff(&b).unwrap();
-        assert_eq!(d, MemDiff { first: IOVA_BASE + 5000, last: IOVA_BASE + 900_001, bytes: 3 });
+        assert_eq!(
+            d,
+            MemDiff {
+                first: IOVA_BASE + 5000,
+                last: IOVA_BASE + 900_001,
+                bytes: 3
+            }
+        );
         assert_eq!(b.first_difference(&a), Some(IOVA_BASE + 5000));
         assert!(a.range_equal(&b, IOVA_BASE, 5000).unwrap());
         assert!(!a.range_equal(&b, IOVA_BASE, 5001).unwrap());

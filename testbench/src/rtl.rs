@@ -127,6 +127,8 @@ pub mod ffi {
         fn rnic_rtl_print(text: &str);
     }
 
+    // SAFETY: these declarations are those of csrc/rnic_sim.h; cxx checks every signature against
+    // the C++ ones when it compiles the bridge, and none of them takes raw pointers.
     unsafe extern "C++" {
         include!("rnic-testbench/csrc/rnic_sim.h");
 
@@ -252,10 +254,19 @@ impl WaveConfig {
     /// `RNIC_WAVES_END` (default start + [`DEFAULT_WAVE_WINDOW`]). `None` without `RNIC_WAVES`.
     pub fn from_env() -> Option<WaveConfig> {
         let path = PathBuf::from(std::env::var_os("RNIC_WAVES")?);
-        let num = |k: &str| std::env::var(k).ok().and_then(|v| v.trim().parse::<u64>().ok());
+        let num = |k: &str| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
         let start_cycle = num("RNIC_WAVES_START").unwrap_or(0);
-        let end_cycle = num("RNIC_WAVES_END").unwrap_or(start_cycle.saturating_add(DEFAULT_WAVE_WINDOW));
-        Some(WaveConfig { path, start_cycle, end_cycle })
+        let end_cycle =
+            num("RNIC_WAVES_END").unwrap_or(start_cycle.saturating_add(DEFAULT_WAVE_WINDOW));
+        Some(WaveConfig {
+            path,
+            start_cycle,
+            end_cycle,
+        })
     }
 }
 
@@ -394,12 +405,20 @@ impl DmaModel {
             let r = pending[i];
             r.due <= cycle && !pending.iter().take(i).any(|o| o.tag == r.tag)
         };
-        let n = (0..self.pending.len()).filter(|&i| eligible(&self.pending, i)).count();
+        let n = (0..self.pending.len())
+            .filter(|&i| eligible(&self.pending, i))
+            .count();
         if n == 0 {
             return None;
         }
-        let k = if self.rng.is_some() { (self.next_random() % n as u64) as usize } else { 0 };
-        let idx = (0..self.pending.len()).filter(|&i| eligible(&self.pending, i)).nth(k)?;
+        let k = if self.rng.is_some() {
+            (self.next_random() % n as u64) as usize
+        } else {
+            0
+        };
+        let idx = (0..self.pending.len())
+            .filter(|&i| eligible(&self.pending, i))
+            .nth(k)?;
         self.pending.remove(idx)
     }
 }
@@ -540,18 +559,24 @@ impl RtlNic {
         if let Some(w) = nic.cfg.waves.clone() {
             // Window 0.. includes the reset; otherwise it is in post-reset cycles.
             let (s, e) = if w.start_cycle == 0 {
-                (0, w.end_cycle.saturating_add(u64::from(nic.cfg.reset_cycles)))
+                (
+                    0,
+                    w.end_cycle.saturating_add(u64::from(nic.cfg.reset_cycles)),
+                )
             } else {
                 let r = u64::from(nic.cfg.reset_cycles);
-                (w.start_cycle.saturating_add(r), w.end_cycle.saturating_add(r))
+                (
+                    w.start_cycle.saturating_add(r),
+                    w.end_cycle.saturating_add(r),
+                )
             };
             nic.open_sim_trace(&w.path, s, e)?;
         }
         let cycles = nic.cfg.reset_cycles;
-        nic.sim
-            .pin_mut()
-            .reset(cycles)
-            .map_err(|e| RtlError::Sim { cycle: 0, msg: format!("during reset: {}", e.what()) })?;
+        nic.sim.pin_mut().reset(cycles).map_err(|e| RtlError::Sim {
+            cycle: 0,
+            msg: format!("during reset: {}", e.what()),
+        })?;
         nic.base = nic.sim.cycles();
         Ok(nic)
     }
@@ -574,7 +599,10 @@ impl RtlNic {
         self.sim
             .pin_mut()
             .open_trace(s, start, end)
-            .map_err(|e| RtlError::Waves { path: path.to_path_buf(), msg: e.what().to_string() })?;
+            .map_err(|e| RtlError::Waves {
+                path: path.to_path_buf(),
+                msg: e.what().to_string(),
+            })?;
         self.waves = Some(path.to_path_buf());
         Ok(())
     }
@@ -585,7 +613,12 @@ impl RtlNic {
     ///
     /// # Errors
     /// [`RtlError::Waves`] for an empty window or a path that cannot be used.
-    pub fn open_waves(&mut self, path: &Path, start_cycle: u64, end_cycle: u64) -> Result<(), RtlError> {
+    pub fn open_waves(
+        &mut self,
+        path: &Path,
+        start_cycle: u64,
+        end_cycle: u64,
+    ) -> Result<(), RtlError> {
         let start = self.base + start_cycle.max(self.cycle);
         let end = self.base.saturating_add(end_cycle);
         self.open_sim_trace(path, start, end)
@@ -600,7 +633,10 @@ impl RtlNic {
         self.sim
             .pin_mut()
             .close_trace()
-            .map_err(|e| RtlError::Waves { path, msg: e.what().to_string() })
+            .map_err(|e| RtlError::Waves {
+                path,
+                msg: e.what().to_string(),
+            })
     }
 
     /// Path of the waveform of the last window opened, if any.
@@ -652,7 +688,10 @@ impl RtlNic {
         let cycle = self.cycle;
         self.sim.pin_mut().reset(cycles).map_err(|e| {
             self.dead = true;
-            RtlError::Sim { cycle, msg: e.what().to_string() }
+            RtlError::Sim {
+                cycle,
+                msg: e.what().to_string(),
+            }
         })?;
         self.cycle += u64::from(cycles);
         Ok(())
@@ -685,7 +724,13 @@ impl RtlNic {
     /// [`RtlNic::step`] fail with [`RtlError::BadRequest`].
     pub fn post_mmio_write(&mut self, func: u8, offset: u64, value: u64) {
         let addr = self.bar_offset(offset);
-        self.mmio_q.push_back(MmioReq { write: true, seq: 0, func, addr, value });
+        self.mmio_q.push_back(MmioReq {
+            write: true,
+            seq: 0,
+            func,
+            addr,
+            value,
+        });
         self.mmio_posted += 1;
     }
 
@@ -694,7 +739,13 @@ impl RtlNic {
     pub fn post_mmio_read(&mut self, func: u8, offset: u64) {
         let addr = self.bar_offset(offset);
         let seq = self.reads_posted;
-        self.mmio_q.push_back(MmioReq { write: false, seq, func, addr, value: 0 });
+        self.mmio_q.push_back(MmioReq {
+            write: false,
+            seq,
+            func,
+            addr,
+            value: 0,
+        });
         self.mmio_posted += 1;
         self.reads_posted += 1;
     }
@@ -714,7 +765,9 @@ impl RtlNic {
         self.post_mmio_write(func, offset, value);
         let start = self.cycle;
         while self.mmio_accepted <= seq {
-            self.wait_tick(start, || format!("MMIO write of {value:#x} to {offset:#x} (func {func})"))?;
+            self.wait_tick(start, || {
+                format!("MMIO write of {value:#x} to {offset:#x} (func {func})")
+            })?;
         }
         Ok(self.cycle - 1)
     }
@@ -736,12 +789,20 @@ impl RtlNic {
             .iter()
             .position(|&(s, _)| s == seq)
             .expect("an answered read's value is queued until taken");
-        Ok(self.read_results.remove(idx).expect("index from position").1)
+        Ok(self
+            .read_results
+            .remove(idx)
+            .expect("index from position")
+            .1)
     }
 
     fn wait_tick(&mut self, start: u64, what: impl FnOnce() -> String) -> Result<(), RtlError> {
         if self.cycle - start >= self.cfg.mmio_timeout {
-            return Err(RtlError::Timeout { cycle: self.cycle, what: what(), waited: self.cycle - start });
+            return Err(RtlError::Timeout {
+                cycle: self.cycle,
+                what: what(),
+                waited: self.cycle - start,
+            });
         }
         self.tick()
     }
@@ -843,9 +904,17 @@ impl RtlNic {
                 if let Err(source) = self.mem.read_func(r.func, r.addr, buf) {
                     buf.fill(0);
                     let cycle = self.cycle;
-                    self.fault.get_or_insert(RtlError::DmaFault { cycle, kind: "read", source });
+                    self.fault.get_or_insert(RtlError::DmaFault {
+                        cycle,
+                        kind: "read",
+                        source,
+                    });
                 }
-                self.dma.active = Some(RdActive { tag: r.tag, len: r.len, beat: 0 });
+                self.dma.active = Some(RdActive {
+                    tag: r.tag,
+                    len: r.len,
+                    beat: 0,
+                });
             }
         }
         let inp = &mut self.inp;
@@ -876,7 +945,10 @@ impl RtlNic {
         self.drive();
         if let Err(e) = self.sim.pin_mut().tick(&self.inp, &mut self.out) {
             self.dead = true;
-            return Err(RtlError::Sim { cycle: self.cycle, msg: e.what().to_string() });
+            return Err(RtlError::Sim {
+                cycle: self.cycle,
+                msg: e.what().to_string(),
+            });
         }
         let c = self.cycle;
         let out = &self.out;
@@ -889,9 +961,20 @@ impl RtlNic {
                     self.read_results.push_back((seq, value));
                     self.reads_answered += 1;
                     self.stats.mmio_reads += 1;
-                    self.events.push((c, Observed::MmioRead { func, offset, value }));
+                    self.events.push((
+                        c,
+                        Observed::MmioRead {
+                            func,
+                            offset,
+                            value,
+                        },
+                    ));
                 }
-                None => protocol(&mut self.fault, c, "mmio_rsp_valid_o without an outstanding read".into()),
+                None => protocol(
+                    &mut self.fault,
+                    c,
+                    "mmio_rsp_valid_o without an outstanding read".into(),
+                ),
             }
         }
         let out = &self.out;
@@ -900,18 +983,33 @@ impl RtlNic {
             self.stats.tasks += 1;
             self.events.push((
                 c,
-                Observed::Task { kind: out.trace_kind, qpn: out.trace_qpn, func: out.trace_func },
+                Observed::Task {
+                    kind: out.trace_kind,
+                    qpn: out.trace_qpn,
+                    func: out.trace_func,
+                },
             ));
         }
         // 3. MMIO request accepted.
         if self.inp.mmio_req_valid && out.mmio_req_ready {
-            let r = self.mmio_q.pop_front().expect("valid only with a queued request");
+            let r = self
+                .mmio_q
+                .pop_front()
+                .expect("valid only with a queued request");
             self.mmio_accepted += 1;
             if r.write {
                 self.stats.mmio_writes += 1;
-                self.events.push((c, Observed::MmioWrite { func: r.func, offset: u64::from(r.addr), value: r.value }));
+                self.events.push((
+                    c,
+                    Observed::MmioWrite {
+                        func: r.func,
+                        offset: u64::from(r.addr),
+                        value: r.value,
+                    },
+                ));
             } else {
-                self.reads_pending.push_back((r.seq, r.func, u64::from(r.addr)));
+                self.reads_pending
+                    .push_back((r.seq, r.func, u64::from(r.addr)));
             }
         }
         // 4. rx beat accepted.
@@ -919,7 +1017,11 @@ impl RtlNic {
             let len = self.rx_q.front().map_or(0, Vec::len);
             if self.rx_off == 0 {
                 self.stats.rx_frames += 1;
-                let frame = self.rx_q.front().expect("valid only with a queued frame").clone();
+                let frame = self
+                    .rx_q
+                    .front()
+                    .expect("valid only with a queued frame")
+                    .clone();
                 self.events.push((c, Observed::RxAccepted { frame }));
             }
             self.rx_off += BEAT_BYTES;
@@ -951,13 +1053,25 @@ impl RtlNic {
         let out = &self.out;
         // 6. DMA write beat.
         if out.dma_wr_valid && self.inp.dma_wr_ready {
-            let (func, addr, len) = (out.dma_wr_func, out.dma_wr_addr, usize::from(out.dma_wr_len));
+            let (func, addr, len) = (
+                out.dma_wr_func,
+                out.dma_wr_addr,
+                usize::from(out.dma_wr_len),
+            );
             match self.dma.wr {
                 None => {
                     if !(1..=DMA_MAX_LEN).contains(&len) {
-                        protocol(&mut self.fault, c, format!("dma_wr_len_o {len} outside 1..4096 (addr {addr:#x})"));
+                        protocol(
+                            &mut self.fault,
+                            c,
+                            format!("dma_wr_len_o {len} outside 1..4096 (addr {addr:#x})"),
+                        );
                     }
-                    self.dma.wr = Some(WrBurst { func, addr, len: len.clamp(1, DMA_MAX_LEN) });
+                    self.dma.wr = Some(WrBurst {
+                        func,
+                        addr,
+                        len: len.clamp(1, DMA_MAX_LEN),
+                    });
                     self.dma.wr_buf.clear();
                 }
                 Some(b) if (b.func, b.addr, b.len) != (func, addr, len) => {
@@ -976,39 +1090,70 @@ impl RtlNic {
             let full = self.dma.wr_buf.len() >= b.len;
             let last = self.out.dma_wr_last;
             if last != full {
-                protocol(&mut self.fault, c, format!(
-                    "dma_wr_last_o is {last} on beat {} of a {}-byte burst to {:#x}",
-                    have / BEAT_BYTES,
-                    b.len,
-                    b.addr
-                ));
+                protocol(
+                    &mut self.fault,
+                    c,
+                    format!(
+                        "dma_wr_last_o is {last} on beat {} of a {}-byte burst to {:#x}",
+                        have / BEAT_BYTES,
+                        b.len,
+                        b.addr
+                    ),
+                );
             }
             if last {
                 self.dma.wr = None;
                 self.stats.dma_writes += 1;
                 if let Err(source) = self.mem.write_func(b.func, b.addr, &self.dma.wr_buf) {
-                    self.fault.get_or_insert(RtlError::DmaFault { cycle: c, kind: "write", source });
+                    self.fault.get_or_insert(RtlError::DmaFault {
+                        cycle: c,
+                        kind: "write",
+                        source,
+                    });
                 }
                 let data = self.dma.wr_buf.clone();
-                self.events.push((c, Observed::DmaWrite { func: b.func, addr: b.addr, data }));
+                self.events.push((
+                    c,
+                    Observed::DmaWrite {
+                        func: b.func,
+                        addr: b.addr,
+                        data,
+                    },
+                ));
             }
         }
         let out = &self.out;
         // 7. MSI-X.
         if out.msix_valid {
             self.stats.msix += 1;
-            self.events.push((c, Observed::Msix { func: out.msix_func, vector: out.msix_vector }));
+            self.events.push((
+                c,
+                Observed::Msix {
+                    func: out.msix_func,
+                    vector: out.msix_vector,
+                },
+            ));
         }
         // DMA read request accepted; completion beat consumed (completions are always accepted).
         if out.dma_rd_req_valid && self.inp.dma_rd_req_ready {
             let len = usize::from(out.dma_rd_req_len);
             let (tag, func, addr) = (out.dma_rd_req_tag, out.dma_rd_req_func, out.dma_rd_req_addr);
             if !(1..=DMA_MAX_LEN).contains(&len) {
-                protocol(&mut self.fault, c, format!("dma_rd_req_len_o {len} outside 1..4096 (tag {tag}, addr {addr:#x})"));
+                protocol(
+                    &mut self.fault,
+                    c,
+                    format!("dma_rd_req_len_o {len} outside 1..4096 (tag {tag}, addr {addr:#x})"),
+                );
             } else {
                 self.stats.dma_reads += 1;
                 let due = c + self.dma.latency;
-                self.dma.pending.push_back(RdReq { tag, func, addr, len, due });
+                self.dma.pending.push_back(RdReq {
+                    tag,
+                    func,
+                    addr,
+                    len,
+                    due,
+                });
             }
         }
         if let Some(a) = self.dma.active.as_mut() {
@@ -1041,7 +1186,10 @@ fn protocol(fault: &mut Option<RtlError>, cycle: u64, msg: String) {
 
 /// `dir/name.ext` -> `dir/name.k.ext`.
 fn numbered(path: &Path, k: usize) -> PathBuf {
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let name = match path.extension() {
         Some(ext) => format!("{stem}.{k}.{}", ext.to_string_lossy()),
         None => format!("{stem}.{k}"),
@@ -1057,7 +1205,13 @@ mod tests {
     fn dma_pick_in_order_and_reordered() {
         let mut d = DmaModel::new(10, None);
         for (i, tag) in [1u8, 2, 1, 3].into_iter().enumerate() {
-            d.pending.push_back(RdReq { tag, func: 0, addr: 0, len: 64, due: 10 + i as u64 });
+            d.pending.push_back(RdReq {
+                tag,
+                func: 0,
+                addr: 0,
+                len: 64,
+                due: 10 + i as u64,
+            });
         }
         assert!(d.pick(9).is_none(), "nothing is due before the latency");
         let order: Vec<u8> = std::iter::from_fn(|| d.pick(100).map(|r| r.tag)).collect();
@@ -1067,9 +1221,16 @@ mod tests {
         for seed in 0..20 {
             let mut d = DmaModel::new(0, Some(seed));
             for (i, tag) in [1u8, 2, 1, 3].into_iter().enumerate() {
-                d.pending.push_back(RdReq { tag, func: 0, addr: i as u64, len: 64, due: 0 });
+                d.pending.push_back(RdReq {
+                    tag,
+                    func: 0,
+                    addr: i as u64,
+                    len: 64,
+                    due: 0,
+                });
             }
-            let got: Vec<(u8, u64)> = std::iter::from_fn(|| d.pick(0).map(|r| (r.tag, r.addr))).collect();
+            let got: Vec<(u8, u64)> =
+                std::iter::from_fn(|| d.pick(0).map(|r| (r.tag, r.addr))).collect();
             // Same tag keeps its order.
             let ones: Vec<u64> = got.iter().filter(|g| g.0 == 1).map(|g| g.1).collect();
             assert_eq!(ones, vec![0, 2]);
@@ -1097,8 +1258,17 @@ mod tests {
     }
 
     #[test]
+    fn nic_is_send() {
+        fn assert_send<T: Send>() {}
+        assert_send::<RtlNic>();
+    }
+
+    #[test]
     fn numbered_paths() {
-        assert_eq!(numbered(Path::new("/tmp/w.fst"), 2), PathBuf::from("/tmp/w.2.fst"));
+        assert_eq!(
+            numbered(Path::new("/tmp/w.fst"), 2),
+            PathBuf::from("/tmp/w.2.fst")
+        );
         assert_eq!(numbered(Path::new("w"), 1), PathBuf::from("w.1"));
     }
 }
