@@ -37,9 +37,10 @@ lint:
 build:
 	$(CARGO) build --release
 
-## rtl-unit: module-level Verilator testbenches (framers)
+## rtl-unit: module-level Verilator testbenches (framers) and the C++ smoke test of the core
 rtl-unit:
-	@if [ -x rtl/tb/run.sh ]; then rtl/tb/run.sh; else echo "no rtl/tb/run.sh"; fi
+	rtl/tb/run.sh
+	$(MAKE) -C rtl/tb_core run
 
 ## test: everything a fresh clone needs to pass
 test: deps check-regs lint rtl-unit

@@ -1,0 +1,3 @@
+// stub (being written)
+#[test]
+fn stub() {}
