@@ -338,6 +338,7 @@ module rnic_engine
   logic [63:0]       db_val_q, db_val_d;
   logic [7:0]        cst_q, cst_d;        // command status
   logic [63:0]       out0_q, out0_d, out1_q, out1_d;
+  query_qp_out_t     qout;
 
   // WRITE_MTT loop
   logic [MttW:0]     mtt_idx_q, mtt_idx_d;
@@ -607,6 +608,7 @@ module rnic_engine
     db_val_d     = db_val_q;
     cst_d        = cst_q;
     out0_d       = out0_q;
+    qout         = '0;
     out1_d       = out1_q;
     mtt_idx_d    = mtt_idx_q;
     mtt_cnt_d    = mtt_cnt_q;
@@ -955,9 +957,9 @@ module rnic_engine
                                                                       cst_d = CmdStatusBadParam;
             else if (((a_qp.attr_mask & QpAttrPathMtu) != 0 &&
                       (a_qp.path_mtu < 3'd1 || a_qp.path_mtu > 3'd5)) ||
-                     ((a_qp.attr_mask & QpAttrMaxQpRdAtomic) != 0 && a_qp.max_rd_atomic > 8'd16) ||
+                     ((a_qp.attr_mask & QpAttrMaxQpRdAtomic) != 0 && a_qp.max_rd_atomic > 8'(MaxRdAtomic)) ||
                      ((a_qp.attr_mask & QpAttrMaxDestRdAtomic) != 0 &&
-                      a_qp.max_dest_rd_atomic > 8'd16))
+                      a_qp.max_dest_rd_atomic > 8'(MaxRdAtomic)))
                                                                       cst_d = CmdStatusBadParam;
             else begin
               qpc_req = 1'b1; qpc_we = 1'b1; qpc_addr = QpW'(a_qp.qpn);
@@ -1014,8 +1016,15 @@ module rnic_engine
             if (a_idx >= 24'(NumQp))  cst_d = CmdStatusBadIndex;
             else if (!qp_q.valid)     cst_d = CmdStatusBadState;
             else begin
-              out0_d = {8'd0, qp_q.rq_psn, qp_q.sq_psn, 5'd0, qp_q.state};
-              out1_d = {qp_q.sq_pi, qp_q.rq_ci, qp_q.comp_ci, qp_q.sq_ci};
+              qout         = '0;
+              qout.state   = qp_q.state;
+              qout.sq_psn  = qp_q.sq_psn;
+              qout.rq_psn  = qp_q.rq_psn;
+              qout.sq_ci   = qp_q.sq_ci;
+              qout.comp_ci = qp_q.comp_ci;
+              qout.rq_ci   = qp_q.rq_ci;
+              qout.sq_pi   = qp_q.sq_pi;
+              {out1_d, out0_d} = qout;
             end
           end
           CmdDestroyQp: begin

@@ -29,6 +29,7 @@ package rnic_reg_pkg;
   localparam longint unsigned DbCqCi = 64'h0;
   localparam longint unsigned DbCqArm = 64'h8;
   localparam longint unsigned MttWriteMax = 64'h200;
+  localparam longint unsigned MaxRdAtomic = 64'h10;
 
   // ---- bth_opcode
   typedef enum logic [7:0] {
@@ -293,7 +294,7 @@ package rnic_reg_pkg;
     logic [63:0] wr_id;
   } cqe_t;
 
-  // ---- cmd_qp_args: CREATE_QP / MODIFY_QP argument image: CMD_ARG0..CMD_ARG5 as one 48-byte little-endian block
+  // ---- cmd_qp_args: MODIFY_QP argument image: CMD_ARG0..CMD_ARG5 as one 48-byte little-endian block
   localparam int unsigned CmdQpArgsSize = 48;
   typedef struct packed {
     logic [79:0] rsvd304;
@@ -390,6 +391,20 @@ package rnic_reg_pkg;
     logic [359:0] rsvd24;
     logic [23:0] index;
   } cmd_index_t;
+
+  // ---- query_qp_out: QUERY_QP result: CMD_OUT0 (bytes 0..8) and CMD_OUT1 (bytes 8..16) as one little-endian block
+  localparam int unsigned QueryQpOutSize = 16;
+  typedef struct packed {
+    logic [15:0] sq_pi;
+    logic [15:0] rq_ci;
+    logic [15:0] comp_ci;
+    logic [15:0] sq_ci;
+    logic [7:0] rsvd56;
+    logic [23:0] rq_psn;
+    logic [23:0] sq_psn;
+    logic [4:0] rsvd3;
+    logic [2:0] state;
+  } query_qp_out_t;
 
   // ---- cmd_set_port: SET_PORT argument image
   localparam int unsigned CmdSetPortSize = 48;

@@ -20,7 +20,7 @@ use crate::wr::{encode_recv_wqe, encode_send_wqe, RecvWr, SendWr};
 pub const MAX_WQ_LOG_SIZE: u32 = 15;
 
 /// Limit of `max_rd_atomic` / `max_dest_rd_atomic` (docs/architecture.md, MODIFY_QP value checks).
-pub const MAX_RD_ATOMIC: u8 = 16;
+pub const MAX_RD_ATOMIC: u8 = rnic_regs::params::MAX_RD_ATOMIC as u8;
 
 /// The only P_Key index the device has (it uses `params::DEFAULT_PKEY`).
 pub const PKEY_INDEX: u16 = 0;
@@ -484,21 +484,24 @@ impl QpInfo {
     /// # Errors
     /// [`Error::UnexpectedValue`] for an undefined state.
     pub fn decode(qpn: u32, out0: u64, out1: u64) -> Result<Self> {
-        let raw = (out0 & 0xFF) as u8;
+        use rnic_regs::query_qp_out as qo;
+        let mut out = [0u8; qo::SIZE];
+        out[0..8].copy_from_slice(&out0.to_le_bytes());
+        out[8..16].copy_from_slice(&out1.to_le_bytes());
+        let raw = qo::STATE.get(&out) as u8;
         let state = QpState::from_code(raw).ok_or(Error::UnexpectedValue {
             object: Object::Qp(qpn),
             what: "QUERY_QP state",
             value: u64::from(raw),
         })?;
-        let psn = |v: u64| (v & cmd_qp_args::SQ_PSN.mask()) as u32;
         Ok(QpInfo {
             state,
-            sq_psn: psn(out0 >> 8),
-            rq_psn: psn(out0 >> 32),
-            sq_ci: out1 as u16,
-            comp_ci: (out1 >> 16) as u16,
-            rq_ci: (out1 >> 32) as u16,
-            sq_pi: (out1 >> 48) as u16,
+            sq_psn: qo::SQ_PSN.get(&out) as u32,
+            rq_psn: qo::RQ_PSN.get(&out) as u32,
+            sq_ci: qo::SQ_CI.get(&out) as u16,
+            comp_ci: qo::COMP_CI.get(&out) as u16,
+            rq_ci: qo::RQ_CI.get(&out) as u16,
+            sq_pi: qo::SQ_PI.get(&out) as u16,
         })
     }
 }

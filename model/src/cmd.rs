@@ -78,12 +78,17 @@ impl Nic {
                 let i = cmd_index::INDEX.get(&a);
                 self.valid_qp(i).map(|i| {
                     let q = &self.qpc[i];
-                    self.cmd_out[0] =
-                        q.state as u64 | (q.sq_psn as u64) << 8 | (q.rq_psn as u64) << 32;
-                    self.cmd_out[1] = q.sq_ci as u64
-                        | (q.comp_ci as u64) << 16
-                        | (q.rq_ci as u64) << 32
-                        | (q.sq_pi as u64) << 48;
+                    use rnic_regs::query_qp_out as qo;
+                    let mut out = [0u8; qo::SIZE];
+                    qo::STATE.set(&mut out, q.state as u64);
+                    qo::SQ_PSN.set(&mut out, q.sq_psn as u64);
+                    qo::RQ_PSN.set(&mut out, q.rq_psn as u64);
+                    qo::SQ_CI.set(&mut out, q.sq_ci as u64);
+                    qo::COMP_CI.set(&mut out, q.comp_ci as u64);
+                    qo::RQ_CI.set(&mut out, q.rq_ci as u64);
+                    qo::SQ_PI.set(&mut out, q.sq_pi as u64);
+                    self.cmd_out[0] = u64::from_le_bytes(out[0..8].try_into().expect("8 bytes"));
+                    self.cmd_out[1] = u64::from_le_bytes(out[8..16].try_into().expect("8 bytes"));
                 })
             }
             cmd::DESTROY_QP => {
@@ -290,8 +295,8 @@ impl Nic {
         let max_rd = qa::MAX_RD_ATOMIC.get(a) as u8;
         let max_dest_rd = qa::MAX_DEST_RD_ATOMIC.get(a) as u8;
         if (mask & attr::PATH_MTU != 0 && !(1..=5).contains(&path_mtu))
-            || (mask & attr::MAX_QP_RD_ATOMIC != 0 && max_rd > 16)
-            || (mask & attr::MAX_DEST_RD_ATOMIC != 0 && max_dest_rd > 16)
+            || (mask & attr::MAX_QP_RD_ATOMIC != 0 && max_rd > rnic_regs::params::MAX_RD_ATOMIC as u8)
+            || (mask & attr::MAX_DEST_RD_ATOMIC != 0 && max_dest_rd > rnic_regs::params::MAX_RD_ATOMIC as u8)
         {
             return Err(st::BAD_PARAM);
         }

@@ -31,6 +31,7 @@ pub mod params {
     pub const DB_CQ_CI: u64 = 0x0;
     pub const DB_CQ_ARM: u64 = 0x8;
     pub const MTT_WRITE_MAX: u64 = 0x200;
+    pub const MAX_RD_ATOMIC: u64 = 0x10;
 }
 
 /// Constants of group `bth_opcode`.
@@ -519,7 +520,7 @@ pub mod cqe {
     pub const FIELDS: &[Field] = &[WR_ID, BYTE_LEN, IMM, QPN, OPCODE, STATUS, FLAGS, OWNER, FUNC, WQE_IDX];
 }
 
-/// CREATE_QP / MODIFY_QP argument image: CMD_ARG0..CMD_ARG5 as one 48-byte little-endian block
+/// MODIFY_QP argument image: CMD_ARG0..CMD_ARG5 as one 48-byte little-endian block
 pub mod cmd_qp_args {
     use super::Field;
     pub const SIZE: usize = 48;
@@ -599,6 +600,20 @@ pub mod cmd_index {
     pub const SIZE: usize = 48;
     pub const INDEX: Field = Field { name: "index", bit: 0, width: 24 };
     pub const FIELDS: &[Field] = &[INDEX];
+}
+
+/// QUERY_QP result: CMD_OUT0 (bytes 0..8) and CMD_OUT1 (bytes 8..16) as one little-endian block
+pub mod query_qp_out {
+    use super::Field;
+    pub const SIZE: usize = 16;
+    pub const STATE: Field = Field { name: "state", bit: 0, width: 3 };
+    pub const SQ_PSN: Field = Field { name: "sq_psn", bit: 8, width: 24 };
+    pub const RQ_PSN: Field = Field { name: "rq_psn", bit: 32, width: 24 };
+    pub const SQ_CI: Field = Field { name: "sq_ci", bit: 64, width: 16 };
+    pub const COMP_CI: Field = Field { name: "comp_ci", bit: 80, width: 16 };
+    pub const RQ_CI: Field = Field { name: "rq_ci", bit: 96, width: 16 };
+    pub const SQ_PI: Field = Field { name: "sq_pi", bit: 112, width: 16 };
+    pub const FIELDS: &[Field] = &[STATE, SQ_PSN, RQ_PSN, SQ_CI, COMP_CI, RQ_CI, SQ_PI];
 }
 
 /// SET_PORT argument image
