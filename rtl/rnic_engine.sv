@@ -855,7 +855,7 @@ module rnic_engine
           CmdCreateCq: begin
             if (a_cq.cqn >= 24'(NumCq))                         cst_d = CmdStatusBadIndex;
             else if (cq_q.valid)                                cst_d = CmdStatusBadState;
-            else if (a_cq.log_size < 5'd1 || a_cq.log_size > 5'd16 || a_cq.base[4:0] != 5'd0)
+            else if (a_cq.log_size < 5'd1 || a_cq.log_size > 5'(MaxCqLogSize) || a_cq.base[4:0] != 5'd0)
                                                                 cst_d = CmdStatusBadParam;
             else begin
               cqc_req = 1'b1; cqc_we = 1'b1; cqc_addr = CqW'(a_cq.cqn);
@@ -897,7 +897,7 @@ module rnic_engine
             if (a_mr.index >= 24'(NumMr))                    cst_d = CmdStatusBadIndex;
             else if (mr_q.valid)                             cst_d = CmdStatusBadState;
             else if (a_mr.pdn >= 24'(NumPd) || !pd_q.valid ||
-                     a_mr.log_page < 6'd12 || a_mr.log_page > 6'd30 || a_mr.length == 64'd0 ||
+                     a_mr.log_page < 6'(MinLogPage) || a_mr.log_page > 6'(MaxLogPage) || a_mr.length == 64'd0 ||
                      {41'd0, a_mr.mtt_base} + mr_npages > 65'(NumMtt))
                                                              cst_d = CmdStatusBadParam;
             else begin
@@ -928,8 +928,8 @@ module rnic_engine
             else if (a_cqp.pdn >= 24'(NumPd) || !pd_q.valid ||
                      a_cqp.send_cqn >= 24'(NumCq) || !cq_q.valid ||
                      a_cqp.recv_cqn >= 24'(NumCq) || !cqc_rdata.valid ||
-                     a_cqp.log_sq_size < 5'd1 || a_cqp.log_sq_size > 5'd15 ||
-                     a_cqp.log_rq_size < 5'd1 || a_cqp.log_rq_size > 5'd15 ||
+                     a_cqp.log_sq_size < 5'd1 || a_cqp.log_sq_size > 5'(MaxWqLogSize) ||
+                     a_cqp.log_rq_size < 5'd1 || a_cqp.log_rq_size > 5'(MaxWqLogSize) ||
                      a_cqp.sq_base[6:0] != 7'd0 || a_cqp.rq_base[5:0] != 6'd0)
                                                                     cst_d = CmdStatusBadParam;
             else begin

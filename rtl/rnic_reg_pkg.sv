@@ -30,6 +30,10 @@ package rnic_reg_pkg;
   localparam longint unsigned DbCqArm = 64'h8;
   localparam longint unsigned MttWriteMax = 64'h200;
   localparam longint unsigned MaxRdAtomic = 64'h10;
+  localparam longint unsigned MaxCqLogSize = 64'h10;
+  localparam longint unsigned MaxWqLogSize = 64'hF;
+  localparam longint unsigned MinLogPage = 64'hC;
+  localparam longint unsigned MaxLogPage = 64'h1E;
 
   // ---- bth_opcode
   typedef enum logic [7:0] {

@@ -13,7 +13,7 @@ use crate::qp::QpShared;
 use crate::types::{Command, Object, Resource, WcOpcode, WcStatus};
 
 /// Largest CQ the device accepts (`log_size <= 16`, docs/architecture.md CREATE_CQ).
-pub const MAX_CQ_LOG_SIZE: u32 = 16;
+pub const MAX_CQ_LOG_SIZE: u32 = rnic_regs::params::MAX_CQ_LOG_SIZE as u32;
 
 /// One decoded completion (like `ibv_wc`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

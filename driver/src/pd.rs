@@ -13,7 +13,7 @@ use crate::types::{AccessFlags, Command, Object, Resource};
 use crate::wr::Sge;
 
 /// log2 of the MR page size the driver registers with (4 KiB).
-pub const LOG_PAGE: u32 = 12;
+pub const LOG_PAGE: u32 = rnic_regs::params::MIN_LOG_PAGE as u32;
 /// MR page size in bytes.
 pub const PAGE_SIZE: u64 = 1 << LOG_PAGE;
 

@@ -17,7 +17,7 @@ use crate::types::{
 use crate::wr::{encode_recv_wqe, encode_send_wqe, RecvWr, SendWr};
 
 /// Largest work queue the device accepts (`log_sq_size`, `log_rq_size <= 15`).
-pub const MAX_WQ_LOG_SIZE: u32 = 15;
+pub const MAX_WQ_LOG_SIZE: u32 = rnic_regs::params::MAX_WQ_LOG_SIZE as u32;
 
 /// Limit of `max_rd_atomic` / `max_dest_rd_atomic` (docs/architecture.md, MODIFY_QP value checks).
 pub const MAX_RD_ATOMIC: u8 = rnic_regs::params::MAX_RD_ATOMIC as u8;

@@ -145,7 +145,7 @@ impl Nic {
         }
         let base = ccq::BASE.get(a);
         let log_size = ccq::LOG_SIZE.get(a);
-        if !(1..=16).contains(&log_size) || !base.is_multiple_of(32) {
+        if !(1..=rnic_regs::params::MAX_CQ_LOG_SIZE).contains(&(log_size as u64)) || !base.is_multiple_of(32) {
             return Err(st::BAD_PARAM);
         }
         self.cqc[i] = Cqc {
@@ -192,7 +192,7 @@ impl Nic {
         let iova = crm::IOVA.get(a);
         let length = crm::LENGTH.get(a);
         let mtt_base = crm::MTT_BASE.get(a);
-        if !self.pd_ok(pdn) || !(12..=30).contains(&log_page) || length == 0 {
+        if !self.pd_ok(pdn) || !(rnic_regs::params::MIN_LOG_PAGE..=rnic_regs::params::MAX_LOG_PAGE).contains(&(log_page as u64)) || length == 0 {
             return Err(st::BAD_PARAM);
         }
         // An MR whose end wraps the 64-bit space is a bad parameter too.
@@ -230,8 +230,8 @@ impl Nic {
         if !self.pd_ok(pdn)
             || !self.cq_ok(scq)
             || !self.cq_ok(rcq)
-            || !(1..=15).contains(&lsq)
-            || !(1..=15).contains(&lrq)
+            || !(1..=rnic_regs::params::MAX_WQ_LOG_SIZE).contains(&(lsq as u64))
+            || !(1..=rnic_regs::params::MAX_WQ_LOG_SIZE).contains(&(lrq as u64))
             || !sq_base.is_multiple_of(128)
             || !rq_base.is_multiple_of(64)
         {

@@ -32,6 +32,10 @@ pub mod params {
     pub const DB_CQ_ARM: u64 = 0x8;
     pub const MTT_WRITE_MAX: u64 = 0x200;
     pub const MAX_RD_ATOMIC: u64 = 0x10;
+    pub const MAX_CQ_LOG_SIZE: u64 = 0x10;
+    pub const MAX_WQ_LOG_SIZE: u64 = 0xf;
+    pub const MIN_LOG_PAGE: u64 = 0xc;
+    pub const MAX_LOG_PAGE: u64 = 0x1e;
 }
 
 /// Constants of group `bth_opcode`.
