@@ -120,10 +120,23 @@ module rnic_mmio
     end
   end
 
-  // Back-pressure: nothing while a read is pending (ordering), doorbells while the FIFO is full.
+  // A CMD task runs from cmd_start_i to cmd_done_i. A CMD_OP write in that window is held back
+  // until the task ends: the model executes a command atomically at its trace event, so it can only
+  // agree with us if no CMD_OP write is accepted while the command is half done.
+  logic run_q, run_d;
+  assign run_d = (run_q || cmd_start_i) && !cmd_done_i;
+  always_ff @(posedge clk_i) begin
+    if (!rst_ni) run_q <= 1'b0;
+    else         run_q <= run_d;
+  end
+
+  // Back-pressure: nothing while a read is pending (ordering), doorbells while the FIFO is full,
+  // CMD_OP while a CMD task runs.
   assign mmio_req_ready_o = !rd_pend_q &&
                             !(mmio_req_write_i && mmio_req_func_i == 8'd0 && wr_db_ok &&
-                              db_cnt_q == 5'(DbDepth));
+                              db_cnt_q == 5'(DbDepth)) &&
+                            !(mmio_req_write_i && mmio_req_func_i == 8'd0 &&
+                              mmio_req_addr_i == RegCmdOp && (run_q || cmd_start_i));
   assign acc = mmio_req_valid_i && mmio_req_ready_o;
 
   // Read data of the register file at a BAR offset; bad = unknown or not readable.

@@ -21,11 +21,13 @@
 //! `RNIC_SEED=<seed> RNIC_CASES=<n> cargo test --release -p rnic-testbench --test random_lockstep`.
 //! `RNIC_CASES` (or `PROPTEST_CASES`) sets the number of random workloads (default 8).
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunner};
+use rnic_regs::counter;
 use rnic_driver::{Mtu, RecvWr, SendWr, Sge, WcOpcode, WcStatus, WorkCompletion, WrOpcode};
 use rnic_testbench::fabric::Backend;
 use rnic_testbench::harness::{Endpoint, Pair, PairOptions};
@@ -97,6 +99,9 @@ struct Workload {
     scrambled: bool,
     /// Send/receive queue depth of every QP.
     depth: u32,
+    /// Least size of the data area of each buffer (a small area makes footprints overlap often,
+    /// a large one lets more ops run concurrently).
+    min_data: u64,
     ops: Vec<OpSpec>,
 }
 
@@ -164,7 +169,7 @@ impl Layout {
     fn new(w: &Workload) -> Layout {
         let atom_len = (w.qps as u64 * ATOM_WORDS * 8).next_multiple_of(64);
         let max_len = w.ops.iter().map(|o| u64::from(o.len)).max().unwrap_or(0);
-        let data = (2 * (max_len + 256)).max(64 << 10).next_multiple_of(4096);
+        let data = (2 * (max_len + 256)).max(w.min_data).next_multiple_of(4096);
         Layout { atom_len, mr_len: atom_len + data }
     }
     fn data_len(&self) -> u64 {
@@ -182,7 +187,7 @@ impl Layout {
 
 /// Split `total` bytes into `n` SGE pieces placed from `start` with small random gaps:
 /// returns `(offset, len)` per SGE and the span covered.
-fn split_sgl(rng: &mut Rng, total: u64, n: u8) -> (Vec<(u64, u64)>, Vec<u64>) {
+fn split_sgl(rng: &mut Rng, total: u64, n: u8) -> (Vec<(u64, u64)>, u64) {
     let n = u64::from(n.max(1));
     // Cut points (may coincide: zero-length SGEs).
     let mut cuts: Vec<u64> = (1..n).map(|_| if total == 0 { 0 } else { rng.range(0, total) }).collect();
@@ -201,7 +206,7 @@ fn split_sgl(rng: &mut Rng, total: u64, n: u8) -> (Vec<(u64, u64)>, Vec<u64>) {
         out.push((pos, *l));
         pos += l;
     }
-    (out, vec![pos])
+    (out, pos)
 }
 
 /// Relative SGE layout -> absolute MR offsets starting at `base`.
@@ -256,7 +261,7 @@ fn plan(spec: &OpSpec, w: &Workload, lay: &Layout) -> Plan {
         remote = lay.atom(q, spec.word);
     } else {
         let (rel, span) = split_sgl(&mut rng, len, spec.sges.clamp(1, 4));
-        let base = lay.place(spec.loc, span[0]);
+        let base = lay.place(spec.loc, span);
         local = at(base, &rel);
         // READ scatters into the local SGEs; the others gather from them.
         let local_write = kind == Kind::Read;
@@ -274,7 +279,7 @@ fn plan(spec: &OpSpec, w: &Workload, lay: &Layout) -> Plan {
             Kind::Send | Kind::SendImm => {
                 let slack = if rng.chance(1, 2) { 0 } else { rng.range(1, 40) };
                 let (rrel, rspan) = split_sgl(&mut rng, len + slack, spec.rsges.clamp(1, 3));
-                let rbase = lay.place(spec.rem, rspan[0]);
+                let rbase = lay.place(spec.rem, rspan);
                 recv = at(rbase, &rrel);
                 fp.extend(recv.iter().filter(|s| s.1 > 0).map(|&(o, l)| (resp, o, o + l, true)));
             }
@@ -342,6 +347,8 @@ struct Stats {
     bytes: u64,
     cycles: u64,
     per_kind: [usize; 7],
+    /// Most send WRs outstanding at once (all QPs, both NICs).
+    max_outstanding: usize,
 }
 
 struct Runner<'a> {
@@ -574,6 +581,8 @@ impl<'a> Runner<'a> {
         }
         self.stats.ops += 1;
         self.stats.bytes += p.len;
+        let outstanding: usize = self.sq.iter().flatten().map(VecDeque::len).sum();
+        self.stats.max_outstanding = self.stats.max_outstanding.max(outstanding);
         self.stats.per_kind[KINDS.iter().position(|k| *k == p.kind).expect("kind")] += 1;
         Ok(())
     }
@@ -794,6 +803,24 @@ impl<'a> Runner<'a> {
     }
 }
 
+/// On a fault-free link with receives posted before the sends that need them, no frame is dropped,
+/// duplicated or NAKed, and every frame one NIC sent the other received.
+fn check_counters(pair: &Pair) -> Result<(), String> {
+    let read = |side: usize| -> Vec<(&'static str, u64)> {
+        counter::ALL.iter().filter(|(n, _)| *n != "NUM").map(|&(n, i)| (n, ep(pair, side).ctx.counter(i))).collect()
+    };
+    let c = [read(0), read(1)];
+    for side in 0..2 {
+        let bad: Vec<_> = c[side].iter().filter(|(n, v)| !matches!(*n, "TX_PKTS" | "RX_PKTS") && *v != 0).collect();
+        let tx_peer = c[1 - side].iter().find(|(n, _)| *n == "TX_PKTS").map(|x| x.1);
+        let rx = c[side].iter().find(|(n, _)| *n == "RX_PKTS").map(|x| x.1);
+        if !bad.is_empty() || tx_peer != rx {
+            return Err(format!("NIC {} counters: {:?} (peer sent {tx_peer:?} frames)", side_name(side), c[side]));
+        }
+    }
+    Ok(())
+}
+
 /// Run one workload in lockstep; returns statistics.
 fn run_workload(w: &Workload) -> Result<Stats, String> {
     let lay = Layout::new(w);
@@ -812,6 +839,7 @@ fn run_workload(w: &Workload) -> Result<Stats, String> {
     r.run()?;
     r.check_memory()?;
     pair.settle().map_err(|e| format!("settle: {e}"))?;
+    check_counters(&pair)?;
     let mut stats = r.stats;
     stats.cycles = pair.fabric.borrow().cycle();
     Ok(stats)
@@ -862,9 +890,10 @@ fn workload_strategy() -> impl Strategy<Value = Workload> {
         (0u8..5).prop_map(mtu_of),
         prop::bool::weighted(0.3),
         prop::sample::select(vec![4u32, 8, 16, 64]),
+        prop::sample::select(vec![16u64 << 10, 64 << 10, 1 << 20]),
         prop::collection::vec(op_strategy(), 1..64),
     )
-        .prop_map(|(qps, mtu, scrambled, depth, ops)| Workload { qps, mtu, scrambled, depth, ops })
+        .prop_map(|(qps, mtu, scrambled, depth, min_data, ops)| Workload { qps, mtu, scrambled, depth, min_data, ops })
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -878,13 +907,16 @@ fn env_u64(name: &str) -> Option<u64> {
 
 fn summary(w: &Workload, s: &Stats, wall: Duration) -> String {
     format!(
-        "{} QPs, {:?}, depth {}, {} ops ({} unsignaled, {} fences), {} bytes, kinds {:?}, {} cycles, {:.2?}",
+        "{} QPs, {:?}, depth {}{}, data {} KiB, {} ops ({} unsignaled, {} fences, up to {} outstanding), {} bytes, kinds {:?}, {} cycles, {:.2?}",
         w.qps,
         w.mtu,
         w.depth,
+        if w.scrambled { ", scrambled" } else { "" },
+        Layout::new(w).data_len() >> 10,
         s.ops,
         s.unsignaled,
         s.fences,
+        s.max_outstanding,
         s.bytes,
         s.per_kind,
         s.cycles,
@@ -910,37 +942,42 @@ fn random_workloads_in_lockstep() {
     });
     cfg.rng_seed = RngSeed::Fixed(seed);
     cfg.failure_persistence = None;
+    // Shrinking re-runs the simulation: bound it (override with the PROPTEST_ variables).
     if std::env::var_os("PROPTEST_MAX_SHRINK_TIME").is_none() {
         cfg.max_shrink_time = 300_000;
+    }
+    if std::env::var_os("PROPTEST_MAX_SHRINK_ITERS").is_none() {
+        cfg.max_shrink_iters = 1000;
     }
     let cases = cfg.cases;
     let replay = format!("RNIC_SEED={seed:#x} RNIC_CASES={cases} cargo test --release -p rnic-testbench --test random_lockstep -- random_workloads_in_lockstep --nocapture");
     eprintln!("random_workloads_in_lockstep: seed {seed:#x}, {cases} cases (replay: {replay})");
     let started = Instant::now();
     let mut runner = TestRunner::new(cfg);
-    let mut case = 0usize;
-    let mut total = Stats::default();
+    // Counts every run, including the re-runs while shrinking a failure.
+    let case = Cell::new(0usize);
+    let total = Cell::new((0usize, 0u64));
     let result = runner.run(&workload_strategy(), |w| {
-        case += 1;
+        let case = case.replace(case.get() + 1) + 1;
         let t = Instant::now();
         match run_workload(&w) {
             Ok(s) => {
-                eprintln!("case {case}: OK: {}", summary(&w, &s, t.elapsed()));
-                total.ops += s.ops;
-                total.cycles += s.cycles;
+                eprintln!("run {case}: OK: {}", summary(&w, &s, t.elapsed()));
+                let (ops, cycles) = total.get();
+                total.set((ops + s.ops, cycles + s.cycles));
                 Ok(())
             }
             Err(e) => {
-                eprintln!("case {case}: FAILED ({} QPs, {:?}, {} ops): {e}", w.qps, w.mtu, w.ops.len());
+                eprintln!("run {case}: FAILED ({} QPs, {:?}, {} ops): {e}", w.qps, w.mtu, w.ops.len());
                 Err(TestCaseError::fail(e))
             }
         }
     });
     match result {
         Ok(()) => eprintln!(
-            "random_workloads_in_lockstep: {cases} workloads passed, {} ops (incl. shrink runs), {} cycles, {:.2?}",
-            total.ops,
-            total.cycles,
+            "random_workloads_in_lockstep: {cases} workloads passed, {} ops, {} cycles simulated, wall {:.2?}",
+            total.get().0,
+            total.get().1,
             started.elapsed()
         ),
         Err(TestError::Fail(reason, w)) => panic!(
@@ -964,7 +1001,7 @@ fn small_workload(rng: &mut Rng, qps: usize, mtu: Mtu, n: usize) -> Workload {
                 0..=4 => 0,
                 5..=59 => rng.range(1, 64),
                 60..=94 => rng.range(65, 1024),
-                _ => rng.range(1025, 4 * u64::from(mtu.bytes())),
+                _ => rng.range(1025, (4 * u64::from(mtu.bytes())).max(2048)),
             } as u32;
             OpSpec {
                 from_b: rng.chance(1, 2),
@@ -984,7 +1021,8 @@ fn small_workload(rng: &mut Rng, qps: usize, mtu: Mtu, n: usize) -> Workload {
             }
         })
         .collect();
-    Workload { qps, mtu, scrambled: rng.chance(1, 2), depth: 64, ops }
+    let min_data = if rng.chance(1, 2) { 64 << 10 } else { 1 << 20 };
+    Workload { qps, mtu, scrambled: rng.chance(1, 2), depth: 64, min_data, ops }
 }
 
 #[test]
@@ -1007,6 +1045,7 @@ fn ten_thousand_ops_in_lockstep() {
         total.recv_cqes += s.recv_cqes;
         total.bytes += s.bytes;
         total.cycles += s.cycles;
+        total.max_outstanding = total.max_outstanding.max(s.max_outstanding);
         for i in 0..7 {
             total.per_kind[i] += s.per_kind[i];
         }
@@ -1014,8 +1053,8 @@ fn ten_thousand_ops_in_lockstep() {
     let wall = started.elapsed();
     eprintln!(
         "ten_thousand_ops_in_lockstep: {} ops (SEND, SEND_IMM, WRITE, WRITE_IMM, READ, CMP_SWAP, FETCH_ADD = {:?}), \
-         {} unsignaled, {} fences, {} send + {} recv completions, {} payload bytes, {} cycles simulated, wall {:.2?}, 0 mismatches",
-        total.ops, total.per_kind, total.unsignaled, total.fences, total.send_cqes, total.recv_cqes, total.bytes, total.cycles, wall
+         {} unsignaled, {} fences, up to {} WRs outstanding, {} send + {} recv completions, {} payload bytes, {} cycles simulated, wall {:.2?}, 0 mismatches",
+        total.ops, total.per_kind, total.unsignaled, total.fences, total.max_outstanding, total.send_cqes, total.recv_cqes, total.bytes, total.cycles, wall
     );
     assert!(total.ops >= 10_000, "only {} ops ran", total.ops);
     assert!(total.per_kind.iter().all(|&n| n > 0), "some op kind never ran: {:?}", total.per_kind);
