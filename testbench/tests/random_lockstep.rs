@@ -185,7 +185,7 @@ impl Layout {
     }
 }
 
-/// Split `total` bytes into `n` SGE pieces placed from `start` with small random gaps:
+/// Split `total` bytes into `n` SGE pieces (offsets relative to the first) with small random gaps:
 /// returns `(offset, len)` per SGE and the span covered.
 fn split_sgl(rng: &mut Rng, total: u64, n: u8) -> (Vec<(u64, u64)>, u64) {
     let n = u64::from(n.max(1));
