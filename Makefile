@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RTL_SRCS := rtl/rnic_reg_pkg.sv rtl/rnic_pkg.sv $(filter-out rtl/rnic_reg_pkg.sv rtl/rnic_pkg.sv,$(wildcard rtl/*.sv))
 WAIVER := $(wildcard rtl/lint/verilator_waiver.vlt)
 
-.PHONY: all deps regs check-regs lint build test demo rtl-unit clean-waves
+.PHONY: all deps regs check-regs lint build test demo rtl-unit waves examples
 
 all: build
 
@@ -49,3 +49,7 @@ test: deps check-regs lint rtl-unit
 ## demo: two NICs, every verb, RTL and model in lockstep
 demo: deps
 	$(CARGO) run --release -p rnic-testbench --bin rnic-demo
+
+## waves: every verb in lockstep with an FST waveform and a pcap (ARGS="--out x.fst --start 0 --end 20000")
+waves: deps
+	$(CARGO) run --release -p rnic-testbench --bin rnic-waves -- $(ARGS)

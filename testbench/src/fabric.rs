@@ -254,6 +254,28 @@ impl Fabric {
                 }
             }
         }
+        // The command that re-runs this test (or binary) with a capture and a waveform window
+        // around the failing cycle. Window cycles are NIC cycles (RtlNic::cycle), which are the
+        // fabric's cycles: every NIC is created with the fabric and clocked with it.
+        let at = match &e {
+            SimError::Mismatch(m) => Some((m.nic, m.cycle)),
+            // The failure happened within the step that started at `self.cycle`.
+            SimError::Rtl { nic, .. } => Some((*nic, self.cycle + self.cfg.link_delay)),
+            _ => None,
+        };
+        if let Some((nic, cycle)) = at {
+            let r = ReplayContext::current().command(cycle.saturating_sub(5000), cycle + 200, nic);
+            match &mut e {
+                SimError::Mismatch(m) => m.artifacts.extend(r.lines()),
+                SimError::Rtl { msg, .. } => {
+                    for l in r.lines() {
+                        msg.push_str("\n  ");
+                        msg.push_str(&l);
+                    }
+                }
+                _ => {}
+            }
+        }
         self.failed = Some(e.to_string());
         e
     }
@@ -554,5 +576,219 @@ impl Device for SimDevice {
 
     fn take_interrupts(&self) -> Vec<u16> {
         self.fabric.borrow_mut().take_irqs(self.nic, self.func)
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Replay command printed by `Fabric::fail`
+// ------------------------------------------------------------------------------------------------
+
+use std::path::Path;
+
+/// What a replay command is built from: the running test (libtest names its thread after the
+/// test) or binary, and the environment that selects the case.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplayContext {
+    /// Name of the current thread: the test's full name under libtest (`main` in a binary).
+    pub thread: Option<String>,
+    /// The running executable (`<target>/<profile>/deps/<file>-<hash>` for a test binary).
+    pub exe: PathBuf,
+    /// `RNIC_TEST_FILE`: the integration-test file, when the executable's name does not tell.
+    pub test_file: Option<String>,
+    /// `CARGO_PKG_NAME` at run time (cargo and nextest set it), default `rnic-testbench`.
+    pub package: Option<String>,
+    /// Command-line arguments after the program name (binaries only).
+    pub args: Vec<String>,
+    /// Variables carried over to the replay (`RNIC_BACKEND`, `RNIC_SEED`, `RNIC_CASES`, ...).
+    pub env: Vec<(String, String)>,
+    /// `RNIC_REPLAY_DIR`: where the replay writes its files (default `<target dir>/replay`).
+    pub dir: Option<PathBuf>,
+}
+
+/// A replay command and where its artifacts land.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replay {
+    /// Shell command line.
+    pub command: String,
+    /// Capture file the command writes.
+    pub pcap: PathBuf,
+    /// Waveform of the failing NIC (NIC k > 0 of a fabric writes `name.k.fst`).
+    pub waves: PathBuf,
+}
+
+impl Replay {
+    /// Report lines: `replay: <command>` and where the capture and waveform will be.
+    pub fn lines(&self) -> Vec<String> {
+        vec![
+            format!("replay: {}", self.command),
+            format!("  (writes {} and, for the failing NIC, {})", self.pcap.display(), self.waves.display()),
+        ]
+    }
+}
+
+/// Variables that select the case being run (or the RTL it runs), copied into the replay
+/// command when set.
+const REPLAY_ENV: &[&str] = &[
+    "RNIC_BACKEND",
+    "RNIC_SEED",
+    "RNIC_CASES",
+    "PROPTEST_CASES",
+    "PROPTEST_RNG_SEED",
+    "PROPTEST_MAX_SHRINK_ITERS",
+    "RNIC_RTL_DIR",
+    "RNIC_VERILATOR",
+];
+
+/// Options of the binaries that the replay's own `--pcap` (and environment) replace.
+const REPLAY_STRIP_ARGS: &[&str] = &["--pcap", "--out", "--start", "--end"];
+
+fn sh_quote(s: &str) -> String {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-./:=,+@%".contains(&b)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+impl ReplayContext {
+    /// The context of the calling thread and process.
+    pub fn current() -> ReplayContext {
+        let env = REPLAY_ENV
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+            .collect();
+        ReplayContext {
+            thread: std::thread::current().name().map(str::to_string),
+            exe: std::env::current_exe().unwrap_or_default(),
+            test_file: std::env::var("RNIC_TEST_FILE").ok().filter(|s| !s.is_empty()),
+            package: std::env::var("CARGO_PKG_NAME").ok().filter(|s| !s.is_empty()),
+            args: std::env::args().skip(1).collect(),
+            env,
+            dir: std::env::var_os("RNIC_REPLAY_DIR").filter(|d| !d.is_empty()).map(PathBuf::from),
+        }
+    }
+
+    /// The test being run: `Some` when the thread is not the main thread.
+    fn test(&self) -> Option<&str> {
+        self.thread.as_deref().filter(|t| *t != "main")
+    }
+
+    /// Directory for the replay's artifacts: `RNIC_REPLAY_DIR`, else `<target dir>/replay`
+    /// (absolute, so it does not depend on the directory cargo runs the test in), found from the
+    /// executable's location.
+    fn out_dir(&self) -> PathBuf {
+        if let Some(d) = &self.dir {
+            return std::path::absolute(d).unwrap_or_else(|_| d.clone());
+        }
+        let mut dir = self.exe.parent();
+        if dir.and_then(Path::file_name).is_some_and(|n| n == "deps" || n == "examples") {
+            dir = dir.and_then(Path::parent);
+        }
+        match dir.and_then(Path::parent) {
+            Some(t) if !t.as_os_str().is_empty() => t.join("replay"),
+            _ => PathBuf::from("target/replay"),
+        }
+    }
+
+    /// The replay command for a waveform window `[start, end)` (NIC cycles) around a failure of
+    /// NIC `nic`.
+    pub fn command(&self, start: u64, end: u64, nic: usize) -> Replay {
+        let exe_name = self.exe.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let pkg = self.package.as_deref().unwrap_or("rnic-testbench");
+        let test = self.test();
+        let base = match test {
+            Some(t) => t.replace("::", "__"),
+            None if exe_name.is_empty() => "rnic-demo".to_string(),
+            None => exe_name.clone(),
+        };
+        let base: String =
+            base.chars().map(|c| if c.is_ascii_alphanumeric() || "_-.".contains(c) { c } else { '_' }).collect();
+        let dir = self.out_dir();
+        let pcap = dir.join(format!("{base}.pcap"));
+        let fst = dir.join(format!("{base}.fst"));
+        let waves = if nic == 0 { fst.clone() } else { dir.join(format!("{base}.{nic}.fst")) };
+        let q = |p: &Path| sh_quote(&p.to_string_lossy());
+        let mut cmd: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={}", sh_quote(v))).collect();
+        cmd.push(format!("RNIC_PCAP={}", q(&pcap)));
+        cmd.push(format!("RNIC_WAVES={}", q(&fst)));
+        cmd.push(format!("RNIC_WAVES_START={start}"));
+        cmd.push(format!("RNIC_WAVES_END={end}"));
+        match test {
+            Some(t) => {
+                // libtest executables are named `<file>-<16 hex digits>`.
+                let file = self.test_file.clone().unwrap_or_else(|| match exe_name.rsplit_once('-') {
+                    Some((f, h)) if h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()) => f.to_string(),
+                    _ => exe_name.clone(),
+                });
+                let target = if file == env!("CARGO_CRATE_NAME") { "--lib".to_string() } else { format!("--test {}", sh_quote(&file)) };
+                cmd.push(format!("cargo test --release -p {pkg} {target} {} -- --exact --nocapture", sh_quote(t)));
+            }
+            None => {
+                let bin = if exe_name.is_empty() { "rnic-demo".to_string() } else { exe_name };
+                cmd.push(format!("cargo run --release -p {pkg} --bin {} --", sh_quote(&bin)));
+                let mut args = self.args.iter();
+                while let Some(a) = args.next() {
+                    if REPLAY_STRIP_ARGS.contains(&a.as_str()) {
+                        args.next();
+                    } else if !REPLAY_STRIP_ARGS.iter().any(|o| a.starts_with(&format!("{o}="))) {
+                        cmd.push(sh_quote(a));
+                    }
+                }
+                cmd.push(format!("--pcap {}", q(&pcap)));
+            }
+        }
+        Replay { command: cmd.join(" "), pcap, waves }
+    }
+}
+
+#[cfg(test)]
+mod replay_tests {
+    use super::*;
+
+    fn ctx(thread: &str, exe: &str) -> ReplayContext {
+        ReplayContext { thread: Some(thread.into()), exe: PathBuf::from(exe), ..ReplayContext::default() }
+    }
+
+    #[test]
+    fn test_replay_command() {
+        let mut c = ctx("bad_icrc_is_reported", "/w/target/release/deps/lockstep_errors-0123456789abcdef");
+        c.env = vec![("RNIC_SEED".into(), "0x12".into()), ("RNIC_CASES".into(), "3".into())];
+        let r = c.command(118, 5318, 1);
+        assert_eq!(
+            r.command,
+            "RNIC_SEED=0x12 RNIC_CASES=3 RNIC_PCAP=/w/target/replay/bad_icrc_is_reported.pcap \
+             RNIC_WAVES=/w/target/replay/bad_icrc_is_reported.fst RNIC_WAVES_START=118 RNIC_WAVES_END=5318 \
+             cargo test --release -p rnic-testbench --test lockstep_errors bad_icrc_is_reported -- --exact --nocapture"
+        );
+        assert_eq!(r.waves, PathBuf::from("/w/target/replay/bad_icrc_is_reported.1.fst"));
+        assert_eq!(r.lines()[0], format!("replay: {}", r.command));
+    }
+
+    #[test]
+    fn test_file_from_env_and_module_path() {
+        let mut c = ctx("tests::one", "/w/target/release/deps/odd name");
+        c.test_file = Some("verbs".into());
+        c.package = Some("other".into());
+        let r = c.command(0, 200, 0);
+        assert!(r.command.ends_with("cargo test --release -p other --test verbs tests::one -- --exact --nocapture"), "{}", r.command);
+        assert_eq!(r.waves, PathBuf::from("/w/target/replay/tests__one.fst"));
+        c.dir = Some(PathBuf::from("/r"));
+        assert_eq!(c.command(0, 1, 2).waves, PathBuf::from("/r/tests__one.2.fst"));
+        let lib = ctx("fabric::t", &format!("/w/target/release/deps/{}-00112233445566ff", env!("CARGO_CRATE_NAME")));
+        assert!(lib.command(0, 1, 0).command.contains(" --lib fabric::t -- --exact"));
+    }
+
+    #[test]
+    fn binary_replay_command() {
+        let mut c = ctx("main", "/w/target/release/rnic-demo");
+        c.args = vec!["--len".into(), "100".into(), "--pcap".into(), "/tmp/a b.pcap".into(), "--out=x.fst".into()];
+        let r = c.command(5, 205, 0);
+        assert_eq!(
+            r.command,
+            "RNIC_PCAP=/w/target/replay/rnic-demo.pcap RNIC_WAVES=/w/target/replay/rnic-demo.fst \
+             RNIC_WAVES_START=5 RNIC_WAVES_END=205 cargo run --release -p rnic-testbench --bin rnic-demo -- \
+             --len 100 --pcap /w/target/replay/rnic-demo.pcap"
+        );
+        assert_eq!(sh_quote("a'b"), "'a'\\''b'");
     }
 }

@@ -1032,12 +1032,19 @@ fn ten_thousand_ops_in_lockstep() {
     let started = Instant::now();
     let mut total = Stats::default();
     let mtus = [Mtu::Mtu1024, Mtu::Mtu256, Mtu::Mtu4096, Mtu::Mtu512, Mtu::Mtu2048];
+    // Progress on stderr for a person watching; hidden when stderr is not a terminal or under CI.
+    let bar = if std::env::var_os("CI").is_some() || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(mtus.len() as u64)
+    };
     for (k, mtu) in mtus.into_iter().enumerate() {
         let qps = rng.range(8, 16) as usize;
         let w = small_workload(&mut rng, qps, mtu, 2000);
         let t = Instant::now();
         let s = run_workload(&w).unwrap_or_else(|e| panic!("segment {k} (seed {SEED:#x}, {qps} QPs, {mtu:?}): {e}"));
-        eprintln!("segment {k}: {}", summary(&w, &s, t.elapsed()));
+        bar.suspend(|| eprintln!("segment {k}: {}", summary(&w, &s, t.elapsed())));
+        bar.inc(1);
         total.ops += s.ops;
         total.fences += s.fences;
         total.unsignaled += s.unsignaled;
@@ -1050,6 +1057,7 @@ fn ten_thousand_ops_in_lockstep() {
             total.per_kind[i] += s.per_kind[i];
         }
     }
+    bar.finish_and_clear();
     let wall = started.elapsed();
     eprintln!(
         "ten_thousand_ops_in_lockstep: {} ops (SEND, SEND_IMM, WRITE, WRITE_IMM, READ, CMP_SWAP, FETCH_ADD = {:?}), \
