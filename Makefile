@@ -45,6 +45,7 @@ rtl-unit:
 ## test: everything a fresh clone needs to pass
 test: deps check-regs lint rtl-unit
 	$(CARGO) test --release --workspace
+	$(MAKE) examples
 
 ## demo: two NICs, every verb, RTL and model in lockstep
 demo: deps
@@ -53,3 +54,10 @@ demo: deps
 ## waves: every verb in lockstep with an FST waveform and a pcap (ARGS="--out x.fst --start 0 --end 20000")
 waves: deps
 	$(CARGO) run --release -p rnic-testbench --bin rnic-waves -- $(ARGS)
+
+## examples: the driver developers' examples (ping-pong, key-value GET over RDMA READ) in lockstep and on the model
+examples: deps
+	$(CARGO) run --release -q -p rnic-testbench --example pingpong -- --backend lockstep --iters 20 --size 1000
+	$(CARGO) run --release -q -p rnic-testbench --example pingpong -- --backend model --iters 20
+	$(CARGO) run --release -q -p rnic-testbench --example kv_get -- --backend lockstep
+	$(CARGO) run --release -q -p rnic-testbench --example kv_get -- --backend model

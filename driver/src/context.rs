@@ -13,7 +13,7 @@ use crate::cq::Cq;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::pd::Pd;
-use crate::types::{Command, CommandStatus, Object, Resource};
+use crate::types::{Command, CommandStatus, LogObj, Object, Resource};
 
 /// Size in bytes of a command argument image (`CMD_ARG0..CMD_ARG5`).
 pub const CMD_IMAGE_SIZE: usize = 48;
@@ -111,13 +111,13 @@ pub(crate) struct CtxInner {
 
 impl CtxInner {
     pub(crate) fn write(&self, offset: u64, value: u64) {
-        log::trace!("mmio write {offset:#08x} <- {value:#018x}");
+        log::trace!("mmio: write {offset:#08x} <- {value:#018x}");
         self.dev.mmio_write(offset, value);
     }
 
     pub(crate) fn read(&self, offset: u64) -> u64 {
         let v = self.dev.mmio_read(offset);
-        log::trace!("mmio read  {offset:#08x} -> {v:#018x}");
+        log::trace!("mmio: read  {offset:#08x} -> {v:#018x}");
         v
     }
 
@@ -154,7 +154,7 @@ impl CtxInner {
 
     pub(crate) fn free_index(&self, resource: Resource, index: u32) {
         if !self.allocator(resource).borrow_mut().free(index) {
-            log::error!("driver bug: freeing {resource} index {index} that is not allocated");
+            log::error!("alloc: driver bug: freeing {resource} index {index} that is not allocated");
         }
     }
 
@@ -177,7 +177,7 @@ impl CtxInner {
         object: Object,
         image: &CmdImage,
     ) -> Result<(u64, u64)> {
-        log::debug!("command {command} on {object}");
+        log::debug!("{}: cmd {command}", LogObj(object));
         let args = [
             reg::CMD_ARG0,
             reg::CMD_ARG1,
@@ -212,7 +212,7 @@ impl CtxInner {
         };
         if status != cmd_status::OK {
             let status = CommandStatus::from_code(status);
-            log::debug!("command {command} on {object} failed: {status}");
+            log::debug!("{}: cmd {command} failed: {status}", LogObj(object));
             return Err(Error::CommandFailed {
                 command,
                 object,
@@ -238,7 +238,7 @@ impl CtxInner {
     pub(crate) fn collect_interrupts(&self) {
         let new = self.dev.take_interrupts();
         if !new.is_empty() {
-            log::debug!("interrupts {new:?}");
+            log::debug!("irq: vectors {new:?}");
             self.pending_irqs.borrow_mut().extend(new);
         }
     }
@@ -312,7 +312,7 @@ impl Context {
             }
         }
         log::info!(
-            "opened RNIC interface v{}: {} QPs, {} CQs, {} MRs, {} PDs, {} MTT entries, {}/{} SGEs",
+            "device: opened RNIC interface v{}: {} QPs, {} CQs, {} MRs, {} PDs, {} MTT entries, {}/{} SGEs",
             caps.interface_version,
             caps.num_qp,
             caps.num_cq,
@@ -368,7 +368,7 @@ impl Context {
         cmd_set_port::IP.set(&mut img, u64::from(u32::from(ip)));
         self.inner.command(Command::SetPort, Object::Port, &img)?;
         self.inner.port.set(Some((mac, ip)));
-        log::info!("port set to {} / {ip}", fmt_mac(mac));
+        log::info!("port: set to {} / {ip}", fmt_mac(mac));
         Ok(())
     }
 

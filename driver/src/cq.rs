@@ -106,7 +106,7 @@ impl CqInner {
             .index_command(Command::DestroyCq, Object::Cq(self.cqn), self.cqn)?;
         // Only a successful destroy makes the CQN reusable: otherwise the device may still hold it.
         self.ctx.free_index(Resource::Cq, self.cqn);
-        log::info!("CQ {} destroyed", self.cqn);
+        log::info!("cq {:#x}: destroyed", self.cqn);
         Ok(())
     }
 }
@@ -115,7 +115,7 @@ impl Drop for CqInner {
     fn drop(&mut self) {
         if let Err(e) = self.destroy_now() {
             log::error!(
-                "destroying CQ {} on drop failed (CQN leaked): {e}",
+                "cq {:#x}: destroying on drop failed (CQN leaked): {e}",
                 self.cqn
             );
         }
@@ -164,7 +164,7 @@ impl Cq {
             return Err(e);
         }
         log::info!(
-            "CQ {cqn} created: {size} entries at {:#x}, vector {vector}",
+            "cq {cqn:#x}: created: {size} entries at {:#x}, vector {vector}",
             ring.iova()
         );
         let inner = CqInner {
@@ -233,7 +233,7 @@ impl Cq {
         match qp {
             Some(qp) => qp.on_completion(wc),
             None => log::warn!(
-                "CQ {}: completion for QP {} which does not use this CQ",
+                "cq {:#x}: completion for qp {:#x} which does not use this CQ",
                 self.inner.cqn,
                 wc.qpn
             ),
@@ -264,7 +264,7 @@ impl Cq {
                 // advance the consumer index, so the next poll reports the error.
                 Err(e) if n > 0 => {
                     log::warn!(
-                        "CQ {}: {e}; returning the {n} completions read before it",
+                        "cq {:#x}: {e}; returning the {n} completions read before it",
                         self.inner.cqn
                     );
                     break;
@@ -273,9 +273,9 @@ impl Cq {
             };
             if wc.status.is_success() {
                 log::info!(
-                    "CQ {}: QP {} wr_id {:#x} {:?} {} bytes{}",
-                    self.inner.cqn,
+                    "qp {:#x}: completion on cq {:#x}: wr_id {:#x} {:?} {} bytes{}",
                     wc.qpn,
+                    self.inner.cqn,
                     wc.wr_id,
                     wc.opcode,
                     wc.byte_len,
@@ -283,9 +283,9 @@ impl Cq {
                 );
             } else {
                 log::info!(
-                    "CQ {}: QP {} wr_id {:#x} {:?} failed: {:?}",
-                    self.inner.cqn,
+                    "qp {:#x}: completion on cq {:#x}: wr_id {:#x} {:?} failed: {:?}",
                     wc.qpn,
+                    self.inner.cqn,
                     wc.wr_id,
                     wc.opcode,
                     wc.status
@@ -344,7 +344,7 @@ impl Cq {
     /// A CQE written before the arm raises nothing, so the usual pattern is: arm, poll once
     /// more (to catch a completion that raced the arm), then [`Cq::wait_event`].
     pub fn arm(&self) {
-        log::debug!("CQ {}: arm", self.inner.cqn);
+        log::debug!("cq {:#x}: arm", self.inner.cqn);
         self.inner
             .ctx
             .write(Context::cq_doorbell(self.inner.cqn) + params::DB_CQ_ARM, 1);
@@ -361,7 +361,7 @@ impl Cq {
         loop {
             if self.inner.ctx.take_interrupt(self.inner.vector) {
                 log::debug!(
-                    "CQ {}: interrupt on vector {}",
+                    "cq {:#x}: interrupt on vector {}",
                     self.inner.cqn,
                     self.inner.vector
                 );

@@ -31,7 +31,7 @@ impl PdInner {
         self.ctx
             .index_command(Command::DeallocPd, Object::Pd(self.pdn), self.pdn)?;
         self.ctx.free_index(Resource::Pd, self.pdn);
-        log::info!("PD {} deallocated", self.pdn);
+        log::info!("pd {:#x}: deallocated", self.pdn);
         Ok(())
     }
 }
@@ -40,7 +40,7 @@ impl Drop for PdInner {
     fn drop(&mut self) {
         if let Err(e) = self.dealloc_now() {
             log::error!(
-                "deallocating PD {} on drop failed (PDN leaked): {e}",
+                "pd {:#x}: deallocating on drop failed (PDN leaked): {e}",
                 self.pdn
             );
         }
@@ -82,7 +82,7 @@ impl Pd {
             ctx.free_index(Resource::Pd, pdn);
             return Err(e);
         }
-        log::info!("PD {pdn} allocated");
+        log::info!("pd {pdn:#x}: allocated");
         Ok(Pd {
             inner: Rc::new(PdInner {
                 ctx: ctx.clone(),
@@ -300,7 +300,7 @@ impl Mr {
             deregistered: false,
         };
         log::info!(
-            "MR {index} registered in PD {}: lkey {:#x}, iova {iova:#x}, {len} bytes, {npages} pages{}, {access:?}",
+            "mr {index:#x}: registered in pd {:#x}: lkey {:#x}, iova {iova:#x}, {len} bytes, {npages} pages{}, {access:?}",
             pd.pdn,
             mr.lkey(),
             if opts.scramble.is_some() { " (scrambled)" } else { "" }
@@ -458,7 +458,7 @@ impl Mr {
         ctx.mtt
             .borrow_mut()
             .free(self.mtt_start, self.pages.len() as u32);
-        log::info!("MR {} (lkey {:#x}) deregistered", self.index, self.lkey());
+        log::info!("mr {:#x}: deregistered (lkey {:#x})", self.index, self.lkey());
         Ok(())
     }
 
@@ -475,7 +475,7 @@ impl Drop for Mr {
     fn drop(&mut self) {
         if let Err(e) = self.dereg_now() {
             log::error!(
-                "deregistering MR {} on drop failed (index and MTT leaked): {e}",
+                "mr {:#x}: deregistering on drop failed (index and MTT leaked): {e}",
                 self.index
             );
         }

@@ -553,7 +553,7 @@ impl QpShared {
         let advance = u32::from(next.wrapping_sub(r.ci));
         if advance == 0 || advance > r.outstanding() {
             log::warn!(
-                "QP {}: completion for {kind} WQE {} outside the outstanding window {}..{}; stale CQE (QP reset?) ignored",
+                "qp {:#x}: completion for {kind} WQE {} outside the outstanding window {}..{}; stale CQE (QP reset?) ignored",
                 self.qpn,
                 wc.wqe_idx,
                 r.ci,
@@ -565,7 +565,7 @@ impl QpShared {
         // The device moves the QP to ERR before it writes any error completion (contract §8-§11).
         if !wc.status.is_success() && self.state.get() != QpState::Err {
             log::info!(
-                "QP {}: error completion {:?}, QP is now in ERR",
+                "qp {:#x}: error completion {:?}, QP is now in ERR",
                 self.qpn,
                 wc.status
             );
@@ -664,7 +664,7 @@ impl QueuePair {
                 .insert(qpn, Rc::downgrade(&shared));
         }
         log::info!(
-            "QP {qpn} created in PD {}: SQ {} x {}B at {:#x}, RQ {} x {}B at {:#x}, send CQ {}, recv CQ {}",
+            "qp {qpn:#x}: created in pd {:#x}: SQ {} x {}B at {:#x}, RQ {} x {}B at {:#x}, send cq {:#x}, recv cq {:#x}",
             pd.pdn,
             1u32 << log_sq,
             send_wqe::SIZE,
@@ -786,7 +786,7 @@ impl QueuePair {
                 r.ci = 0;
             }
         }
-        log::info!("QP {qpn}: {from} -> {to} ({:?})", attr.mask());
+        log::info!("qp {qpn:#x}: {from} -> {to} ({:?})", attr.mask());
         Ok(())
     }
 
@@ -809,7 +809,7 @@ impl QueuePair {
     /// As [`QueuePair::modify`].
     pub fn to_rtr(&self, a: &RtrAttr) -> Result<()> {
         log::info!(
-            "QP {}: connecting to QP {} at {} / {} (rq_psn {:#x}, {:?})",
+            "qp {:#x}: connecting to qp {:#x} at {} / {} (rq_psn {:#x}, {:?})",
             self.qpn(),
             a.dest_qpn,
             crate::context::fmt_mac(a.dest_mac),
@@ -1039,7 +1039,7 @@ impl QueuePair {
         self.reserve(QueueKind::Send, wrs.len())?;
         for wr in wrs {
             log::debug!(
-                "QP {}: post_send wr_id {:#x} {:?} {} SGEs {} bytes{}{}",
+                "qp {:#x}: post_send wr_id {:#x} {:?} {} SGEs {} bytes{}{}",
                 self.qpn(),
                 wr.wr_id,
                 wr.opcode,
@@ -1063,7 +1063,7 @@ impl QueuePair {
     pub fn post_send_raw(&self, wqe: &[u8; send_wqe::SIZE]) -> Result<()> {
         self.reserve(QueueKind::Send, 1)?;
         log::debug!(
-            "QP {}: post_send_raw wr_id {:#x}",
+            "qp {:#x}: post_send_raw wr_id {:#x}",
             self.qpn(),
             send_wqe::WR_ID.get(wqe)
         );
@@ -1102,7 +1102,7 @@ impl QueuePair {
         let mut rq = self.shared.rq.borrow_mut();
         for wr in wrs {
             log::debug!(
-                "QP {qpn}: post_recv wr_id {:#x} {} SGEs",
+                "qp {qpn:#x}: post_recv wr_id {:#x} {} SGEs",
                 wr.wr_id,
                 wr.sgl.len()
             );
@@ -1129,7 +1129,7 @@ impl QueuePair {
         self.ctx()
             .index_command(Command::DestroyQp, Object::Qp(qpn), qpn)?;
         self.ctx().free_index(Resource::Qp, qpn);
-        log::info!("QP {qpn} destroyed");
+        log::info!("qp {qpn:#x}: destroyed");
         Ok(())
     }
 
@@ -1146,7 +1146,7 @@ impl Drop for QueuePair {
     fn drop(&mut self) {
         if let Err(e) = self.destroy_now() {
             log::error!(
-                "destroying QP {} on drop failed (QPN leaked): {e}",
+                "qp {:#x}: destroying on drop failed (QPN leaked): {e}",
                 self.qpn()
             );
         }

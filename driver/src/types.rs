@@ -325,6 +325,24 @@ pub enum Object {
     Qp(u32),
 }
 
+/// An [`Object`] as the prefix of a driver log line (`qp 0x2`, `cq 0x1`, `port`): every log line
+/// starts with the object it is about, so `RUST_LOG=debug ... | grep 'qp 0x2:'` follows one QP.
+pub(crate) struct LogObj(pub(crate) Object);
+
+impl fmt::Display for LogObj {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Object::Device => f.write_str("device"),
+            Object::Port => f.write_str("port"),
+            Object::Pd(n) => write!(f, "pd {n:#x}"),
+            Object::Cq(n) => write!(f, "cq {n:#x}"),
+            Object::Mr(n) => write!(f, "mr {n:#x}"),
+            Object::Mtt { start, count } => write!(f, "mtt {start:#x}..{:#x}", start + count),
+            Object::Qp(n) => write!(f, "qp {n:#x}"),
+        }
+    }
+}
+
 impl fmt::Display for Object {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -286,6 +286,7 @@ impl Fabric {
     /// The fabric failed.
     pub fn mmio_write(&mut self, nic: usize, func: u8, offset: u64, value: u64) -> Result<(), SimError> {
         self.check_failed()?;
+        log::trace!("nic {nic}: fn {func}: mmio write {offset:#08x} <- {value:#018x}");
         match &mut self.slots[nic] {
             Slot::Model { nic: m, .. } => m.mmio_write(func, offset, value),
             Slot::Rtl { rtl } | Slot::Lockstep { rtl, .. } => rtl.post_mmio_write(func, offset, value),
@@ -369,12 +370,19 @@ impl Fabric {
                 }
                 match ev {
                     Observed::TxFrame { bytes } => {
+                        log_frame(i, *cycle, bytes);
                         if let Some(cap) = &mut self.capture {
                             let _ = cap.write(*cycle, bytes);
                         }
                         self.link.send(i, *cycle, bytes.clone());
                     }
-                    Observed::Msix { func, vector } => self.irqs.entry((i, *func)).or_default().push_back(*vector),
+                    Observed::Msix { func, vector } => {
+                        log::trace!("nic {i}: cycle {cycle}: fn {func}: msix vector {vector}");
+                        self.irqs.entry((i, *func)).or_default().push_back(*vector)
+                    }
+                    Observed::DmaWrite { func, addr, data } => {
+                        log::trace!("nic {i}: cycle {cycle}: fn {func}: dma write {addr:#x} len {}", data.len());
+                    }
                     _ => {}
                 }
             }
@@ -411,13 +419,19 @@ impl Fabric {
                 for o in nic.take_outputs() {
                     match o {
                         Output::Frame(f) => {
+                            log_frame(i, 0, &f);
                             if let Some(cap) = &mut self.capture {
                                 let _ = cap.write(self.link.sent, &f);
                             }
                             self.link.send(i, 0, f);
                         }
-                        Output::Msix { func, vector } => self.irqs.entry((i, func)).or_default().push_back(vector),
-                        Output::DmaWrite { .. } => {}
+                        Output::Msix { func, vector } => {
+                            log::trace!("nic {i}: fn {func}: msix vector {vector}");
+                            self.irqs.entry((i, func)).or_default().push_back(vector)
+                        }
+                        Output::DmaWrite { func, addr, data } => {
+                            log::trace!("nic {i}: fn {func}: dma write {addr:#x} len {}", data.len());
+                        }
                     }
                 }
             }
@@ -528,6 +542,21 @@ impl Fabric {
     fn progress(&mut self) -> Result<(), SimError> {
         let n = self.cfg.progress_cycles;
         self.run_cycles(n)
+    }
+}
+
+/// Debug log of a frame leaving NIC `from` (cycle 0 on the model backend, which has no clock).
+/// The BTH is decoded only when debug logging is on: this runs for every frame.
+fn log_frame(from: usize, cycle: u64, bytes: &[u8]) {
+    if log::log_enabled!(log::Level::Debug) {
+        let to = Link::peer(from);
+        match crate::lockstep::bth_summary(bytes) {
+            Some((op, qpn, psn)) => log::debug!(
+                "nic {from} -> nic {to}: cycle {cycle}: frame opcode {op:#04x} dest qp {qpn:#x} psn {psn:#x} len {}",
+                bytes.len()
+            ),
+            None => log::debug!("nic {from} -> nic {to}: cycle {cycle}: frame len {} (no BTH)", bytes.len()),
+        }
     }
 }
 
