@@ -17,23 +17,30 @@
 
 #include "Vrnic_top.h"
 #include "verilated.h"
+#include "rnic_regs.h"
 
 namespace {
 
-// ---- constants (rnic_reg_pkg)
-constexpr uint32_t kRegDevId = 0x0, kRegDevCaps = 0x8, kRegCmdArg0 = 0x100, kRegCmdOp = 0x140,
-                   kRegCmdStatus = 0x148, kRegCmdOut0 = 0x150, kRegCmdOut1 = 0x158,
-                   kRegCounters = 0x200;
-constexpr uint32_t kDbQp = 0x400000, kDbCq = 0x800000;
+// ---- constants: generated from spec/rnic.toml (testbench/csrc/rnic_regs.h), never typed here
+namespace R = rnic_regs;
+constexpr uint32_t kRegDevId = R::reg::DEV_ID, kRegDevCaps = R::reg::DEV_CAPS,
+                   kRegCmdArg0 = R::reg::CMD_ARG0, kRegCmdOp = R::reg::CMD_OP,
+                   kRegCmdStatus = R::reg::CMD_STATUS, kRegCmdOut0 = R::reg::CMD_OUT0,
+                   kRegCmdOut1 = R::reg::CMD_OUT1, kRegCounters = R::reg::COUNTERS;
+constexpr uint32_t kDbQp = uint32_t(R::params::DB_QP_BASE), kDbCq = uint32_t(R::params::DB_CQ_BASE);
 enum : uint8_t {
-  CmdNop = 0, CmdSetPort = 1, CmdCreateCq = 0x10, CmdAllocPd = 0x20, CmdWriteMtt = 0x2f,
-  CmdRegMr = 0x30, CmdCreateQp = 0x40, CmdModifyQp = 0x41, CmdQueryQp = 0x42
+  CmdNop = R::cmd::NOP, CmdSetPort = R::cmd::SET_PORT, CmdCreateCq = R::cmd::CREATE_CQ,
+  CmdAllocPd = R::cmd::ALLOC_PD, CmdWriteMtt = R::cmd::WRITE_MTT, CmdRegMr = R::cmd::REG_MR,
+  CmdCreateQp = R::cmd::CREATE_QP, CmdModifyQp = R::cmd::MODIFY_QP, CmdQueryQp = R::cmd::QUERY_QP
 };
 enum : uint32_t {
-  AttrState = 0x1, AttrAccess = 0x8, AttrPkey = 0x10, AttrPort = 0x20, AttrAv = 0x80,
-  AttrPathMtu = 0x100, AttrTimeout = 0x200, AttrRetry = 0x400, AttrRnrRetry = 0x800,
-  AttrRqPsn = 0x1000, AttrMaxQpRd = 0x2000, AttrMinRnr = 0x8000, AttrSqPsn = 0x10000,
-  AttrMaxDestRd = 0x20000, AttrDestQpn = 0x100000
+  AttrState = R::qp_attr::STATE, AttrAccess = R::qp_attr::ACCESS_FLAGS,
+  AttrPkey = R::qp_attr::PKEY_INDEX, AttrPort = R::qp_attr::PORT, AttrAv = R::qp_attr::AV,
+  AttrPathMtu = R::qp_attr::PATH_MTU, AttrTimeout = R::qp_attr::TIMEOUT,
+  AttrRetry = R::qp_attr::RETRY_CNT, AttrRnrRetry = R::qp_attr::RNR_RETRY,
+  AttrRqPsn = R::qp_attr::RQ_PSN, AttrMaxQpRd = R::qp_attr::MAX_QP_RD_ATOMIC,
+  AttrMinRnr = R::qp_attr::MIN_RNR_TIMER, AttrSqPsn = R::qp_attr::SQ_PSN,
+  AttrMaxDestRd = R::qp_attr::MAX_DEST_RD_ATOMIC, AttrDestQpn = R::qp_attr::DEST_QPN
 };
 
 // ---- host memory: one flat region at kHostBase
@@ -64,6 +71,17 @@ void setf(uint8_t *img, int lsb, int width, uint64_t v) {
     uint8_t m = uint8_t(1u << (b % 8));
     if ((v >> i) & 1) img[b / 8] |= m; else img[b / 8] &= uint8_t(~m);
   }
+}
+
+void setf(uint8_t *img, R::Field f, uint64_t v) { setf(img, int(f.bit), int(f.width), v); }
+// Read a generated layout field of the structure at host address a.
+uint64_t getf(uint64_t a, R::Field f) {
+  uint64_t v = 0;
+  for (uint32_t i = 0; i < f.width; i++) {
+    uint32_t b = f.bit + i;
+    v |= uint64_t((hp(a + b / 8)[0] >> (b % 8)) & 1) << i;
+  }
+  return v;
 }
 
 std::unique_ptr<VerilatedContext> ctx;
@@ -267,28 +285,28 @@ uint64_t iova_to_host(uint64_t va) {
 
 uint8_t create_cq(uint32_t cqn, uint64_t base, int log_size, int vector) {
   uint8_t img[48] = {};
-  setf(img, 0, 24, cqn);
-  setf(img, 64, 64, base);
-  setf(img, 128, 5, log_size);
-  setf(img, 144, 16, vector);
+  setf(img, R::cmd_create_cq::CQN, cqn);
+  setf(img, R::cmd_create_cq::BASE, base);
+  setf(img, R::cmd_create_cq::LOG_SIZE, log_size);
+  setf(img, R::cmd_create_cq::VECTOR, vector);
   return cmd(CmdCreateCq, img);
 }
 uint8_t idx_cmd(uint8_t op, uint32_t idx) {
   uint8_t img[48] = {};
-  setf(img, 0, 24, idx);
+  setf(img, R::cmd_index::INDEX, idx);
   return cmd(op, img);
 }
 uint8_t create_qp(uint32_t qpn, uint64_t sq, uint64_t rq, uint32_t pdn, uint32_t scq,
                   uint32_t rcq) {
   uint8_t img[48] = {};
-  setf(img, 0, 24, qpn);
-  setf(img, 64, 64, sq);
-  setf(img, 128, 64, rq);
-  setf(img, 192, 5, 4);
-  setf(img, 200, 5, 4);
-  setf(img, 224, 24, pdn);
-  setf(img, 256, 24, scq);
-  setf(img, 288, 24, rcq);
+  setf(img, R::cmd_create_qp::QPN, qpn);
+  setf(img, R::cmd_create_qp::SQ_BASE, sq);
+  setf(img, R::cmd_create_qp::RQ_BASE, rq);
+  setf(img, R::cmd_create_qp::LOG_SQ_SIZE, 4);
+  setf(img, R::cmd_create_qp::LOG_RQ_SIZE, 4);
+  setf(img, R::cmd_create_qp::PDN, pdn);
+  setf(img, R::cmd_create_qp::SEND_CQN, scq);
+  setf(img, R::cmd_create_qp::RECV_CQN, rcq);
   return cmd(CmdCreateQp, img);
 }
 struct QpAttr {
@@ -299,22 +317,22 @@ struct QpAttr {
 };
 uint8_t modify_qp(uint32_t qpn, const QpAttr &a) {
   uint8_t img[48] = {};
-  setf(img, 0, 24, qpn);
-  setf(img, 32, 32, a.mask);
-  setf(img, 64, 3, a.state);
-  setf(img, 72, 4, a.access);
-  setf(img, 80, 3, a.path_mtu);
-  setf(img, 88, 3, a.retry);
-  setf(img, 92, 3, a.rnr);
-  setf(img, 96, 5, a.timeout);
-  setf(img, 104, 5, a.min_rnr);
-  setf(img, 112, 8, a.max_rd);
-  setf(img, 120, 8, a.max_dest_rd);
-  setf(img, 128, 24, a.dest_qpn);
-  setf(img, 160, 24, a.rq_psn);
-  setf(img, 192, 24, a.sq_psn);
-  setf(img, 224, 32, a.dest_ip);
-  setf(img, 256, 48, a.dest_mac);
+  setf(img, R::cmd_qp_args::QPN, qpn);
+  setf(img, R::cmd_qp_args::ATTR_MASK, a.mask);
+  setf(img, R::cmd_qp_args::STATE, a.state);
+  setf(img, R::cmd_qp_args::ACCESS, a.access);
+  setf(img, R::cmd_qp_args::PATH_MTU, a.path_mtu);
+  setf(img, R::cmd_qp_args::RETRY_CNT, a.retry);
+  setf(img, R::cmd_qp_args::RNR_RETRY, a.rnr);
+  setf(img, R::cmd_qp_args::TIMEOUT, a.timeout);
+  setf(img, R::cmd_qp_args::MIN_RNR_TIMER, a.min_rnr);
+  setf(img, R::cmd_qp_args::MAX_RD_ATOMIC, a.max_rd);
+  setf(img, R::cmd_qp_args::MAX_DEST_RD_ATOMIC, a.max_dest_rd);
+  setf(img, R::cmd_qp_args::DEST_QPN, a.dest_qpn);
+  setf(img, R::cmd_qp_args::RQ_PSN, a.rq_psn);
+  setf(img, R::cmd_qp_args::SQ_PSN, a.sq_psn);
+  setf(img, R::cmd_qp_args::DEST_IP, a.dest_ip);
+  setf(img, R::cmd_qp_args::DEST_MAC, a.dest_mac);
   return cmd(CmdModifyQp, img);
 }
 
@@ -379,22 +397,22 @@ struct Cqe {
 Cqe read_cqe(uint64_t base, int i) {
   uint64_t a = base + 32 * i;
   Cqe c;
-  c.wr_id = get(a, 8);
-  c.byte_len = uint32_t(get(a + 8, 4));
-  c.imm = uint32_t(get(a + 12, 4));
-  c.qpn = uint32_t(get(a + 16, 3));
-  c.opcode = uint8_t(get(a + 20, 1));
-  c.status = uint8_t(get(a + 21, 1));
-  c.flags = uint8_t(get(a + 22, 1));
-  c.owner = uint8_t(get(a + 23, 1) & 1);
-  c.wqe_idx = uint16_t(get(a + 26, 2));
+  c.wr_id = getf(a, R::cqe::WR_ID);
+  c.byte_len = uint32_t(getf(a, R::cqe::BYTE_LEN));
+  c.imm = uint32_t(getf(a, R::cqe::IMM));
+  c.qpn = uint32_t(getf(a, R::cqe::QPN));
+  c.opcode = uint8_t(getf(a, R::cqe::OPCODE));
+  c.status = uint8_t(getf(a, R::cqe::STATUS));
+  c.flags = uint8_t(getf(a, R::cqe::FLAGS));
+  c.owner = uint8_t(getf(a, R::cqe::OWNER));
+  c.wqe_idx = uint16_t(getf(a, R::cqe::WQE_IDX));
   return c;
 }
 
 // run until the CQE slot i of a CQ has the owner bit of the first pass
 bool wait_cqe(uint64_t base, int i, int max_cycles = 200000) {
   for (int c = 0; c < max_cycles; c++) {
-    if (get(base + 32 * i + 23, 1) & 1) return true;
+    if (getf(base + R::cqe::SIZE * i, R::cqe::OWNER)) return true;
     tick();
   }
   return false;
