@@ -107,17 +107,20 @@ pub(crate) struct CtxInner {
     pending_irqs: RefCell<VecDeque<u16>>,
     /// Port address from the last successful SET_PORT.
     pub(crate) port: Cell<Option<([u8; 6], Ipv4Addr)>>,
+    /// Log target of every driver log line for this device: `rnic_driver::<label>`, or
+    /// `rnic_driver` when the device has no [`Device::label`].
+    pub(crate) log_target: String,
 }
 
 impl CtxInner {
     pub(crate) fn write(&self, offset: u64, value: u64) {
-        log::trace!("mmio: write {offset:#08x} <- {value:#018x}");
+        log::trace!(target: &self.log_target, "mmio: write {offset:#08x} <- {value:#018x}");
         self.dev.mmio_write(offset, value);
     }
 
     pub(crate) fn read(&self, offset: u64) -> u64 {
         let v = self.dev.mmio_read(offset);
-        log::trace!("mmio: read  {offset:#08x} -> {v:#018x}");
+        log::trace!(target: &self.log_target, "mmio: read  {offset:#08x} -> {v:#018x}");
         v
     }
 
@@ -154,7 +157,7 @@ impl CtxInner {
 
     pub(crate) fn free_index(&self, resource: Resource, index: u32) {
         if !self.allocator(resource).borrow_mut().free(index) {
-            log::error!("alloc: driver bug: freeing {resource} index {index} that is not allocated");
+            log::error!(target: &self.log_target, "alloc: driver bug: freeing {resource} index {index} that is not allocated");
         }
     }
 
@@ -177,7 +180,7 @@ impl CtxInner {
         object: Object,
         image: &CmdImage,
     ) -> Result<(u64, u64)> {
-        log::debug!("{}: cmd {command}", LogObj(object));
+        log::debug!(target: &self.log_target, "{}: cmd {command}", LogObj(object));
         let args = [
             reg::CMD_ARG0,
             reg::CMD_ARG1,
@@ -212,7 +215,7 @@ impl CtxInner {
         };
         if status != cmd_status::OK {
             let status = CommandStatus::from_code(status);
-            log::debug!("{}: cmd {command} failed: {status}", LogObj(object));
+            log::debug!(target: &self.log_target, "{}: cmd {command} failed: {status}", LogObj(object));
             return Err(Error::CommandFailed {
                 command,
                 object,
@@ -238,7 +241,7 @@ impl CtxInner {
     pub(crate) fn collect_interrupts(&self) {
         let new = self.dev.take_interrupts();
         if !new.is_empty() {
-            log::debug!("irq: vectors {new:?}");
+            log::debug!(target: &self.log_target, "irq: vectors {new:?}");
             self.pending_irqs.borrow_mut().extend(new);
         }
     }
@@ -311,7 +314,14 @@ impl Context {
                 });
             }
         }
+        let label = dev.label();
+        let log_target = if label.is_empty() {
+            "rnic_driver".to_owned()
+        } else {
+            format!("rnic_driver::{label}")
+        };
         log::info!(
+            target: &log_target,
             "device: opened RNIC interface v{}: {} QPs, {} CQs, {} MRs, {} PDs, {} MTT entries, {}/{} SGEs",
             caps.interface_version,
             caps.num_qp,
@@ -335,6 +345,7 @@ impl Context {
             poll_limit: Cell::new(DEFAULT_COMMAND_POLL_LIMIT),
             pending_irqs: RefCell::new(VecDeque::new()),
             port: Cell::new(None),
+            log_target,
         };
         Ok(Context {
             inner: Rc::new(inner),
@@ -368,7 +379,7 @@ impl Context {
         cmd_set_port::IP.set(&mut img, u64::from(u32::from(ip)));
         self.inner.command(Command::SetPort, Object::Port, &img)?;
         self.inner.port.set(Some((mac, ip)));
-        log::info!("port: set to {} / {ip}", fmt_mac(mac));
+        log::info!(target: &self.inner.log_target, "port: set to {} / {ip}", fmt_mac(mac));
         Ok(())
     }
 

@@ -106,7 +106,7 @@ impl CqInner {
             .index_command(Command::DestroyCq, Object::Cq(self.cqn), self.cqn)?;
         // Only a successful destroy makes the CQN reusable: otherwise the device may still hold it.
         self.ctx.free_index(Resource::Cq, self.cqn);
-        log::info!("cq {:#x}: destroyed", self.cqn);
+        log::info!(target: &self.ctx.log_target, "cq {:#x}: destroyed", self.cqn);
         Ok(())
     }
 }
@@ -115,6 +115,7 @@ impl Drop for CqInner {
     fn drop(&mut self) {
         if let Err(e) = self.destroy_now() {
             log::error!(
+                target: &self.ctx.log_target,
                 "cq {:#x}: destroying on drop failed (CQN leaked): {e}",
                 self.cqn
             );
@@ -164,6 +165,7 @@ impl Cq {
             return Err(e);
         }
         log::info!(
+            target: &ctx.log_target,
             "cq {cqn:#x}: created: {size} entries at {:#x}, vector {vector}",
             ring.iova()
         );
@@ -231,8 +233,9 @@ impl Cq {
     fn retire(&self, wc: &WorkCompletion) {
         let qp = self.inner.qps.borrow().get(&wc.qpn).and_then(Weak::upgrade);
         match qp {
-            Some(qp) => qp.on_completion(wc),
+            Some(qp) => qp.on_completion(&self.inner.ctx.log_target, wc),
             None => log::warn!(
+                target: &self.inner.ctx.log_target,
                 "cq {:#x}: completion for qp {:#x} which does not use this CQ",
                 self.inner.cqn,
                 wc.qpn
@@ -264,6 +267,7 @@ impl Cq {
                 // advance the consumer index, so the next poll reports the error.
                 Err(e) if n > 0 => {
                     log::warn!(
+                        target: &self.inner.ctx.log_target,
                         "cq {:#x}: {e}; returning the {n} completions read before it",
                         self.inner.cqn
                     );
@@ -273,6 +277,7 @@ impl Cq {
             };
             if wc.status.is_success() {
                 log::info!(
+                    target: &self.inner.ctx.log_target,
                     "qp {:#x}: completion on cq {:#x}: wr_id {:#x} {:?} {} bytes{}",
                     wc.qpn,
                     self.inner.cqn,
@@ -283,6 +288,7 @@ impl Cq {
                 );
             } else {
                 log::info!(
+                    target: &self.inner.ctx.log_target,
                     "qp {:#x}: completion on cq {:#x}: wr_id {:#x} {:?} failed: {:?}",
                     wc.qpn,
                     self.inner.cqn,
@@ -344,7 +350,7 @@ impl Cq {
     /// A CQE written before the arm raises nothing, so the usual pattern is: arm, poll once
     /// more (to catch a completion that raced the arm), then [`Cq::wait_event`].
     pub fn arm(&self) {
-        log::debug!("cq {:#x}: arm", self.inner.cqn);
+        log::debug!(target: &self.inner.ctx.log_target, "cq {:#x}: arm", self.inner.cqn);
         self.inner
             .ctx
             .write(Context::cq_doorbell(self.inner.cqn) + params::DB_CQ_ARM, 1);
@@ -361,6 +367,7 @@ impl Cq {
         loop {
             if self.inner.ctx.take_interrupt(self.inner.vector) {
                 log::debug!(
+                    target: &self.inner.ctx.log_target,
                     "cq {:#x}: interrupt on vector {}",
                     self.inner.cqn,
                     self.inner.vector

@@ -50,4 +50,8 @@ pub trait Device {
     fn progress(&self) -> Result<(), DeviceError>;
     /// MSI-X vectors this function raised since the last call, oldest first.
     fn take_interrupts(&self) -> Vec<u16>;
+    /// Short name of this device for log lines, e.g. `nic0.fn0`; empty when the backend has none.
+    fn label(&self) -> String {
+        String::new()
+    }
 }

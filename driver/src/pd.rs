@@ -31,7 +31,7 @@ impl PdInner {
         self.ctx
             .index_command(Command::DeallocPd, Object::Pd(self.pdn), self.pdn)?;
         self.ctx.free_index(Resource::Pd, self.pdn);
-        log::info!("pd {:#x}: deallocated", self.pdn);
+        log::info!(target: &self.ctx.log_target, "pd {:#x}: deallocated", self.pdn);
         Ok(())
     }
 }
@@ -40,6 +40,7 @@ impl Drop for PdInner {
     fn drop(&mut self) {
         if let Err(e) = self.dealloc_now() {
             log::error!(
+                target: &self.ctx.log_target,
                 "pd {:#x}: deallocating on drop failed (PDN leaked): {e}",
                 self.pdn
             );
@@ -82,7 +83,7 @@ impl Pd {
             ctx.free_index(Resource::Pd, pdn);
             return Err(e);
         }
-        log::info!("pd {pdn:#x}: allocated");
+        log::info!(target: &ctx.log_target, "pd {pdn:#x}: allocated");
         Ok(Pd {
             inner: Rc::new(PdInner {
                 ctx: ctx.clone(),
@@ -300,6 +301,7 @@ impl Mr {
             deregistered: false,
         };
         log::info!(
+            target: &pd.ctx.log_target,
             "mr {index:#x}: registered in pd {:#x}: lkey {:#x}, iova {iova:#x}, {len} bytes, {npages} pages{}, {access:?}",
             pd.pdn,
             mr.lkey(),
@@ -458,7 +460,7 @@ impl Mr {
         ctx.mtt
             .borrow_mut()
             .free(self.mtt_start, self.pages.len() as u32);
-        log::info!("mr {:#x}: deregistered (lkey {:#x})", self.index, self.lkey());
+        log::info!(target: &self.pd.ctx.log_target, "mr {:#x}: deregistered (lkey {:#x})", self.index, self.lkey());
         Ok(())
     }
 
@@ -475,6 +477,7 @@ impl Drop for Mr {
     fn drop(&mut self) {
         if let Err(e) = self.dereg_now() {
             log::error!(
+                target: &self.pd.ctx.log_target,
                 "mr {:#x}: deregistering on drop failed (index and MTT leaked): {e}",
                 self.index
             );

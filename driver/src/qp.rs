@@ -542,7 +542,7 @@ pub(crate) struct QpShared {
 
 impl QpShared {
     /// A CQE for WQE `wqe_idx` means it and every WQE before it (unsignaled ones) are done.
-    pub(crate) fn on_completion(&self, wc: &WorkCompletion) {
+    pub(crate) fn on_completion(&self, log_target: &str, wc: &WorkCompletion) {
         let (ring, kind) = if wc.opcode.is_recv() {
             (&self.rq, QueueKind::Recv)
         } else {
@@ -553,6 +553,7 @@ impl QpShared {
         let advance = u32::from(next.wrapping_sub(r.ci));
         if advance == 0 || advance > r.outstanding() {
             log::warn!(
+                target: log_target,
                 "qp {:#x}: completion for {kind} WQE {} outside the outstanding window {}..{}; stale CQE (QP reset?) ignored",
                 self.qpn,
                 wc.wqe_idx,
@@ -565,6 +566,7 @@ impl QpShared {
         // The device moves the QP to ERR before it writes any error completion (contract §8-§11).
         if !wc.status.is_success() && self.state.get() != QpState::Err {
             log::info!(
+                target: log_target,
                 "qp {:#x}: error completion {:?}, QP is now in ERR",
                 self.qpn,
                 wc.status
@@ -664,6 +666,7 @@ impl QueuePair {
                 .insert(qpn, Rc::downgrade(&shared));
         }
         log::info!(
+            target: &pd.ctx.log_target,
             "qp {qpn:#x}: created in pd {:#x}: SQ {} x {}B at {:#x}, RQ {} x {}B at {:#x}, send cq {:#x}, recv cq {:#x}",
             pd.pdn,
             1u32 << log_sq,
@@ -786,7 +789,7 @@ impl QueuePair {
                 r.ci = 0;
             }
         }
-        log::info!("qp {qpn:#x}: {from} -> {to} ({:?})", attr.mask());
+        log::info!(target: &self.pd.ctx.log_target, "qp {qpn:#x}: {from} -> {to} ({:?})", attr.mask());
         Ok(())
     }
 
@@ -809,6 +812,7 @@ impl QueuePair {
     /// As [`QueuePair::modify`].
     pub fn to_rtr(&self, a: &RtrAttr) -> Result<()> {
         log::info!(
+            target: &self.pd.ctx.log_target,
             "qp {:#x}: connecting to qp {:#x} at {} / {} (rq_psn {:#x}, {:?})",
             self.qpn(),
             a.dest_qpn,
@@ -1039,6 +1043,7 @@ impl QueuePair {
         self.reserve(QueueKind::Send, wrs.len())?;
         for wr in wrs {
             log::debug!(
+                target: &self.pd.ctx.log_target,
                 "qp {:#x}: post_send wr_id {:#x} {:?} {} SGEs {} bytes{}{}",
                 self.qpn(),
                 wr.wr_id,
@@ -1063,6 +1068,7 @@ impl QueuePair {
     pub fn post_send_raw(&self, wqe: &[u8; send_wqe::SIZE]) -> Result<()> {
         self.reserve(QueueKind::Send, 1)?;
         log::debug!(
+            target: &self.pd.ctx.log_target,
             "qp {:#x}: post_send_raw wr_id {:#x}",
             self.qpn(),
             send_wqe::WR_ID.get(wqe)
@@ -1102,6 +1108,7 @@ impl QueuePair {
         let mut rq = self.shared.rq.borrow_mut();
         for wr in wrs {
             log::debug!(
+                target: &self.pd.ctx.log_target,
                 "qp {qpn:#x}: post_recv wr_id {:#x} {} SGEs",
                 wr.wr_id,
                 wr.sgl.len()
@@ -1129,7 +1136,7 @@ impl QueuePair {
         self.ctx()
             .index_command(Command::DestroyQp, Object::Qp(qpn), qpn)?;
         self.ctx().free_index(Resource::Qp, qpn);
-        log::info!("qp {qpn:#x}: destroyed");
+        log::info!(target: &self.pd.ctx.log_target, "qp {qpn:#x}: destroyed");
         Ok(())
     }
 
@@ -1146,6 +1153,7 @@ impl Drop for QueuePair {
     fn drop(&mut self) {
         if let Err(e) = self.destroy_now() {
             log::error!(
+                target: &self.pd.ctx.log_target,
                 "qp {:#x}: destroying on drop failed (QPN leaked): {e}",
                 self.qpn()
             );

@@ -574,6 +574,10 @@ impl std::fmt::Debug for SimDevice {
 }
 
 impl Device for SimDevice {
+    fn label(&self) -> String {
+        format!("nic{}.fn{}", self.nic, self.func)
+    }
+
     fn mmio_write(&self, offset: u64, value: u64) {
         // A failed fabric reports its error on the next progress/read call.
         let _ = self.fabric.borrow_mut().mmio_write(self.nic, self.func, offset, value);
