@@ -74,6 +74,11 @@ void setf(uint8_t *img, int lsb, int width, uint64_t v) {
 }
 
 void setf(uint8_t *img, R::Field f, uint64_t v) { setf(img, int(f.bit), int(f.width), v); }
+// Write a generated layout field of the structure at host address a.
+void putf(uint64_t a, R::Field f, uint64_t v) { setf(hp(a), f, v); }
+// SGE n of a WQE sits 16 bytes after SGE n-1 (the spec lists them that way).
+constexpr uint32_t kSgeStride = R::send_wqe::SGE1_ADDR.bit / 8 - R::send_wqe::SGE0_ADDR.bit / 8;
+static_assert(kSgeStride == R::recv_wqe::SGE1_ADDR.bit / 8 - R::recv_wqe::SGE0_ADDR.bit / 8, "SGE stride");
 // Read a generated layout field of the structure at host address a.
 uint64_t getf(uint64_t a, R::Field f) {
   uint64_t v = 0;
@@ -344,7 +349,7 @@ void bring_up(uint32_t qpn, uint32_t dest, uint32_t my_psn, uint32_t peer_psn, i
   a.mask = AttrState | AttrPkey | AttrPort | AttrAccess;
   a.state = 1;
   a.access = 0xf;
-  CHECK(modify_qp(qpn, a) == 0, "RESET->INIT");
+  CHECK(modify_qp(qpn, a) == R::cmd_status::OK, "RESET->INIT");
   QpAttr r;
   r.mask = AttrState | AttrAv | AttrPathMtu | AttrDestQpn | AttrRqPsn | AttrMaxDestRd | AttrMinRnr;
   r.state = 2;
@@ -355,7 +360,7 @@ void bring_up(uint32_t qpn, uint32_t dest, uint32_t my_psn, uint32_t peer_psn, i
   r.rq_psn = peer_psn;
   r.max_dest_rd = 4;
   r.min_rnr = 5;
-  CHECK(modify_qp(qpn, r) == 0, "INIT->RTR");
+  CHECK(modify_qp(qpn, r) == R::cmd_status::OK, "INIT->RTR");
   QpAttr s;
   s.mask = AttrState | AttrSqPsn | AttrMaxQpRd | AttrRetry | AttrRnrRetry | AttrTimeout;
   s.state = 3;
@@ -364,7 +369,7 @@ void bring_up(uint32_t qpn, uint32_t dest, uint32_t my_psn, uint32_t peer_psn, i
   s.retry = 7;
   s.rnr = rnr;
   s.timeout = 14;
-  CHECK(modify_qp(qpn, s) == 0, "RTR->RTS");
+  CHECK(modify_qp(qpn, s) == R::cmd_status::OK, "RTR->RTS");
 }
 
 void send_wqe(uint64_t sq, int idx, uint8_t opcode, uint64_t wr_id, uint32_t imm,
@@ -372,19 +377,19 @@ void send_wqe(uint64_t sq, int idx, uint8_t opcode, uint64_t wr_id, uint32_t imm
               uint32_t lkey, uint64_t cmp_add = 0, uint64_t swap = 0) {
   uint64_t w = sq + 128 * idx;
   memset(hp(w), 0, 128);
-  put(w + 0, wr_id, 8);
-  put(w + 8, opcode, 1);
-  put(w + 9, 1, 1);  // signaled
-  put(w + 10, sges.size(), 1);
-  put(w + 12, imm, 4);
-  put(w + 16, raddr, 8);
-  put(w + 24, rkey, 4);
-  put(w + 32, cmp_add, 8);
-  put(w + 40, swap, 8);
+  putf(w, R::send_wqe::WR_ID, wr_id);
+  putf(w, R::send_wqe::OPCODE, opcode);
+  putf(w, R::send_wqe::FLAGS, R::wqe_flag::SIGNALED);
+  putf(w, R::send_wqe::NUM_SGE, sges.size());
+  putf(w, R::send_wqe::IMM, imm);
+  putf(w, R::send_wqe::REMOTE_ADDR, raddr);
+  putf(w, R::send_wqe::RKEY, rkey);
+  putf(w, R::send_wqe::COMPARE_ADD, cmp_add);
+  putf(w, R::send_wqe::SWAP, swap);
   for (size_t i = 0; i < sges.size(); i++) {
-    put(w + 64 + 16 * i, sges[i].first, 8);
-    put(w + 72 + 16 * i, sges[i].second, 4);
-    put(w + 76 + 16 * i, lkey, 4);
+    putf(w + kSgeStride * i, R::send_wqe::SGE0_ADDR, sges[i].first);
+    putf(w + kSgeStride * i, R::send_wqe::SGE0_LEN, sges[i].second);
+    putf(w + kSgeStride * i, R::send_wqe::SGE0_LKEY, lkey);
   }
 }
 
@@ -437,78 +442,78 @@ int main(int argc, char **argv) {
   printf("init + id reads done at cycle %llu\n", (unsigned long long)cycles);
   CHECK(mmio_read(kRegDevId, 1) == ~0ull, "func 1 read");
   CHECK(mmio_read(0x38) == 0, "unknown read");
-  CHECK(counter(11) == 2, "MMIO_BAD = %llu", (unsigned long long)counter(11));
+  CHECK(counter(R::counter::MMIO_BAD) == 2, "MMIO_BAD = %llu", (unsigned long long)counter(R::counter::MMIO_BAD));
 
   // ---- admin commands
   uint8_t img[48] = {};
-  setf(img, 0, 48, kMac);
-  setf(img, 64, 32, kIp);
-  CHECK(cmd(CmdSetPort, img) == 0, "SET_PORT");
+  setf(img, R::cmd_set_port::MAC, kMac);
+  setf(img, R::cmd_set_port::IP, kIp);
+  CHECK(cmd(CmdSetPort, img) == R::cmd_status::OK, "SET_PORT");
   memset(img, 0, sizeof img);
-  CHECK(cmd(0x99, img) == 1, "bad opcode");
-  CHECK(cmd(CmdNop, img) == 0, "NOP");
-  CHECK(create_cq(1, kCqSend, 4, 7) == 0, "CREATE_CQ 1");
-  CHECK(create_cq(1, kCqSend, 4, 7) == 3, "CREATE_CQ 1 again -> BAD_STATE");
-  CHECK(create_cq(5000, kCqSend, 4, 7) == 2, "CREATE_CQ 5000 -> BAD_INDEX");
-  CHECK(create_cq(3, kCqSend + 8, 4, 7) == 4, "CREATE_CQ misaligned -> BAD_PARAM");
-  CHECK(create_cq(2, kCqRecv, 4, 8) == 0, "CREATE_CQ 2");
-  CHECK(idx_cmd(CmdAllocPd, 1) == 0, "ALLOC_PD");
-  CHECK(idx_cmd(CmdAllocPd, 1) == 3, "ALLOC_PD again");
-  CHECK(idx_cmd(CmdAllocPd, 4096) == 2, "ALLOC_PD range");
+  CHECK(cmd(0x99, img) == R::cmd_status::BAD_OPCODE, "bad opcode");
+  CHECK(cmd(CmdNop, img) == R::cmd_status::OK, "NOP");
+  CHECK(create_cq(1, kCqSend, 4, 7) == R::cmd_status::OK, "CREATE_CQ 1");
+  CHECK(create_cq(1, kCqSend, 4, 7) == R::cmd_status::BAD_STATE, "CREATE_CQ 1 again -> BAD_STATE");
+  CHECK(create_cq(5000, kCqSend, 4, 7) == R::cmd_status::BAD_INDEX, "CREATE_CQ 5000 -> BAD_INDEX");
+  CHECK(create_cq(3, kCqSend + 8, 4, 7) == R::cmd_status::BAD_PARAM, "CREATE_CQ misaligned -> BAD_PARAM");
+  CHECK(create_cq(2, kCqRecv, 4, 8) == R::cmd_status::OK, "CREATE_CQ 2");
+  CHECK(idx_cmd(CmdAllocPd, 1) == R::cmd_status::OK, "ALLOC_PD");
+  CHECK(idx_cmd(CmdAllocPd, 1) == R::cmd_status::BAD_STATE, "ALLOC_PD again");
+  CHECK(idx_cmd(CmdAllocPd, 4096) == R::cmd_status::BAD_INDEX, "ALLOC_PD range");
 
   // MTT: page addresses of the MR
   for (int i = 0; i < kNPages; i++) put(kMttTab + 8 * i, kPages + uint64_t(perm[i]) * 4096, 8);
   memset(img, 0, sizeof img);
-  setf(img, 0, 24, 0);
-  setf(img, 32, 16, kNPages);
-  setf(img, 64, 64, kMttTab);
-  CHECK(cmd(CmdWriteMtt, img) == 0, "WRITE_MTT");
-  setf(img, 32, 16, 0);
-  CHECK(cmd(CmdWriteMtt, img) == 4, "WRITE_MTT count 0");
-  setf(img, 0, 24, 16380);
-  setf(img, 32, 16, 8);
-  CHECK(cmd(CmdWriteMtt, img) == 2, "WRITE_MTT range");
+  setf(img, R::cmd_write_mtt::START, 0);
+  setf(img, R::cmd_write_mtt::COUNT, kNPages);
+  setf(img, R::cmd_write_mtt::SRC, kMttTab);
+  CHECK(cmd(CmdWriteMtt, img) == R::cmd_status::OK, "WRITE_MTT");
+  setf(img, R::cmd_write_mtt::COUNT, 0);
+  CHECK(cmd(CmdWriteMtt, img) == R::cmd_status::BAD_PARAM, "WRITE_MTT count 0");
+  setf(img, R::cmd_write_mtt::START, 16380);
+  setf(img, R::cmd_write_mtt::COUNT, 8);
+  CHECK(cmd(CmdWriteMtt, img) == R::cmd_status::BAD_INDEX, "WRITE_MTT range");
 
   // REG_MR index 1, key 0x11 -> lkey = rkey = 0x111
   memset(img, 0, sizeof img);
-  setf(img, 0, 24, 1);
-  setf(img, 24, 8, 0x11);
-  setf(img, 32, 24, 1);
-  setf(img, 56, 4, 0xf);
-  setf(img, 64, 64, kIova);
-  setf(img, 128, 64, kNPages * 4096);
-  setf(img, 192, 24, 0);
-  setf(img, 224, 6, 12);
-  CHECK(cmd(CmdRegMr, img) == 0, "REG_MR");
-  CHECK(cmd(CmdRegMr, img) == 3, "REG_MR again");
-  setf(img, 0, 24, 2);
-  setf(img, 224, 6, 11);
-  CHECK(cmd(CmdRegMr, img) == 4, "REG_MR log_page 11");
+  setf(img, R::cmd_reg_mr::INDEX, 1);
+  setf(img, R::cmd_reg_mr::KEY, 0x11);
+  setf(img, R::cmd_reg_mr::PDN, 1);
+  setf(img, R::cmd_reg_mr::ACCESS, 0xf);
+  setf(img, R::cmd_reg_mr::IOVA, kIova);
+  setf(img, R::cmd_reg_mr::LENGTH, kNPages * 4096);
+  setf(img, R::cmd_reg_mr::MTT_BASE, 0);
+  setf(img, R::cmd_reg_mr::LOG_PAGE, 12);
+  CHECK(cmd(CmdRegMr, img) == R::cmd_status::OK, "REG_MR");
+  CHECK(cmd(CmdRegMr, img) == R::cmd_status::BAD_STATE, "REG_MR again");
+  setf(img, R::cmd_reg_mr::INDEX, 2);
+  setf(img, R::cmd_reg_mr::LOG_PAGE, 11);
+  CHECK(cmd(CmdRegMr, img) == R::cmd_status::BAD_PARAM, "REG_MR log_page 11");
   const uint32_t key = 0x111;
 
-  CHECK(create_qp(1, kSq2, kRq2, 1, 1, 2) == 2, "CREATE_QP 1 -> BAD_INDEX");
-  CHECK(create_qp(2, kSq2, kRq2, 1, 1, 2) == 0, "CREATE_QP 2");
-  CHECK(create_qp(2, kSq2, kRq2, 1, 1, 2) == 3, "CREATE_QP 2 again");
-  CHECK(create_qp(4, kSq2, kRq2, 1, 1, 9) == 4, "CREATE_QP bad cq");
-  CHECK(create_qp(3, kSq3, kRq3, 1, 1, 2) == 0, "CREATE_QP 3");
+  CHECK(create_qp(1, kSq2, kRq2, 1, 1, 2) == R::cmd_status::BAD_INDEX, "CREATE_QP 1 -> BAD_INDEX");
+  CHECK(create_qp(2, kSq2, kRq2, 1, 1, 2) == R::cmd_status::OK, "CREATE_QP 2");
+  CHECK(create_qp(2, kSq2, kRq2, 1, 1, 2) == R::cmd_status::BAD_STATE, "CREATE_QP 2 again");
+  CHECK(create_qp(4, kSq2, kRq2, 1, 1, 9) == R::cmd_status::BAD_PARAM, "CREATE_QP bad cq");
+  CHECK(create_qp(3, kSq3, kRq3, 1, 1, 2) == R::cmd_status::OK, "CREATE_QP 3");
 
   {
     QpAttr bad;
     bad.mask = AttrAccess;
-    CHECK(modify_qp(2, bad) == 4, "MODIFY without STATE");
+    CHECK(modify_qp(2, bad) == R::cmd_status::BAD_PARAM, "MODIFY without STATE");
     bad.mask = AttrState;
     bad.state = 3;
-    CHECK(modify_qp(2, bad) == 3, "RESET->RTS");
+    CHECK(modify_qp(2, bad) == R::cmd_status::BAD_STATE, "RESET->RTS");
     bad.mask = AttrState | AttrPkey;
     bad.state = 1;
-    CHECK(modify_qp(2, bad) == 4, "RESET->INIT missing bits");
+    CHECK(modify_qp(2, bad) == R::cmd_status::BAD_PARAM, "RESET->INIT missing bits");
   }
   bring_up(2, 3, 1000, 5000);
   bring_up(3, 2, 5000, 1000);
   uint64_t o0, o1;
   memset(img, 0, sizeof img);
-  setf(img, 0, 24, 2);
-  CHECK(cmd(CmdQueryQp, img, &o0, &o1) == 0, "QUERY_QP");
+  setf(img, R::cmd_index::INDEX, 2);
+  CHECK(cmd(CmdQueryQp, img, &o0, &o1) == R::cmd_status::OK, "QUERY_QP");
   CHECK(o0 == (3ull | (1000ull << 8) | (5000ull << 32)), "QUERY out0 %llx",
         (unsigned long long)o0);
   CHECK(o1 == 0, "QUERY out1 %llx", (unsigned long long)o1);
@@ -523,10 +528,10 @@ int main(int argc, char **argv) {
   const uint64_t r_a = kIova + 3 * 4096 + 4000, r_b = kIova + 5 * 4096 + 100;
   // receive WQE at QP 3 RQ slot 0: SGE 200 bytes + 1000 bytes
   memset(hp(kRq3), 0, 64);
-  put(kRq3 + 0, 0xabc, 8);
-  put(kRq3 + 8, 2, 1);
-  put(kRq3 + 16, r_a, 8); put(kRq3 + 24, 200, 4); put(kRq3 + 28, key, 4);
-  put(kRq3 + 32, r_b, 8); put(kRq3 + 40, 1000, 4); put(kRq3 + 44, key, 4);
+  putf(kRq3, R::recv_wqe::WR_ID, 0xabc);
+  putf(kRq3, R::recv_wqe::NUM_SGE, 2);
+  putf(kRq3, R::recv_wqe::SGE0_ADDR, r_a); putf(kRq3, R::recv_wqe::SGE0_LEN, 200); putf(kRq3, R::recv_wqe::SGE0_LKEY, key);
+  putf(kRq3, R::recv_wqe::SGE1_ADDR, r_b); putf(kRq3, R::recv_wqe::SGE1_LEN, 1000); putf(kRq3, R::recv_wqe::SGE1_LKEY, key);
   mmio_write(kDbQp + (3 << 12) + 8, 1);
   send_wqe(kSq2, 0, 3 /*SEND_WITH_IMM*/, 0x1234, 0xdeadbeef, 0, 0, {{s_a, 300}, {s_b, 300}}, key);
   mmio_write(kDbQp + (2 << 12) + 0, 1);
@@ -622,7 +627,7 @@ int main(int argc, char **argv) {
                                       (unsigned long long)cnt[i]);
   CHECK(cnt[12] == 0, "RX_DROP_RESP");
   memset(img, 0, sizeof img);
-  setf(img, 0, 24, 2);
+  setf(img, R::cmd_index::INDEX, 2);
   cmd(CmdQueryQp, img, &o0, &o1);
   printf("QP2: out0 %016llx out1 %016llx\n", (unsigned long long)o0, (unsigned long long)o1);
   CHECK((o1 & 0xffff) == 4 && ((o1 >> 16) & 0xffff) == 4, "QP2 sq_ci/comp_ci");
@@ -651,7 +656,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 600; i++)
       if (*hp(iova_to_host(rbuf + i)) != expect[i]) bad++;
     CHECK(bad == 0, "retransmitted payload: %d bytes differ", bad);
-    CHECK(counter(7) == 1, "RX_NAK_SENT %llu", (unsigned long long)counter(7));
+    CHECK(counter(R::counter::RX_NAK_SENT) == 1, "RX_NAK_SENT %llu", (unsigned long long)counter(R::counter::RX_NAK_SENT));
   }
   // ---- duplicated WRITE_ONLY: RX_DUP at the responder, its re-ACK is a ghost at the requester
   {
@@ -660,8 +665,8 @@ int main(int argc, char **argv) {
     mmio_write(kDbQp + (2 << 12) + 0, 6);
     CHECK(wait_cqe(kCqSend, 5), "dup write CQE");
     for (int i = 0; i < 300; i++) tick();
-    CHECK(counter(6) == 1, "RX_DUP %llu", (unsigned long long)counter(6));
-    CHECK(counter(8) == 1, "RX_GHOST_ACK %llu", (unsigned long long)counter(8));
+    CHECK(counter(R::counter::RX_DUP) == 1, "RX_DUP %llu", (unsigned long long)counter(R::counter::RX_DUP));
+    CHECK(counter(R::counter::RX_GHOST_ACK) == 1, "RX_GHOST_ACK %llu", (unsigned long long)counter(R::counter::RX_GHOST_ACK));
   }
   printf("NAK/dup done at cycle %llu, %d errors\n", (unsigned long long)cycles, errors);
 
@@ -671,11 +676,11 @@ int main(int argc, char **argv) {
                      kRq5 = kHostBase + 0xb000, kSq6 = kHostBase + 0xc000,
                      kRq6 = kHostBase + 0xd000, kSq7 = kHostBase + 0xe000,
                      kRq7 = kHostBase + 0xf000;
-  CHECK(create_cq(3, kCq3, 4, 9) == 0, "CREATE_CQ 3");
-  CHECK(create_qp(4, kSq4, kRq4, 1, 3, 3) == 0, "CREATE_QP 4");
-  CHECK(create_qp(5, kSq5, kRq5, 1, 3, 3) == 0, "CREATE_QP 5");
-  CHECK(create_qp(6, kSq6, kRq6, 1, 3, 3) == 0, "CREATE_QP 6");
-  CHECK(create_qp(7, kSq7, kRq7, 1, 3, 3) == 0, "CREATE_QP 7");
+  CHECK(create_cq(3, kCq3, 4, 9) == R::cmd_status::OK, "CREATE_CQ 3");
+  CHECK(create_qp(4, kSq4, kRq4, 1, 3, 3) == R::cmd_status::OK, "CREATE_QP 4");
+  CHECK(create_qp(5, kSq5, kRq5, 1, 3, 3) == R::cmd_status::OK, "CREATE_QP 5");
+  CHECK(create_qp(6, kSq6, kRq6, 1, 3, 3) == R::cmd_status::OK, "CREATE_QP 6");
+  CHECK(create_qp(7, kSq7, kRq7, 1, 3, 3) == R::cmd_status::OK, "CREATE_QP 7");
   bring_up(4, 5, 100, 200, 1);
   bring_up(5, 4, 200, 100);
   bring_up(6, 7, 300, 400);
@@ -729,13 +734,13 @@ int main(int argc, char **argv) {
   mmio_write(kDbQp + (9 << 12), 1);  // QP 9 does not exist: DB_BAD
   memset(img, 0, sizeof img);
   for (uint32_t q = 4; q <= 7; q++) {
-    setf(img, 0, 24, q);
+    setf(img, R::cmd_index::INDEX, q);
     cmd(CmdQueryQp, img, &o0, &o1);
     CHECK((o0 & 7) == (q == 5 ? 6u : 6u), "QP %u state %llu", q, (unsigned long long)(o0 & 7));
   }
-  CHECK(counter(9) == 1, "DB_BAD %llu", (unsigned long long)counter(9));
-  CHECK(counter(7) == 4, "RX_NAK_SENT %llu (1 PSN_SEQ + 2 RNR + 1 REM_ACCESS)",
-        (unsigned long long)counter(7));
+  CHECK(counter(R::counter::DB_BAD) == 1, "DB_BAD %llu", (unsigned long long)counter(R::counter::DB_BAD));
+  CHECK(counter(R::counter::RX_NAK_SENT) == 4, "RX_NAK_SENT %llu (1 PSN_SEQ + 2 RNR + 1 REM_ACCESS)",
+        (unsigned long long)counter(R::counter::RX_NAK_SENT));
 
   printf("%s: %d errors, %llu cycles, %d frames, %d write bursts, %d MSI-X, %d trace events\n",
          errors ? "FAILED" : "PASSED", errors, (unsigned long long)cycles, n_frames, n_wr_bursts,
