@@ -10,6 +10,7 @@
 //! ```
 
 pub mod fabric;
+pub mod faults;
 pub mod harness;
 pub mod hostmem;
 pub mod link;
