@@ -17,6 +17,7 @@ deps:
 	command -v verilator >/dev/null || missing="$$missing verilator"; \
 	command -v tshark >/dev/null || missing="$$missing tshark"; \
 	command -v python3 >/dev/null || missing="$$missing python3"; \
+	[ -f /usr/include/zlib.h ] || missing="$$missing zlib1g-dev"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
