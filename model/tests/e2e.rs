@@ -1315,7 +1315,7 @@ fn zero_length_write_skips_range_but_checks_key() {
 
 /// Throughput smoke test (ignored by default): prints how fast the model moves WRITE data.
 #[test]
-#[ignore]
+#[ignore = "speed measurement, not a test: run with --ignored --nocapture"]
 fn throughput_smoke() {
     let mut p = Pair::new(5);
     let len = 1u32 << 20;

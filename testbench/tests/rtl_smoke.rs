@@ -136,7 +136,7 @@ fn waveform_window() {
 
 /// Idle simulation speed (run with `--ignored --nocapture`).
 #[test]
-#[ignore]
+#[ignore = "speed measurement, not a test: run with --ignored --nocapture"]
 fn idle_cycles_per_second() {
     let mut nic = new_nic();
     let n = 1_000_000;
