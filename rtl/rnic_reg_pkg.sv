@@ -34,6 +34,11 @@ package rnic_reg_pkg;
   localparam longint unsigned MaxWqLogSize = 64'hF;
   localparam longint unsigned MinLogPage = 64'hC;
   localparam longint unsigned MaxLogPage = 64'h1E;
+  localparam longint unsigned ClockMhz = 64'hFA;
+  localparam longint unsigned AckTimeoutUnitCycles = 64'h400;
+
+  // RNR NAK timer field (5 bits) to the wait in microseconds (IBTA table 45); cycles = us * CLOCK_MHZ.
+  localparam longint unsigned RnrTimerUs [32] = '{64'd655360, 64'd10, 64'd20, 64'd30, 64'd40, 64'd60, 64'd80, 64'd120, 64'd160, 64'd240, 64'd320, 64'd480, 64'd640, 64'd960, 64'd1280, 64'd1920, 64'd2560, 64'd3840, 64'd5120, 64'd7680, 64'd10240, 64'd15360, 64'd20480, 64'd30720, 64'd40960, 64'd61440, 64'd81920, 64'd122880, 64'd163840, 64'd245760, 64'd327680, 64'd491520};
 
   // ---- bth_opcode
   typedef enum logic [7:0] {
@@ -183,7 +188,8 @@ package rnic_reg_pkg;
     TraceRx = 4'h3,
     TraceTx = 4'h4,
     TraceFlushSq = 4'h5,
-    TraceFlushRq = 4'h6
+    TraceFlushRq = 4'h6,
+    TraceTimer = 4'h7
   } trace_e;
 
   // ---- resp_in_msg
@@ -214,6 +220,8 @@ package rnic_reg_pkg;
   localparam int unsigned CounterCqOverflow = 32'hA;
   localparam int unsigned CounterMmioBad = 32'hB;
   localparam int unsigned CounterRxDropResp = 32'hC;
+  localparam int unsigned CounterAckTimeout = 32'hD;
+  localparam int unsigned CounterRnrTimer = 32'hE;
   localparam int unsigned CounterNum = 32'h10;
 
   // ---- BAR0 registers (byte offsets)
@@ -440,6 +448,7 @@ package rnic_reg_pkg;
     logic [23:0] rq_psn;
     logic [15:0] rq_ci;
     logic [15:0] rq_pi;
+    logic [0:0] rnr_wait;
     logic [2:0] rnr_left;
     logic [2:0] retry_left;
     logic [7:0] rd_outstanding;
@@ -472,7 +481,7 @@ package rnic_reg_pkg;
     logic [2:0] state;
     logic [0:0] valid;
   } qpc_t;
-  localparam int unsigned QpcBits = 913;
+  localparam int unsigned QpcBits = 914;
 
   // ---- cqc: Completion queue context
   typedef struct packed {

@@ -55,6 +55,11 @@ def gen_sv(spec):
     for k, v in spec["params"].items():
         o.append(f"  localparam longint unsigned {camel(k)} = 64'h{v:X};")
     o.append("")
+    for k, t in spec.get("tables", {}).items():
+        vals = ", ".join(f"64'd{v}" for v in t["values"])
+        o.append(f"  // {t['doc']}")
+        o.append(f"  localparam longint unsigned {camel(k)} [{len(t['values'])}] = '{{{vals}}};")
+    o.append("")
     for grp, items in spec["consts"].items():
         width = items.get("enum")
         entries = [(k, v) for k, v in items.items() if k != "enum"]
@@ -116,6 +121,14 @@ def gen_rs(spec):
     o.append("pub mod params {")
     for k, v in spec["params"].items():
         o.append(f"    pub const {k}: u64 = {v:#x};")
+    o.append("}")
+    o.append("")
+    o.append("/// Lookup tables.")
+    o.append("pub mod tables {")
+    for k, t in spec.get("tables", {}).items():
+        vals = ", ".join(str(v) for v in t["values"])
+        o.append(f"    /// {t['doc']}")
+        o.append(f"    pub const {k.upper()}: [u64; {len(t['values'])}] = [{vals}];")
     o.append("}")
     o.append("")
     for grp, items in spec["consts"].items():
@@ -196,6 +209,16 @@ def gen_md(spec):
     o.append("|---|---|")
     for k, v in p.items():
         o.append(f"| `{k}` | `{v:#x}` ({v}) |")
+    for k, t in spec.get("tables", {}).items():
+        o.append("")
+        o.append(f"## Table `{k}`")
+        o.append("")
+        o.append(t["doc"])
+        o.append("")
+        o.append("| index | value |")
+        o.append("|---|---|")
+        for i, v in enumerate(t["values"]):
+            o.append(f"| {i} | {v} |")
     for grp, items in spec["consts"].items():
         o.append("")
         o.append(f"## Constants `{grp}`")

@@ -36,6 +36,14 @@ pub mod params {
     pub const MAX_WQ_LOG_SIZE: u64 = 0xf;
     pub const MIN_LOG_PAGE: u64 = 0xc;
     pub const MAX_LOG_PAGE: u64 = 0x1e;
+    pub const CLOCK_MHZ: u64 = 0xfa;
+    pub const ACK_TIMEOUT_UNIT_CYCLES: u64 = 0x400;
+}
+
+/// Lookup tables.
+pub mod tables {
+    /// RNR NAK timer field (5 bits) to the wait in microseconds (IBTA table 45); cycles = us * CLOCK_MHZ.
+    pub const RNR_TIMER_US: [u64; 32] = [655360, 10, 20, 30, 40, 60, 80, 120, 160, 240, 320, 480, 640, 960, 1280, 1920, 2560, 3840, 5120, 7680, 10240, 15360, 20480, 30720, 40960, 61440, 81920, 122880, 163840, 245760, 327680, 491520];
 }
 
 /// Constants of group `bth_opcode`.
@@ -336,6 +344,7 @@ pub mod trace {
     pub const TX: u8 = 0x4;
     pub const FLUSH_SQ: u8 = 0x5;
     pub const FLUSH_RQ: u8 = 0x6;
+    pub const TIMER: u8 = 0x7;
     /// All (name, value) pairs of this group, for decoding and cross-checks.
     pub const ALL: &[(&str, u8)] = &[
         ("CMD", 0x1),
@@ -344,6 +353,7 @@ pub mod trace {
         ("TX", 0x4),
         ("FLUSH_SQ", 0x5),
         ("FLUSH_RQ", 0x6),
+        ("TIMER", 0x7),
     ];
 }
 
@@ -392,6 +402,8 @@ pub mod counter {
     pub const CQ_OVERFLOW: u32 = 0xa;
     pub const MMIO_BAD: u32 = 0xb;
     pub const RX_DROP_RESP: u32 = 0xc;
+    pub const ACK_TIMEOUT: u32 = 0xd;
+    pub const RNR_TIMER: u32 = 0xe;
     pub const NUM: u32 = 0x10;
     /// All (name, value) pairs of this group, for decoding and cross-checks.
     pub const ALL: &[(&str, u32)] = &[
@@ -408,6 +420,8 @@ pub mod counter {
         ("CQ_OVERFLOW", 0xa),
         ("MMIO_BAD", 0xb),
         ("RX_DROP_RESP", 0xc),
+        ("ACK_TIMEOUT", 0xd),
+        ("RNR_TIMER", 0xe),
         ("NUM", 0x10),
     ];
 }
@@ -663,6 +677,7 @@ pub struct Qpc {
     pub rd_outstanding: u8,
     pub retry_left: u8,
     pub rnr_left: u8,
+    pub rnr_wait: bool,
     pub rq_pi: u16,
     pub rq_ci: u16,
     pub rq_psn: u32,
@@ -717,6 +732,7 @@ impl Qpc {
         ("rd_outstanding", 8),
         ("retry_left", 3),
         ("rnr_left", 3),
+        ("rnr_wait", 1),
         ("rq_pi", 16),
         ("rq_ci", 16),
         ("rq_psn", 24),

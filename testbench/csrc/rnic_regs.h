@@ -38,6 +38,8 @@ constexpr uint64_t MAX_CQ_LOG_SIZE = 0x10ull;
 constexpr uint64_t MAX_WQ_LOG_SIZE = 0xfull;
 constexpr uint64_t MIN_LOG_PAGE = 0xcull;
 constexpr uint64_t MAX_LOG_PAGE = 0x1eull;
+constexpr uint64_t CLOCK_MHZ = 0xfaull;
+constexpr uint64_t ACK_TIMEOUT_UNIT_CYCLES = 0x400ull;
 }  // namespace params
 namespace bth_opcode {
 constexpr uint32_t SEND_FIRST = 0x0;
@@ -173,6 +175,7 @@ constexpr uint32_t RX = 0x3;
 constexpr uint32_t TX = 0x4;
 constexpr uint32_t FLUSH_SQ = 0x5;
 constexpr uint32_t FLUSH_RQ = 0x6;
+constexpr uint32_t TIMER = 0x7;
 }  // namespace trace
 namespace resp_in_msg {
 constexpr uint32_t NONE = 0x0;
@@ -200,6 +203,8 @@ constexpr uint32_t DB_BAD = 0x9;
 constexpr uint32_t CQ_OVERFLOW = 0xa;
 constexpr uint32_t MMIO_BAD = 0xb;
 constexpr uint32_t RX_DROP_RESP = 0xc;
+constexpr uint32_t ACK_TIMEOUT = 0xd;
+constexpr uint32_t RNR_TIMER = 0xe;
 constexpr uint32_t NUM = 0x10;
 }  // namespace counter
 namespace reg {
