@@ -148,6 +148,7 @@ module rnic_engine
     StTx, StTx2, StTxLk, StTxLk2, StTxGo, StTxG2, StTxG3, StTxG4, StTxG5, StTxEnd,
     // flushes
     StFlushSq, StFlushSq2, StFlushSq3, StFlushRq, StFlushRq2, StFlushRq3,
+    StTmrLd, StTmr, StTmr2,
     // subroutines
     StMrRd, StMrChk,
     StWkSeg, StWkMr, StWkMtt, StWkRdIss, StWkWrRd, StWkWrCap, StWkWrBeat, StWkDrain, StWkRet,
@@ -328,6 +329,14 @@ module rnic_engine
   qpc_t              qp_q, qp_d;
   logic              qp_ld_q, qp_ld_d;    // qp_q is written back at the end of the task
   logic              push_q, push_d;      // push qpn_q into the ring at the end of the task
+  // Timer bookkeeping of the current task (section 10a): the QP's acked_psn and comp_ci when it
+  // was loaded, whether the task rewound the requester (or is a TIMER task), and an RNR wait
+  // it started with the NAK's timer code.
+  logic [23:0]       acked0_q, acked0_d;
+  logic [15:0]       ci0_q, ci0_d;
+  logic              trew_q, trew_d;
+  logic              trnr_q, trnr_d;
+  logic [4:0]        trnr_code_q, trnr_code_d;
   logic [7:0]        op_q, op_d;
   logic [383:0]      args_q, args_d;
   cqc_t              cq_q, cq_d;
@@ -408,6 +417,25 @@ module rnic_engine
   logic [QpW:0]      ring_head_q, ring_head_d, ring_tail_q, ring_tail_d;
   logic              ring_push, ring_pop;
   logic [QpW-1:0]    ring_push_qpn, ring_rdata;
+
+  // Retransmission and RNR timers.
+  logic              tmr_set, tmr_set_restart, tmr_exp_valid, tmr_take;
+  logic [QpW-1:0]    tmr_set_qpn, tmr_exp_qpn;
+  logic [1:0]        tmr_set_mode;
+  logic [4:0]        tmr_set_code;
+
+  rnic_timer #(.NumQp(NumQp)) u_timer (
+    .clk_i,
+    .rst_ni,
+    .set_i         (tmr_set),
+    .set_qpn_i     (tmr_set_qpn),
+    .set_mode_i    (tmr_set_mode),
+    .set_restart_i (tmr_set_restart),
+    .set_code_i    (tmr_set_code),
+    .exp_valid_o   (tmr_exp_valid),
+    .exp_qpn_o     (tmr_exp_qpn),
+    .exp_take_i    (tmr_take)
+  );
 
   rnic_ram #(.Width(QpW), .Depth(NumQp)) u_ring (
     .clk_i,
@@ -598,6 +626,11 @@ module rnic_engine
     qp_d         = qp_q;
     qp_ld_d      = qp_ld_q;
     push_d       = push_q;
+    acked0_d     = acked0_q;
+    ci0_d        = ci0_q;
+    trew_d       = trew_q;
+    trnr_d       = trnr_q;
+    trnr_code_d  = trnr_code_q;
     op_d         = op_q;
     args_d       = args_q;
     cq_d         = cq_q;
@@ -667,6 +700,12 @@ module rnic_engine
     ring_push     = 1'b0;
     ring_pop      = 1'b0;
     ring_push_qpn = qpn_q;
+    tmr_set         = 1'b0;
+    tmr_set_qpn     = qpn_q;
+    tmr_set_mode    = TmrOff;
+    tmr_set_restart = 1'b0;
+    tmr_set_code    = qp_q.timeout;
+    tmr_take        = 1'b0;
     fifo_pop      = 1'b0;
 
     qpc_req = 1'b0; qpc_we = 1'b0; qpc_addr = qpn_q;      qpc_wdata = qp_q;
@@ -751,6 +790,8 @@ module rnic_engine
         push_d   = 1'b0;
         is_rx_d  = 1'b0;
         replay_d = 1'b0;
+        trew_d   = 1'b0;
+        trnr_d   = 1'b0;
         if (!rd_pend_i) begin
           if (cmd_valid_i) begin
             trace_valid_o = 1'b1;
@@ -775,6 +816,13 @@ module rnic_engine
             trace_kind_o  = TraceRx;
             is_rx_d       = 1'b1;
             state_d       = StRxStart;
+          end else if (tmr_exp_valid) begin
+            // Taking an expired timer turns it off; the TIMER task re-arms it if needed.
+            tmr_take = 1'b1;
+            qpn_d    = tmr_exp_qpn;
+            qpc_req  = 1'b1;
+            qpc_addr = tmr_exp_qpn;
+            state_d  = StTmrLd;
           end else if (ring_head_q != ring_tail_q) begin
             // Popping is not a task: it only reads the QP context to decide which task, if any.
             ring_pop    = 1'b1;
@@ -934,6 +982,7 @@ module rnic_engine
                                                                     cst_d = CmdStatusBadParam;
             else begin
               qpc_req = 1'b1; qpc_we = 1'b1; qpc_addr = QpW'(a_cqp.qpn);
+              tmr_set = 1'b1; tmr_set_qpn = QpW'(a_cqp.qpn);
               qpc_wdata = '0;
               qpc_wdata.valid       = 1'b1;
               qpc_wdata.state       = QpStateReset;
@@ -963,6 +1012,7 @@ module rnic_engine
                                                                       cst_d = CmdStatusBadParam;
             else begin
               qpc_req = 1'b1; qpc_we = 1'b1; qpc_addr = QpW'(a_qp.qpn);
+              tmr_set = 1'b1; tmr_set_qpn = QpW'(a_qp.qpn);
               qpc_wdata = qp_q;
               if (mq_new == QpStateReset) begin
                 qpc_wdata             = '0;
@@ -1032,6 +1082,7 @@ module rnic_engine
             else if (!qp_q.valid)     cst_d = CmdStatusBadState;
             else begin
               qpc_req = 1'b1; qpc_we = 1'b1; qpc_addr = QpW'(a_idx);
+              tmr_set = 1'b1; tmr_set_qpn = QpW'(a_idx);
               qpc_wdata = qp_q; qpc_wdata.valid = 1'b0;
             end
           end
@@ -1579,6 +1630,7 @@ module rnic_engine
               end
               if (retry) begin
                 // rewind (go-back-N)
+                trew_d              = 1'b1;
                 qp_d.sq_ci          = qp_q.comp_ci;
                 qp_d.rd_outstanding = 8'd0;
                 if (w_is_sw) begin
@@ -1588,6 +1640,13 @@ module rnic_engine
                 end else begin
                   qp_d.sq_psn    = qp_q.comp_wqe_psn;
                   qp_d.sq_offset = 32'd0;
+                  qp_d.acked_psn = qp_q.comp_wqe_psn;
+                end
+                if (pkt_i.syndrome[6:5] == 2'd1) begin
+                  // the requester waits the RNR timer before it sends again
+                  qp_d.rnr_wait = 1'b1;
+                  trnr_d        = 1'b1;
+                  trnr_code_d   = pkt_i.syndrome[4:0];
                 end
               end
             end
@@ -1698,10 +1757,65 @@ module rnic_engine
       end
 
       //////////////////////////////////////////
+      // Timers (section 10a)                 //
+      //////////////////////////////////////////
+      StTmrLd: begin
+        // Like StPopChk: the task (and its trace event) starts once no MMIO read is pending.
+        if (!rd_pend_i) begin
+          qp_d          = qpc_rdata;
+          qp_ld_d       = 1'b1;
+          trew_d        = 1'b1;   // a TIMER task restarts the ACK timer if it stays armed
+          trace_valid_o = 1'b1;
+          trace_kind_o  = TraceTimer;
+          trace_qpn_o   = 24'(qpn_q);
+          trace_func_o  = qpc_rdata.func;
+          state_d       = StTmr;
+        end
+      end
+
+      StTmr: begin
+        if (!qp_q.valid || qp_q.state != QpStateRts) begin
+          state_d = StEnd;
+        end else if (qp_q.rnr_wait) begin
+          qp_d.rnr_wait = 1'b0;
+          cnt_inc[CounterRnrTimer] = 1'b1;
+          push_d  = 1'b1;
+          state_d = StEnd;
+        end else if (qp_q.sq_psn == qp_q.acked_psn) begin
+          state_d = StEnd;
+        end else begin
+          cnt_inc[CounterAckTimeout] = 1'b1;
+          `CALL_WQE(sq_wqe_addr_comp, 2, StTmr2)
+        end
+      end
+
+      StTmr2: begin
+        // local ACK timeout: go back to the oldest unacknowledged PSN (as a PSN-sequence NAK)
+        if (qp_q.retry_left == 3'd0) begin
+          `SQ_ERR(WcStatusRetryExcErr)
+        end else begin
+          qp_d.retry_left     = qp_q.retry_left - 3'd1;
+          qp_d.sq_ci          = qp_q.comp_ci;
+          qp_d.rd_outstanding = 8'd0;
+          if (w_is_sw) begin
+            qp_d.sq_psn    = qp_q.acked_psn;
+            qp_d.sq_offset = {8'd0, 24'(qp_q.acked_psn - qp_q.comp_wqe_psn)} <<
+                             (7 + 32'(qp_q.path_mtu));
+          end else begin
+            qp_d.sq_psn    = qp_q.comp_wqe_psn;
+            qp_d.sq_offset = 32'd0;
+            qp_d.acked_psn = qp_q.comp_wqe_psn;
+          end
+          push_d  = 1'b1;
+          state_d = StEnd;
+        end
+      end
+
+      //////////////////////////////////////////
       // Requester (section 8)                //
       //////////////////////////////////////////
       StTx: begin
-        if (qp_q.state != QpStateRts || qp_q.sq_ci == qp_q.sq_pi ||
+        if (qp_q.state != QpStateRts || qp_q.rnr_wait || qp_q.sq_ci == qp_q.sq_pi ||
             (qp_q.sq_psn - qp_q.acked_psn) >= 24'(PsnWindow)) begin
           state_d = StEnd;
         end else begin
@@ -2116,6 +2230,22 @@ module rnic_engine
       StEnd: begin
         if (qp_ld_q) begin
           qpc_req = 1'b1; qpc_we = 1'b1; qpc_addr = qpn_q; qpc_wdata = qp_q;
+          // timers (section 10a)
+          tmr_set = 1'b1;
+          if (!qp_q.valid || qp_q.state != QpStateRts) begin
+            tmr_set_mode = TmrOff;
+          end else if (trnr_q) begin
+            tmr_set_mode = TmrRnr;
+            tmr_set_code = trnr_code_q;
+          end else if (qp_q.rnr_wait) begin
+            tmr_set = 1'b0;        // the RNR timer keeps running
+          end else if (qp_q.sq_psn != qp_q.acked_psn && qp_q.timeout != 5'd0) begin
+            tmr_set_mode    = TmrAck;
+            tmr_set_code    = qp_q.timeout;
+            tmr_set_restart = trew_q || qp_q.acked_psn != acked0_q || qp_q.comp_ci != ci0_q;
+          end else begin
+            tmr_set_mode = TmrOff;
+          end
         end
         if (push_q && !in_ring_q[qpn_q]) begin
           ring_push   = 1'b1;
@@ -2131,6 +2261,12 @@ module rnic_engine
 
       default: state_d = StIdle;
     endcase
+
+    // The QP's completer position when the task loaded it (for the timer restart rule).
+    if (qp_ld_d && !qp_ld_q) begin
+      acked0_d = qp_d.acked_psn;
+      ci0_d    = qp_d.comp_ci;
+    end
 
     `undef CALL_MR
     `undef CALL_WALK
@@ -2162,6 +2298,11 @@ module rnic_engine
       qp_q        <= '0;
       qp_ld_q     <= 1'b0;
       push_q      <= 1'b0;
+      acked0_q    <= '0;
+      ci0_q       <= '0;
+      trew_q      <= 1'b0;
+      trnr_q      <= 1'b0;
+      trnr_code_q <= '0;
       op_q        <= '0;
       args_q      <= '0;
       cq_q        <= '0;
@@ -2242,6 +2383,11 @@ module rnic_engine
       qp_q        <= qp_d;
       qp_ld_q     <= qp_ld_d;
       push_q      <= push_d;
+      acked0_q    <= acked0_d;
+      ci0_q       <= ci0_d;
+      trew_q      <= trew_d;
+      trnr_q      <= trnr_d;
+      trnr_code_q <= trnr_code_d;
       op_q        <= op_d;
       args_q      <= args_d;
       cq_q        <= cq_d;
@@ -2317,7 +2463,7 @@ module rnic_engine
   ////////////////
 
   assign idle_o       = state_q == StIdle || state_q == StPopQ || state_q == StPopChk ||
-                        state_q == StInit;
+                        state_q == StTmrLd || state_q == StInit;
   assign cnt_inc_o    = cnt_inc;
   assign port_mac_o   = port_mac_q;
   assign port_ip_o    = port_ip_q;

@@ -12,6 +12,11 @@ package rnic_pkg;
   localparam int unsigned DataBeatBytes = DataW / 8;
   localparam int unsigned MaxPayload = 4096;
 
+  // Modes of a QP's timer (rnic_timer, contract section 10a).
+  localparam logic [1:0] TmrOff = 2'd0;
+  localparam logic [1:0] TmrAck = 2'd1;
+  localparam logic [1:0] TmrRnr = 2'd2;
+
   // Transmit header descriptor: rnic_tx_frame builds Ethernet/IPv4/UDP/BTH and the extension
   // headers the opcode calls for (see has_* below) from it; payload_len bytes of payload follow
   // on the framer's payload port.

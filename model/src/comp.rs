@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //! Completer: response packets received on a QP (contract section 10).
 
-use rnic_regs::{aeth, bth_opcode as op, counter, mtu_bytes, wc_status, wqe_flag, wr_opcode};
+use rnic_regs::{aeth, bth_opcode as op, counter, mtu_bytes, qp_state, wc_status, wqe_flag, wr_opcode};
 
 use crate::cq::{wc_opcode_of, Cqe};
 use crate::wire::ParsedFrame;
@@ -43,6 +43,55 @@ impl Nic {
         q.retry_left = q.retry_cnt;
         q.rnr_left = q.rnr_retry;
         self.push_qp(qpn);
+        Ok(())
+    }
+
+    /// Go-back-N: restart the requester at PSN `p` inside the WQE `w` at `comp_ci` (section 10).
+    fn rewind(&mut self, qpn: u32, w: &SendWqe, p: u32) {
+        let q = &mut self.qpc[qpn as usize];
+        let mtu = mtu_bytes(q.path_mtu);
+        let wpsn = q.comp_wqe_psn;
+        q.sq_ci = q.comp_ci;
+        q.rd_outstanding = 0;
+        if w.is_read_or_atomic() {
+            q.sq_psn = wpsn;
+            q.sq_offset = 0;
+            q.acked_psn = wpsn;
+        } else {
+            q.sq_psn = p;
+            q.sq_offset = (p.wrapping_sub(wpsn) & 0xFF_FFFF) * mtu;
+            q.acked_psn = p;
+        }
+        self.push_qp(qpn);
+    }
+
+    /// TIMER task on QP `qpn` (section 10a): end an RNR wait, or retransmit after a local ACK
+    /// timeout.
+    pub(crate) fn run_timer(&mut self, qpn: u32, mem: &mut dyn HostMemory) -> Result<(), ModelError> {
+        let q = &mut self.qpc[qpn as usize];
+        if !q.valid || q.state != qp_state::RTS {
+            return Ok(());
+        }
+        if q.rnr_wait {
+            q.rnr_wait = false;
+            self.count(counter::RNR_TIMER);
+            self.push_qp(qpn);
+            return Ok(());
+        }
+        if q.sq_psn == q.acked_psn {
+            return Ok(());
+        }
+        self.count(counter::ACK_TIMEOUT);
+        let q = &self.qpc[qpn as usize];
+        let (ci, p) = (q.comp_ci, q.acked_psn);
+        let w = self.fetch_send_wqe(mem, qpn, ci)?;
+        let q = &mut self.qpc[qpn as usize];
+        if q.retry_left == 0 {
+            self.sq_error(qpn, ci, wc_status::RETRY_EXC_ERR);
+            return Ok(());
+        }
+        q.retry_left -= 1;
+        self.rewind(qpn, &w, p);
         Ok(())
     }
 
@@ -117,18 +166,10 @@ impl Nic {
                             }
                             q.retry_left -= 1;
                         }
-                        // Rewind (go-back-N).
-                        q.sq_ci = ci;
-                        q.rd_outstanding = 0;
-                        if w.is_read_or_atomic() {
-                            q.sq_psn = wpsn;
-                            q.sq_offset = 0;
-                        } else {
-                            q.sq_psn = pp;
-                            q.sq_offset = (pp.wrapping_sub(wpsn) & 0xFF_FFFF) * mtu;
-                            q.acked_psn = pp;
+                        self.rewind(qpn, &w, pp);
+                        if rnr {
+                            self.qpc[qpn as usize].rnr_wait = true;
                         }
-                        self.push_qp(qpn);
                     }
                     _ => {
                         let status = match syn {

@@ -99,6 +99,11 @@ pub enum Task {
         /// Local QP number.
         qpn: u32,
     },
+    /// The QP's retransmission or RNR timer expired (section 10a).
+    Timer {
+        /// Local QP number.
+        qpn: u32,
+    },
 }
 
 impl Task {
@@ -111,6 +116,7 @@ impl Task {
             trace::TX => Task::Tx { qpn },
             trace::FLUSH_SQ => Task::FlushSq { qpn },
             trace::FLUSH_RQ => Task::FlushRq { qpn },
+            trace::TIMER => Task::Timer { qpn },
             _ => return None,
         })
     }
@@ -124,13 +130,16 @@ impl Task {
             Task::Tx { .. } => trace::TX,
             Task::FlushSq { .. } => trace::FLUSH_SQ,
             Task::FlushRq { .. } => trace::FLUSH_RQ,
+            Task::Timer { .. } => trace::TIMER,
         }
     }
 
     /// The QPN the trace port reports (0 for CMD, DB and RX).
     pub fn qpn(&self) -> u32 {
         match *self {
-            Task::Tx { qpn } | Task::FlushSq { qpn } | Task::FlushRq { qpn } => qpn,
+            Task::Tx { qpn } | Task::FlushSq { qpn } | Task::FlushRq { qpn } | Task::Timer { qpn } => {
+                qpn
+            }
             _ => 0,
         }
     }
@@ -516,7 +525,25 @@ impl Nic {
                 self.push_qp(qpn);
                 Ok(())
             }
+            Task::Timer { qpn } => {
+                if qpn >= self.cfg.num_qp {
+                    return Err(no("QPN out of range"));
+                }
+                self.run_timer(qpn, mem)
+            }
         }
+    }
+
+    /// Whether QP `qpn` waits on a timer: the RNR timer, or the local ACK timeout with packets
+    /// in flight (section 10a). The model-only fabric fires these when it is quiet.
+    pub fn timer_pending(&self, qpn: u32) -> bool {
+        let Some(q) = self.qpc.get(qpn as usize) else { return false };
+        q.valid && q.state == qp_state::RTS && (q.rnr_wait || (q.timeout != 0 && q.sq_psn != q.acked_psn))
+    }
+
+    /// QPs with a pending timer, in QPN order (for model-only runs; see [`Nic::timer_pending`]).
+    pub fn pending_timers(&self) -> Vec<u32> {
+        (0..self.cfg.num_qp).filter(|&q| self.timer_pending(q)).collect()
     }
 
     /// The QP task a ring pop would run now (section 5), if any.
@@ -721,10 +748,11 @@ mod tests {
             Task::Tx { qpn: 5 },
             Task::FlushSq { qpn: 6 },
             Task::FlushRq { qpn: 7 },
+            Task::Timer { qpn: 8 },
         ] {
             assert_eq!(Task::from_trace(t.trace_kind(), t.qpn()), Some(t));
         }
         assert_eq!(Task::from_trace(0, 0), None);
-        assert_eq!(Task::from_trace(7, 0), None);
+        assert_eq!(Task::from_trace(8, 0), None);
     }
 }

@@ -53,7 +53,7 @@ impl Nic {
         mem: &mut dyn HostMemory,
     ) -> Result<bool, ModelError> {
         let q = &self.qpc[qpn as usize];
-        if !q.valid || q.state != qp_state::RTS || q.sq_ci == q.sq_pi {
+        if !q.valid || q.state != qp_state::RTS || q.rnr_wait || q.sq_ci == q.sq_pi {
             return Ok(false);
         }
         if (q.sq_psn.wrapping_sub(q.acked_psn) & 0xFF_FFFF) as u64 >= params::PSN_WINDOW {

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use rnic_driver::{Device, DeviceError};
-use rnic_model::{Nic, NicConfig, Output};
+use rnic_model::{Nic, NicConfig, Output, Task};
 
 use crate::hostmem::HostMem;
 use crate::link::{FaultHook, Link, NoFaults};
@@ -230,6 +230,23 @@ impl Fabric {
         self.mmio_read(nic, 0, rnic_regs::reg::COUNTERS + 8 * index as u64)
     }
 
+    /// Deliver an arbitrary frame (built by the test) to NIC `to`'s rx port now, bypassing the
+    /// link and its fault hook (written to the capture, if any). In lockstep the model sees it
+    /// when the RTL accepts it, like any received frame. Empty frames cannot be represented on
+    /// the port and are ignored.
+    pub fn inject(&mut self, to: usize, frame: Vec<u8>) {
+        if frame.is_empty() {
+            return;
+        }
+        if let Some(cap) = &mut self.capture {
+            let _ = cap.write(self.cycle, &frame);
+        }
+        match &mut self.slots[to] {
+            Slot::Model { nic, .. } => nic.rx_enqueue(frame),
+            Slot::Rtl { rtl } | Slot::Lockstep { rtl, .. } => rtl.push_rx(frame),
+        }
+    }
+
     fn check_failed(&self) -> Result<(), SimError> {
         match &self.failed {
             Some(m) => Err(SimError::Setup(format!("the fabric stopped earlier: {m}"))),
@@ -404,7 +421,11 @@ impl Fabric {
         Ok(())
     }
 
+    /// Model backend: run every NIC until the fabric is quiet; then fire the pending timers
+    /// (section 10a: RNR waits and ACK timeouts, one TIMER task per waiting QP) once, and run
+    /// until quiet again. Once per call, so an endless RNR loop still returns to the caller.
     fn run_model_until_idle(&mut self) -> Result<(), SimError> {
+        let mut timers_fired = false;
         loop {
             let mut moved = false;
             for i in 0..self.slots.len() {
@@ -441,7 +462,20 @@ impl Fabric {
                 moved = true;
             }
             if !moved {
-                return Ok(());
+                if timers_fired {
+                    return Ok(());
+                }
+                timers_fired = true;
+                for i in 0..self.slots.len() {
+                    let Slot::Model { nic, mem } = &mut self.slots[i] else { unreachable!() };
+                    for qpn in nic.pending_timers() {
+                        log::debug!("nic {i}: qp {qpn}: timer fires (model backend, fabric quiet)");
+                        if let Err(e) = nic.run_task(Task::Timer { qpn }, mem) {
+                            let e = SimError::Model { nic: i, msg: e.to_string() };
+                            return Err(self.fail(e));
+                        }
+                    }
+                }
             }
         }
     }

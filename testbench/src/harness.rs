@@ -39,6 +39,13 @@ pub struct PairOptions {
     pub access: AccessFlags,
     /// RNR retry count (7 = infinite).
     pub rnr_retry: u8,
+    /// Retry count for PSN-sequence NAKs and local ACK timeouts.
+    pub retry_cnt: u8,
+    /// Local ACK timeout code: 4.096 us x 2^timeout (0 = none). The default, 14 (67 ms), never
+    /// fires in a loss-free run; fault tests use 3..6.
+    pub timeout: u8,
+    /// RNR timer code the responder sends in its RNR NAKs (IBTA table 45; 1 = 10 us).
+    pub min_rnr_timer: u8,
     /// Fabric configuration (backend, link delay, capture).
     pub fabric: FabricConfig,
 }
@@ -57,6 +64,9 @@ impl Default for PairOptions {
                 | AccessFlags::REMOTE_READ
                 | AccessFlags::REMOTE_ATOMIC,
             rnr_retry: 7,
+            retry_cnt: 7,
+            timeout: 14,
+            min_rnr_timer: 1,
             fabric: FabricConfig::default(),
         }
     }
@@ -180,9 +190,15 @@ fn connect(qp: &QueuePair, dest_qpn: u32, peer: usize, rq_psn: u32, sq_psn: u32,
         dest_mac: nic_mac(peer),
         dest_ip: nic_ip(peer),
         max_dest_rd_atomic: 16,
-        min_rnr_timer: 12,
+        min_rnr_timer: o.min_rnr_timer,
     })
     .map_err(|e| err("to_rtr", e))?;
-    qp.to_rts(&RtsAttr { sq_psn, timeout: 14, retry_cnt: 7, rnr_retry: o.rnr_retry, max_rd_atomic: 16 })
+    qp.to_rts(&RtsAttr {
+        sq_psn,
+        timeout: o.timeout,
+        retry_cnt: o.retry_cnt,
+        rnr_retry: o.rnr_retry,
+        max_rd_atomic: 16,
+    })
         .map_err(|e| err("to_rts", e))
 }

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 //! Faults on the wire from the seeded [`FaultModel`], in `Backend::Lockstep`: corrupted,
-//! reordered and duplicated request packets are recovered by PSN sequence NAKs and duplicate
-//! detection, and every message lands exactly once, byte for byte. None of these needs the local
-//! ACK timeout (no last packet and no ACK is ever lost).
+//! reordered, duplicated and lost packets (requests, ACKs and READ responses) are recovered by
+//! PSN sequence NAKs, duplicate detection and the local ACK timeout (section 10a), and every
+//! message lands exactly once, byte for byte.
 
 use rnic_driver::{
     Context, Mtu, QpInitAttr, QpState, RecvWr, RtrAttr, RtsAttr, SendWr, Sge, WcOpcode, WcStatus,
@@ -15,6 +15,8 @@ use rnic_testbench::harness::{nic_ip, nic_mac, Endpoint, Pair, PairOptions};
 use rnic_testbench::scenarios::pattern;
 
 const WAIT: u32 = 5_000;
+/// Local ACK timeout code of both QPs: 1024 << 4 = 16,384 cycles (65.5 us).
+const TIMEOUT: u8 = 4;
 /// NIC 0's first send PSN.
 const SQ_PSN_A: u32 = 0x10_0000;
 /// NIC 1's first send PSN.
@@ -52,7 +54,7 @@ fn pair_over(model: FaultModel) -> (Pair, FaultHandle) {
             min_rnr_timer: 12,
         })
         .unwrap();
-        qp.to_rts(&RtsAttr { sq_psn: sq, timeout: 14, retry_cnt: 7, rnr_retry: 7, max_rd_atomic: 16 }).unwrap();
+        qp.to_rts(&RtsAttr { sq_psn: sq, timeout: TIMEOUT, retry_cnt: 7, rnr_retry: 7, max_rd_atomic: 16 }).unwrap();
     }
     let b = eps.pop().unwrap();
     let a = eps.pop().unwrap();
@@ -91,9 +93,10 @@ fn ctr(ep: &Endpoint, idx: u32) -> u64 {
     v
 }
 
-/// B's (RX_DROP_ICRC, RX_NAK_SENT, RX_DUP).
-fn b_counters(p: &Pair) -> [u64; 3] {
-    [counter::RX_DROP_ICRC, counter::RX_NAK_SENT, counter::RX_DUP].map(|c| ctr(&p.b, c))
+/// B's (RX_DROP_ICRC, RX_NAK_SENT, RX_DUP) and A's ACK_TIMEOUT.
+fn b_counters(p: &Pair) -> [u64; 4] {
+    let [x, y, z] = [counter::RX_DROP_ICRC, counter::RX_NAK_SENT, counter::RX_DUP].map(|c| ctr(&p.b, c));
+    [x, y, z, ctr(&p.a, counter::ACK_TIMEOUT)]
 }
 
 fn wait(ep: &Endpoint, n: usize, who: &str) -> Vec<WorkCompletion> {
@@ -123,8 +126,8 @@ fn finish(p: &Pair) {
 }
 
 /// A 2000-byte SEND (8 packets at MTU 256, PSNs SQ_PSN_A..+7) into B at 10000, then a 100-byte
-/// SEND (PSN +8) into B at 20000. Returns B's counter deltas (ICRC drops, NAKs, dups).
-fn two_sends(model: FaultModel) -> ([u64; 3], FaultHandle) {
+/// SEND (PSN +8) into B at 20000. Returns the counter deltas of [`b_counters`].
+fn two_sends(model: FaultModel) -> ([u64; 4], FaultHandle) {
     let (p, h) = pair_over(model);
     let (qa, qb) = (p.a.qps[0].qpn(), p.b.qps[0].qpn());
     let a0 = fill(&p.a, 1);
@@ -155,7 +158,7 @@ fn two_sends(model: FaultModel) -> ([u64; 3], FaultHandle) {
 }
 
 /// A 2000-byte WRITE (8 packets) into B at 100, then a 100-byte SEND. Returns B's deltas.
-fn write_then_send(model: FaultModel) -> ([u64; 3], FaultHandle) {
+fn write_then_send(model: FaultModel) -> ([u64; 4], FaultHandle) {
     let (p, h) = pair_over(model);
     let (qa, qb) = (p.a.qps[0].qpn(), p.b.qps[0].qpn());
     let a0 = fill(&p.a, 3);
@@ -203,14 +206,14 @@ fn corrupted_middle_send_packet_is_dropped_naked_and_resent() {
     assert_log(&h, FaultKind::Corrupt, SQ_PSN_A + 3, 1);
     // Dropped for its ICRC; the next packet is ahead by one → one NAK_PSN_SEQ (latched); the
     // requester goes back to PSN +3; nothing it resends was already accepted.
-    assert_eq!(d, [1, 1, 0], "NIC 1 (RX_DROP_ICRC, RX_NAK_SENT, RX_DUP)");
+    assert_eq!(d, [1, 1, 0, 0], "NIC 1 (RX_DROP_ICRC, RX_NAK_SENT, RX_DUP), NIC 0 ACK_TIMEOUT");
 }
 
 #[test]
 fn corrupted_middle_write_packet_is_dropped_naked_and_resent() {
     let (d, h) = write_then_send(corrupt_psn(SQ_PSN_A + 4));
     assert_log(&h, FaultKind::Corrupt, SQ_PSN_A + 4, 1);
-    assert_eq!(d, [1, 1, 0], "NIC 1 (RX_DROP_ICRC, RX_NAK_SENT, RX_DUP)");
+    assert_eq!(d, [1, 1, 0, 0], "NIC 1 (RX_DROP_ICRC, RX_NAK_SENT, RX_DUP), NIC 0 ACK_TIMEOUT");
 }
 
 #[test]
@@ -224,6 +227,7 @@ fn reordered_middle_packets_cost_one_nak_and_land_once() {
     assert_eq!(d[0], 0, "NIC 1 RX_DROP_ICRC");
     assert_eq!(d[1], 1, "NIC 1 RX_NAK_SENT");
     assert!(d[2] >= 1, "NIC 1 RX_DUP: {d:?}");
+    assert_eq!(d[3], 0, "NIC 0 ACK_TIMEOUT");
 }
 
 /// Hold-back of the reordered packet in `reordered_middle_packets_cost_one_nak_and_land_once`,
@@ -238,7 +242,7 @@ fn swapped_adjacent_middle_packets_land_once() {
     let m = FaultModel::scripted([Script::new(FaultKind::Reorder, 1).from(0).with_psn(SQ_PSN_A + 2).extra(200)]);
     let (d, h) = two_sends(m);
     assert_log(&h, FaultKind::Reorder, SQ_PSN_A + 2, 1);
-    assert_eq!(d, [0, 2, 1], "NIC 1 (RX_DROP_ICRC, RX_NAK_SENT, RX_DUP)");
+    assert_eq!(d, [0, 2, 1, 0], "NIC 1 (RX_DROP_ICRC, RX_NAK_SENT, RX_DUP), NIC 0 ACK_TIMEOUT");
 }
 
 #[test]
@@ -248,5 +252,63 @@ fn duplicated_message_is_placed_and_completed_once() {
     let (d, h) = two_sends(FaultModel::new(5, rates));
     let s = h.borrow();
     assert_eq!(s.count(FaultKind::Duplicate), 9, "{}", s.log);
-    assert_eq!(d, [0, 0, 9], "NIC 1 (RX_DROP_ICRC, RX_NAK_SENT, RX_DUP)");
+    assert_eq!(d, [0, 0, 9, 0], "NIC 1 (RX_DROP_ICRC, RX_NAK_SENT, RX_DUP), NIC 0 ACK_TIMEOUT");
+}
+
+#[test]
+fn lost_last_packet_is_resent_after_the_local_ack_timeout() {
+    // Tail loss: the only packet of the second SEND (PSN +8) is dropped. Nothing follows it, so
+    // no NAK can come; A's local ACK timeout (section 10a) fires once and resends it.
+    let m = FaultModel::scripted([Script::new(FaultKind::Drop, 1).from(0).with_psn(SQ_PSN_A + 8)]);
+    let (d, h) = two_sends(m);
+    assert_log(&h, FaultKind::Drop, SQ_PSN_A + 8, 1);
+    assert_eq!(d, [0, 0, 0, 1], "NIC 1 (RX_DROP_ICRC, RX_NAK_SENT, RX_DUP), NIC 0 ACK_TIMEOUT");
+}
+
+#[test]
+fn lost_ack_is_recovered_by_the_timeout_and_a_duplicate_reack() {
+    // B's ACK of the last SEND (PSN +8) is dropped: B has the message, A does not know. A times
+    // out and resends +8; B sees a duplicate, does not deliver it again, and re-ACKs.
+    let m = FaultModel::scripted([Script::new(FaultKind::Drop, 1).from(1).with_psn(SQ_PSN_A + 8)]);
+    let (d, h) = two_sends(m);
+    let s = h.borrow();
+    assert_eq!((s.count(FaultKind::Drop), s.total()), (1, 1), "{}", s.log);
+    assert_eq!(d, [0, 0, 1, 1], "NIC 1 (RX_DROP_ICRC, RX_NAK_SENT, RX_DUP), NIC 0 ACK_TIMEOUT");
+}
+
+#[test]
+fn lost_write_tail_is_naked_by_the_next_send() {
+    // The last packet of the WRITE (PSN +7) is lost: the SEND after it (+8) is ahead, so B NAKs
+    // once and A goes back to +7 without waiting for the timer.
+    let m = FaultModel::scripted([Script::new(FaultKind::Drop, 1).from(0).with_psn(SQ_PSN_A + 7)]);
+    let (d, h) = write_then_send(m);
+    assert_log(&h, FaultKind::Drop, SQ_PSN_A + 7, 1);
+    assert_eq!(d, [0, 1, 0, 0], "NIC 1 (RX_DROP_ICRC, RX_NAK_SENT, RX_DUP), NIC 0 ACK_TIMEOUT");
+}
+
+#[test]
+fn lost_read_response_tail_is_recovered_by_the_timeout() {
+    // A 2000-byte READ (8 responses, PSNs +0..+7 of A's sequence); B's last response is lost.
+    // A's timer fires, A re-issues the READ from its first PSN (acked_psn goes back with it),
+    // B replays it as a duplicate, and A places and completes it once.
+    let m = FaultModel::scripted([Script::new(FaultKind::Drop, 1).from(1).with_psn(SQ_PSN_A + 7)]);
+    let (p, h) = pair_over(m);
+    let qa = p.a.qps[0].qpn();
+    let a0 = fill(&p.a, 5);
+    let b0 = fill(&p.b, 6);
+    let before = b_counters(&p);
+    let read = WrOpcode::Read { remote_addr: p.b.mr.addr() + 300, rkey: p.b.mr.rkey() };
+    p.a.qps[0].post_send(&SendWr::new(7, read, vec![sge(&p.a, 5000, 2000)])).unwrap();
+    let wa = wait(&p.a, 1, "NIC 0");
+    assert_wc(&wa[0], 7, WcOpcode::RdmaRead, qa, 2000);
+    finish(&p);
+    let mut want = a0.clone();
+    want[5000..7000].copy_from_slice(&b0[300..2300]);
+    assert_mr(&p.a, &want, "NIC 0 buffer");
+    assert_mr(&p.b, &b0, "NIC 1 buffer");
+    let after = b_counters(&p);
+    let d: [u64; 4] = std::array::from_fn(|i| after[i] - before[i]);
+    let s = h.borrow();
+    assert_eq!((s.count(FaultKind::Drop), s.total()), (1, 1), "{}", s.log);
+    assert_eq!(d, [0, 0, 1, 1], "NIC 1 (RX_DROP_ICRC, RX_NAK_SENT, RX_DUP), NIC 0 ACK_TIMEOUT");
 }

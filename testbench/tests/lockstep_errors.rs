@@ -673,7 +673,13 @@ fn rnr_retry_exhausted_single_packet_exact_counts() {
     assert_send_err(&w[0], 1, WcStatus::RnrRetryExcErr, WcOpcode::Send, qa.qpn(), 0);
     quiesce(&p);
     // rnr_retry = 1: the SEND goes out twice, each answered by an RNR NAK; the second exhausts.
-    assert_counter_delta("NIC 0", &ca, &counters(a), &[(counter::TX_PKTS, 2), (counter::RX_PKTS, 2)]);
+    // Between them the requester waits the RNR timer once (section 10a).
+    assert_counter_delta(
+        "NIC 0",
+        &ca,
+        &counters(a),
+        &[(counter::TX_PKTS, 2), (counter::RX_PKTS, 2), (counter::RNR_TIMER, 1)],
+    );
     assert_counter_delta(
         "NIC 1",
         &cb,
