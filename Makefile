@@ -31,9 +31,11 @@ regs:
 check-regs:
 	python3 spec/gen.py --check
 
-## lint: verilator -Wall on the whole RTL
+## lint: verilator -Wall on the whole RTL, for the default build and with 16 and 64 VFs
 lint:
 	verilator --lint-only -Wall $(WAIVER) $(RTL_SRCS) --top-module rnic_top
+	verilator --lint-only -Wall $(WAIVER) $(RTL_SRCS) --top-module rnic_top -GNumVf=16
+	verilator --lint-only -Wall $(WAIVER) $(RTL_SRCS) --top-module rnic_top -GNumVf=64
 
 build:
 	$(CARGO) build --release

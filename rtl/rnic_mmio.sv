@@ -12,10 +12,13 @@
 //   engine from starting a new task) and answered only in a cycle where the engine is between tasks
 //   (eng_idle_i). No request is accepted while a read is pending, so responses stay in request
 //   order and a read sees every write accepted before it.
+// * Configuration requests (mmio_req_cfg_i) go to rnic_cfg and are answered in the next cycle:
+//   they touch no engine state, so they need no ordering after tasks.
 // * Counters: increments come from the engine (cnt_inc_i, one pulse = +1) and MMIO_BAD from here.
 module rnic_mmio
   import rnic_reg_pkg::*;
 #(
+  parameter int unsigned NumVf  = 8,
   parameter int unsigned NumQp  = 1024,
   parameter int unsigned NumCq  = 1024,
   parameter int unsigned NumMr  = 1024,
@@ -28,6 +31,7 @@ module rnic_mmio
   input  logic         mmio_req_valid_i,
   output logic         mmio_req_ready_o,
   input  logic         mmio_req_write_i,
+  input  logic         mmio_req_cfg_i,
   input  logic [7:0]   mmio_req_func_i,
   input  logic [31:0]  mmio_req_addr_i,
   input  logic [63:0]  mmio_req_wdata_i,
@@ -133,11 +137,37 @@ module rnic_mmio
   // Back-pressure: nothing while a read is pending (ordering), doorbells while the FIFO is full,
   // CMD_OP while a CMD task runs.
   assign mmio_req_ready_o = !rd_pend_q &&
-                            !(mmio_req_write_i && mmio_req_func_i == 8'd0 && wr_db_ok &&
-                              db_cnt_q == 5'(DbDepth)) &&
-                            !(mmio_req_write_i && mmio_req_func_i == 8'd0 &&
+                            !(!mmio_req_cfg_i && mmio_req_write_i && mmio_req_func_i == 8'd0 &&
+                              wr_db_ok && db_cnt_q == 5'(DbDepth)) &&
+                            !(!mmio_req_cfg_i && mmio_req_write_i && mmio_req_func_i == 8'd0 &&
                               mmio_req_addr_i == RegCmdOp && (run_q || cmd_start_i));
-  assign acc = mmio_req_valid_i && mmio_req_ready_o;
+  assign acc     = mmio_req_valid_i && mmio_req_ready_o && !mmio_req_cfg_i;
+  assign cfg_acc = mmio_req_valid_i && mmio_req_ready_o && mmio_req_cfg_i;
+
+  // Configuration space (docs/sriov.md). The enables are for the VF BARs of slice B.
+  logic        cfg_acc;
+  logic [31:0] cfg_rdata;
+  logic        pf_mem_en, pf_master, vf_en, vf_mem_en;
+  logic [15:0] num_vfs;
+  logic        unused_cfg;
+  assign unused_cfg = ^{pf_mem_en, pf_master, vf_en, vf_mem_en, num_vfs,
+                        mmio_req_addr_i[31:12], mmio_req_addr_i[1:0], mmio_req_wdata_i[63:32]};
+
+  rnic_cfg #(.NumVf(NumVf)) u_cfg (
+    .clk_i,
+    .rst_ni,
+    .req_i       (cfg_acc),
+    .we_i        (mmio_req_write_i),
+    .func_i      (mmio_req_func_i),
+    .dw_i        (mmio_req_addr_i[11:2]),
+    .wdata_i     (mmio_req_wdata_i[31:0]),
+    .rdata_o     (cfg_rdata),
+    .pf_mem_en_o (pf_mem_en),
+    .pf_master_o (pf_master),
+    .vf_en_o     (vf_en),
+    .vf_mem_en_o (vf_mem_en),
+    .num_vfs_o   (num_vfs)
+  );
 
   // Read data of the register file at a BAR offset; bad = unknown or not readable.
   logic [63:0] rd_data;
@@ -222,6 +252,11 @@ module rnic_mmio
       rd_pend_d   = 1'b0;
       rsp_valid_d = 1'b1;
       rsp_data_d  = rd_data;
+    end
+
+    if (cfg_acc && !mmio_req_write_i) begin
+      rsp_valid_d = 1'b1;
+      rsp_data_d  = 64'(cfg_rdata);
     end
 
     if (acc) begin

@@ -10,6 +10,11 @@ package rnic_reg_pkg;
   localparam longint unsigned NumPd = 64'h400;
   localparam longint unsigned NumMtt = 64'h4000;
   localparam longint unsigned NumFunc = 64'h1;
+  localparam longint unsigned NumVf = 64'h8;
+  localparam longint unsigned PciVendorId = 64'h1;
+  localparam longint unsigned PfDeviceId = 64'h1D1E;
+  localparam longint unsigned VfDeviceId = 64'h1D1F;
+  localparam longint unsigned PciClass = 64'h20000;
   localparam longint unsigned MaxSendSge = 64'h4;
   localparam longint unsigned MaxRecvSge = 64'h3;
   localparam longint unsigned MaxMsgLen = 64'h80000000;
@@ -191,6 +196,50 @@ package rnic_reg_pkg;
     TraceFlushRq = 4'h6,
     TraceTimer = 4'h7
   } trace_e;
+
+  // ---- cfg
+  localparam int unsigned CfgVendorId = 32'h0;
+  localparam int unsigned CfgDeviceId = 32'h2;
+  localparam int unsigned CfgCommand = 32'h4;
+  localparam int unsigned CfgStatus = 32'h6;
+  localparam int unsigned CfgRevision = 32'h8;
+  localparam int unsigned CfgHeaderType = 32'hE;
+  localparam int unsigned CfgBar0 = 32'h10;
+  localparam int unsigned CfgBar1 = 32'h14;
+  localparam int unsigned CfgCapPtr = 32'h34;
+  localparam int unsigned CfgPcieCap = 32'h40;
+  localparam int unsigned CfgCapIdExp = 32'h10;
+  localparam int unsigned CfgPcieDevcap = 32'h4;
+  localparam int unsigned CfgPcieDevctl = 32'h8;
+  localparam int unsigned CfgExtCap = 32'h100;
+  localparam int unsigned CfgExtCapIdSriov = 32'h10;
+  localparam int unsigned CfgCmdMem = 32'h2;
+  localparam int unsigned CfgCmdMaster = 32'h4;
+  localparam int unsigned CfgStatusCapList = 32'h10;
+  localparam int unsigned CfgBarMem64 = 32'h4;
+
+  // ---- sriov
+  localparam int unsigned SriovCaps = 32'h4;
+  localparam int unsigned SriovCtrl = 32'h8;
+  localparam int unsigned SriovStatus = 32'hA;
+  localparam int unsigned SriovInitialVfs = 32'hC;
+  localparam int unsigned SriovTotalVfs = 32'hE;
+  localparam int unsigned SriovNumVfs = 32'h10;
+  localparam int unsigned SriovFuncLink = 32'h12;
+  localparam int unsigned SriovVfOffset = 32'h14;
+  localparam int unsigned SriovVfStride = 32'h16;
+  localparam int unsigned SriovVfDeviceId = 32'h1A;
+  localparam int unsigned SriovSuppPageSizes = 32'h1C;
+  localparam int unsigned SriovSysPageSize = 32'h20;
+  localparam int unsigned SriovVfBar0 = 32'h24;
+  localparam int unsigned SriovVfBar1 = 32'h28;
+  localparam int unsigned SriovMigrState = 32'h3C;
+  localparam int unsigned SriovCtrlVfe = 32'h1;
+  localparam int unsigned SriovCtrlVfMse = 32'h8;
+  localparam int unsigned SriovCtrlAri = 32'h10;
+  localparam int unsigned SriovFirstVfOffset = 32'h1;
+  localparam int unsigned SriovStride = 32'h1;
+  localparam int unsigned SriovPageSizes = 32'h1;
 
   // ---- resp_in_msg
   localparam int unsigned RespInMsgNone = 32'h0;

@@ -11,7 +11,8 @@ module rnic_top
   parameter int unsigned NumCq  = int'(rnic_reg_pkg::NumCq),
   parameter int unsigned NumMr  = int'(rnic_reg_pkg::NumMr),
   parameter int unsigned NumPd  = int'(rnic_reg_pkg::NumPd),
-  parameter int unsigned NumMtt = int'(rnic_reg_pkg::NumMtt)
+  parameter int unsigned NumMtt = int'(rnic_reg_pkg::NumMtt),
+  parameter int unsigned NumVf  = int'(rnic_reg_pkg::NumVf)   // SR-IOV TotalVFs
 ) (
   input  logic                 clk_i,
   input  logic                 rst_ni,
@@ -19,6 +20,7 @@ module rnic_top
   input  logic                 mmio_req_valid_i,
   output logic                 mmio_req_ready_o,
   input  logic                 mmio_req_write_i,
+  input  logic                 mmio_req_cfg_i,
   input  logic [7:0]           mmio_req_func_i,
   input  logic [31:0]          mmio_req_addr_i,
   input  logic [63:0]          mmio_req_wdata_i,
@@ -100,10 +102,11 @@ module rnic_top
   logic [511:0] pl_rd_data;
 
   rnic_mmio #(
+    .NumVf(NumVf),
     .NumQp(NumQp), .NumCq(NumCq), .NumMr(NumMr), .NumPd(NumPd), .NumMtt(NumMtt)
   ) u_mmio (
     .clk_i, .rst_ni,
-    .mmio_req_valid_i, .mmio_req_ready_o, .mmio_req_write_i, .mmio_req_func_i,
+    .mmio_req_valid_i, .mmio_req_ready_o, .mmio_req_write_i, .mmio_req_cfg_i, .mmio_req_func_i,
     .mmio_req_addr_i, .mmio_req_wdata_i, .mmio_rsp_valid_o, .mmio_rsp_rdata_o,
     .cmd_valid_o  (cmd_valid),
     .cmd_op_o     (cmd_op),

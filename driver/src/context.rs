@@ -285,6 +285,8 @@ impl Context {
     /// from the spec this driver was generated from; [`Error::InvalidArgument`] when DEV_CAPS
     /// reports limits too small to be usable (fewer than 3 QPs, no CQ/PD/MR/MTT entries).
     pub fn open(dev: Rc<dyn Device>) -> Result<Context> {
+        // Like pci_enable_device + pci_set_master: memory decoding and DMA on.
+        crate::sriov::enable_function(&*dev);
         let dev_id = dev.mmio_read(reg::DEV_ID);
         if dev_id != reg::DEV_ID_RESET {
             return Err(Error::UnsupportedDevice {

@@ -36,6 +36,12 @@ pub trait Device {
     fn mmio_write(&self, offset: u64, value: u64);
     /// Read the 64-bit register at byte `offset` of this function's BAR0.
     fn mmio_read(&self, offset: u64) -> u64;
+    /// Write the PCI configuration dword at byte `offset` (a multiple of 4 below 4096) of this
+    /// function (a configuration write request to its routing ID).
+    fn cfg_write(&self, offset: u32, value: u32);
+    /// Read the PCI configuration dword at byte `offset` of this function; all-ones if the
+    /// function does not exist.
+    fn cfg_read(&self, offset: u32) -> u32;
     /// Allocate `len` bytes of DMA-able host memory aligned to `align` (a power of two, at least 8);
     /// returns the IO virtual address the device uses for it. The memory is zeroed.
     fn dma_alloc(&self, len: u64, align: u64) -> Result<u64, DeviceError>;

@@ -63,6 +63,33 @@ pub enum Error {
         /// The device's answer.
         status: CommandStatus,
     },
+    /// The function has no SR-IOV capability.
+    #[error("this function has no SR-IOV capability; VFs are enabled from the PF (function 0)")]
+    NoSriov,
+    /// A VF count of 0 or above TotalVFs.
+    #[error("cannot enable {requested} VFs: the PF supports 1..={total} (TotalVFs)")]
+    TooManyVfs {
+        /// VFs asked for.
+        requested: u16,
+        /// TotalVFs of the device.
+        total: u16,
+    },
+    /// VFs are already enabled.
+    #[error("{num_vfs} VFs are already enabled; disable them (Context::disable_vfs) before changing the number")]
+    VfsEnabled {
+        /// NumVFs now.
+        num_vfs: u16,
+    },
+    /// The device did not take a configuration value.
+    #[error("the device did not accept {field}: wrote {wrote:#x}, read back {read:#x}")]
+    SriovRejected {
+        /// The configuration field.
+        field: &'static str,
+        /// Value written.
+        wrote: u32,
+        /// Value read back.
+        read: u32,
+    },
     /// All indices of a resource are in use.
     #[error("out of {resource} (device limit {limit}); destroy unused objects first")]
     ResourceExhausted {

@@ -44,6 +44,7 @@ pub mod device;
 mod error;
 mod pd;
 mod qp;
+mod sriov;
 mod types;
 mod wr;
 
@@ -57,6 +58,7 @@ pub use context::{
 };
 pub use cq::{Cq, WorkCompletion, MAX_CQ_LOG_SIZE};
 pub use device::{Device, DeviceError};
+pub use sriov::{pci_identity, PciIdentity, SriovInfo, PCI_IDS};
 pub use error::{Error, Result};
 pub use pd::{Mr, MrOptions, Pd, LOG_PAGE, PAGE_SIZE};
 pub use qp::{

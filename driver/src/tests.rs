@@ -45,6 +45,8 @@ struct FakeDev {
     progress_writes: RefCell<Vec<(u32, u64, Vec<u8>)>>,
     /// On progress call number `n`, raise the vector.
     progress_irqs: RefCell<Vec<(u32, u16)>>,
+    /// Configuration space dwords (unwritten ones read 0).
+    cfg: RefCell<std::collections::HashMap<u32, u32>>,
 }
 
 fn caps_value(num_qp: u64) -> u64 {
@@ -74,6 +76,7 @@ impl FakeDev {
             progress_calls: Cell::new(0),
             progress_writes: RefCell::new(Vec::new()),
             progress_irqs: RefCell::new(Vec::new()),
+            cfg: RefCell::new(std::collections::HashMap::new()),
         }
     }
 
@@ -142,6 +145,14 @@ impl Device for FakeDev {
             self.out
                 .set(self.out_script.borrow_mut().pop_front().unwrap_or((0, 0)));
         }
+    }
+
+    fn cfg_write(&self, offset: u32, value: u32) {
+        self.cfg.borrow_mut().insert(offset, value);
+    }
+
+    fn cfg_read(&self, offset: u32) -> u32 {
+        self.cfg.borrow().get(&offset).copied().unwrap_or(0)
     }
 
     fn mmio_read(&self, offset: u64) -> u64 {
@@ -405,6 +416,37 @@ fn open_reads_caps() {
     assert_eq!(u64::from(c.num_mtt), params::NUM_MTT);
     assert_eq!(u64::from(c.max_send_sge), params::MAX_SEND_SGE);
     assert_eq!(u64::from(c.max_recv_sge), params::MAX_RECV_SGE);
+}
+
+#[test]
+fn open_enables_memory_and_bus_mastering() {
+    let (dev, _ctx) = open();
+    let c = dev.cfg.borrow().get(&rnic_regs::cfg::COMMAND).copied();
+    assert_eq!(c, Some(rnic_regs::cfg::CMD_MEM | rnic_regs::cfg::CMD_MASTER));
+}
+
+#[test]
+fn sriov_needs_the_capability_and_a_sane_count() {
+    use rnic_regs::{cfg, sriov};
+    let (dev, ctx) = open();
+    // No extended capability: not a PF with SR-IOV.
+    assert!(matches!(ctx.enable_vfs(1), Err(Error::NoSriov)));
+    // A capability list whose first entry is another capability, then SR-IOV at 0x180.
+    dev.cfg.borrow_mut().insert(cfg::EXT_CAP, 0x180 << 20 | 1 << 16 | 0x0001);
+    dev.cfg.borrow_mut().insert(0x180, 1 << 16 | cfg::EXT_CAP_ID_SRIOV);
+    dev.cfg.borrow_mut().insert(0x180 + sriov::INITIAL_VFS, 4 << 16 | 4);
+    dev.cfg.borrow_mut().insert(0x180 + sriov::VF_OFFSET, 1 << 16 | 1);
+    let info = ctx.sriov().expect("found after walking the list");
+    assert_eq!((info.offset, info.total_vfs), (0x180, 4));
+    assert!(matches!(ctx.enable_vfs(5), Err(Error::TooManyVfs { requested: 5, total: 4 })));
+    // The fake device keeps every write, so NumVFs and VF Enable read back.
+    let info = ctx.enable_vfs(2).expect("enable");
+    assert_eq!(info.num_vfs, 2);
+    assert_eq!(dev.cfg.borrow()[&(0x180 + sriov::SYS_PAGE_SIZE)], 1, "4 KiB system pages");
+    assert!(matches!(ctx.enable_vfs(2), Err(Error::VfsEnabled { num_vfs: 2 })));
+    ctx.disable_vfs().unwrap();
+    assert_eq!(dev.cfg.borrow()[&(0x180 + sriov::CTRL)] & sriov::CTRL_VFE, 0);
+    assert_eq!(dev.cfg.borrow()[&(0x180 + sriov::NUM_VFS)], 0);
 }
 
 #[test]

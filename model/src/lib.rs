@@ -17,6 +17,7 @@
 //! * Model-only scheduling pushes a QP onto the ring whenever an ACK moves `acked_psn`, and
 //!   re-pushes after a TX task only if it did something.
 
+mod cfg;
 mod cmd;
 mod comp;
 mod cq;
@@ -47,6 +48,8 @@ pub struct NicConfig {
     pub num_pd: u32,
     /// Number of MTT entries.
     pub num_mtt: u32,
+    /// SR-IOV TotalVFs (the RTL parameter `NumVf`).
+    pub num_vf: u16,
 }
 
 impl Default for NicConfig {
@@ -57,6 +60,7 @@ impl Default for NicConfig {
             num_mr: params::NUM_MR as u32,
             num_pd: params::NUM_PD as u32,
             num_mtt: params::NUM_MTT as u32,
+            num_vf: params::NUM_VF as u16,
         }
     }
 }
@@ -330,6 +334,8 @@ pub struct Nic {
     outputs: Vec<Output>,
     /// Reused payload buffer (no allocation per packet).
     scratch: Vec<u8>,
+    /// PCI configuration space (PF and VFs).
+    cfgspace: cfg::ConfigSpace,
 }
 
 impl Nic {
@@ -355,7 +361,20 @@ impl Nic {
             counters: [0; counter::NUM as usize],
             outputs: Vec::new(),
             scratch: Vec::with_capacity(wire::MAX_PAYLOAD),
+            cfgspace: cfg::ConfigSpace::new(cfg.num_vf),
         }
+    }
+
+    /// A PCI configuration read of the dword at byte `offset` (bits 11:2) of function `func`
+    /// (docs/sriov.md). A function that does not exist reads all-ones.
+    pub fn cfg_read(&self, func: u8, offset: u32) -> u32 {
+        self.cfgspace.read(func, offset)
+    }
+
+    /// A PCI configuration write of the dword at byte `offset` (bits 11:2) of function `func`.
+    /// Read-only fields and functions that do not exist ignore it.
+    pub fn cfg_write(&mut self, func: u8, offset: u32, value: u32) {
+        self.cfgspace.write(func, offset, value)
     }
 
     /// The configuration this NIC was built with.

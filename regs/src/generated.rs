@@ -12,6 +12,11 @@ pub mod params {
     pub const NUM_PD: u64 = 0x400;
     pub const NUM_MTT: u64 = 0x4000;
     pub const NUM_FUNC: u64 = 0x1;
+    pub const NUM_VF: u64 = 0x8;
+    pub const PCI_VENDOR_ID: u64 = 0x1;
+    pub const PF_DEVICE_ID: u64 = 0x1d1e;
+    pub const VF_DEVICE_ID: u64 = 0x1d1f;
+    pub const PCI_CLASS: u64 = 0x20000;
     pub const MAX_SEND_SGE: u64 = 0x4;
     pub const MAX_RECV_SGE: u64 = 0x3;
     pub const MAX_MSG_LEN: u64 = 0x80000000;
@@ -354,6 +359,100 @@ pub mod trace {
         ("FLUSH_SQ", 0x5),
         ("FLUSH_RQ", 0x6),
         ("TIMER", 0x7),
+    ];
+}
+
+/// Constants of group `cfg`.
+pub mod cfg {
+    pub const VENDOR_ID: u32 = 0x0;
+    pub const DEVICE_ID: u32 = 0x2;
+    pub const COMMAND: u32 = 0x4;
+    pub const STATUS: u32 = 0x6;
+    pub const REVISION: u32 = 0x8;
+    pub const HEADER_TYPE: u32 = 0xe;
+    pub const BAR0: u32 = 0x10;
+    pub const BAR1: u32 = 0x14;
+    pub const CAP_PTR: u32 = 0x34;
+    pub const PCIE_CAP: u32 = 0x40;
+    pub const CAP_ID_EXP: u32 = 0x10;
+    pub const PCIE_DEVCAP: u32 = 0x4;
+    pub const PCIE_DEVCTL: u32 = 0x8;
+    pub const EXT_CAP: u32 = 0x100;
+    pub const EXT_CAP_ID_SRIOV: u32 = 0x10;
+    pub const CMD_MEM: u32 = 0x2;
+    pub const CMD_MASTER: u32 = 0x4;
+    pub const STATUS_CAP_LIST: u32 = 0x10;
+    pub const BAR_MEM64: u32 = 0x4;
+    /// All (name, value) pairs of this group, for decoding and cross-checks.
+    pub const ALL: &[(&str, u32)] = &[
+        ("VENDOR_ID", 0x0),
+        ("DEVICE_ID", 0x2),
+        ("COMMAND", 0x4),
+        ("STATUS", 0x6),
+        ("REVISION", 0x8),
+        ("HEADER_TYPE", 0xe),
+        ("BAR0", 0x10),
+        ("BAR1", 0x14),
+        ("CAP_PTR", 0x34),
+        ("PCIE_CAP", 0x40),
+        ("CAP_ID_EXP", 0x10),
+        ("PCIE_DEVCAP", 0x4),
+        ("PCIE_DEVCTL", 0x8),
+        ("EXT_CAP", 0x100),
+        ("EXT_CAP_ID_SRIOV", 0x10),
+        ("CMD_MEM", 0x2),
+        ("CMD_MASTER", 0x4),
+        ("STATUS_CAP_LIST", 0x10),
+        ("BAR_MEM64", 0x4),
+    ];
+}
+
+/// Constants of group `sriov`.
+pub mod sriov {
+    pub const CAPS: u32 = 0x4;
+    pub const CTRL: u32 = 0x8;
+    pub const STATUS: u32 = 0xa;
+    pub const INITIAL_VFS: u32 = 0xc;
+    pub const TOTAL_VFS: u32 = 0xe;
+    pub const NUM_VFS: u32 = 0x10;
+    pub const FUNC_LINK: u32 = 0x12;
+    pub const VF_OFFSET: u32 = 0x14;
+    pub const VF_STRIDE: u32 = 0x16;
+    pub const VF_DEVICE_ID: u32 = 0x1a;
+    pub const SUPP_PAGE_SIZES: u32 = 0x1c;
+    pub const SYS_PAGE_SIZE: u32 = 0x20;
+    pub const VF_BAR0: u32 = 0x24;
+    pub const VF_BAR1: u32 = 0x28;
+    pub const MIGR_STATE: u32 = 0x3c;
+    pub const CTRL_VFE: u32 = 0x1;
+    pub const CTRL_VF_MSE: u32 = 0x8;
+    pub const CTRL_ARI: u32 = 0x10;
+    pub const FIRST_VF_OFFSET: u32 = 0x1;
+    pub const STRIDE: u32 = 0x1;
+    pub const PAGE_SIZES: u32 = 0x1;
+    /// All (name, value) pairs of this group, for decoding and cross-checks.
+    pub const ALL: &[(&str, u32)] = &[
+        ("CAPS", 0x4),
+        ("CTRL", 0x8),
+        ("STATUS", 0xa),
+        ("INITIAL_VFS", 0xc),
+        ("TOTAL_VFS", 0xe),
+        ("NUM_VFS", 0x10),
+        ("FUNC_LINK", 0x12),
+        ("VF_OFFSET", 0x14),
+        ("VF_STRIDE", 0x16),
+        ("VF_DEVICE_ID", 0x1a),
+        ("SUPP_PAGE_SIZES", 0x1c),
+        ("SYS_PAGE_SIZE", 0x20),
+        ("VF_BAR0", 0x24),
+        ("VF_BAR1", 0x28),
+        ("MIGR_STATE", 0x3c),
+        ("CTRL_VFE", 0x1),
+        ("CTRL_VF_MSE", 0x8),
+        ("CTRL_ARI", 0x10),
+        ("FIRST_VF_OFFSET", 0x1),
+        ("STRIDE", 0x1),
+        ("PAGE_SIZES", 0x1),
     ];
 }
 

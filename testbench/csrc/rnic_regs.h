@@ -14,6 +14,11 @@ constexpr uint64_t NUM_MR = 0x400ull;
 constexpr uint64_t NUM_PD = 0x400ull;
 constexpr uint64_t NUM_MTT = 0x4000ull;
 constexpr uint64_t NUM_FUNC = 0x1ull;
+constexpr uint64_t NUM_VF = 0x8ull;
+constexpr uint64_t PCI_VENDOR_ID = 0x1ull;
+constexpr uint64_t PF_DEVICE_ID = 0x1d1eull;
+constexpr uint64_t VF_DEVICE_ID = 0x1d1full;
+constexpr uint64_t PCI_CLASS = 0x20000ull;
 constexpr uint64_t MAX_SEND_SGE = 0x4ull;
 constexpr uint64_t MAX_RECV_SGE = 0x3ull;
 constexpr uint64_t MAX_MSG_LEN = 0x80000000ull;
@@ -177,6 +182,50 @@ constexpr uint32_t FLUSH_SQ = 0x5;
 constexpr uint32_t FLUSH_RQ = 0x6;
 constexpr uint32_t TIMER = 0x7;
 }  // namespace trace
+namespace cfg {
+constexpr uint32_t VENDOR_ID = 0x0;
+constexpr uint32_t DEVICE_ID = 0x2;
+constexpr uint32_t COMMAND = 0x4;
+constexpr uint32_t STATUS = 0x6;
+constexpr uint32_t REVISION = 0x8;
+constexpr uint32_t HEADER_TYPE = 0xe;
+constexpr uint32_t BAR0 = 0x10;
+constexpr uint32_t BAR1 = 0x14;
+constexpr uint32_t CAP_PTR = 0x34;
+constexpr uint32_t PCIE_CAP = 0x40;
+constexpr uint32_t CAP_ID_EXP = 0x10;
+constexpr uint32_t PCIE_DEVCAP = 0x4;
+constexpr uint32_t PCIE_DEVCTL = 0x8;
+constexpr uint32_t EXT_CAP = 0x100;
+constexpr uint32_t EXT_CAP_ID_SRIOV = 0x10;
+constexpr uint32_t CMD_MEM = 0x2;
+constexpr uint32_t CMD_MASTER = 0x4;
+constexpr uint32_t STATUS_CAP_LIST = 0x10;
+constexpr uint32_t BAR_MEM64 = 0x4;
+}  // namespace cfg
+namespace sriov {
+constexpr uint32_t CAPS = 0x4;
+constexpr uint32_t CTRL = 0x8;
+constexpr uint32_t STATUS = 0xa;
+constexpr uint32_t INITIAL_VFS = 0xc;
+constexpr uint32_t TOTAL_VFS = 0xe;
+constexpr uint32_t NUM_VFS = 0x10;
+constexpr uint32_t FUNC_LINK = 0x12;
+constexpr uint32_t VF_OFFSET = 0x14;
+constexpr uint32_t VF_STRIDE = 0x16;
+constexpr uint32_t VF_DEVICE_ID = 0x1a;
+constexpr uint32_t SUPP_PAGE_SIZES = 0x1c;
+constexpr uint32_t SYS_PAGE_SIZE = 0x20;
+constexpr uint32_t VF_BAR0 = 0x24;
+constexpr uint32_t VF_BAR1 = 0x28;
+constexpr uint32_t MIGR_STATE = 0x3c;
+constexpr uint32_t CTRL_VFE = 0x1;
+constexpr uint32_t CTRL_VF_MSE = 0x8;
+constexpr uint32_t CTRL_ARI = 0x10;
+constexpr uint32_t FIRST_VF_OFFSET = 0x1;
+constexpr uint32_t STRIDE = 0x1;
+constexpr uint32_t PAGE_SIZES = 0x1;
+}  // namespace sriov
 namespace resp_in_msg {
 constexpr uint32_t NONE = 0x0;
 constexpr uint32_t SEND = 0x1;

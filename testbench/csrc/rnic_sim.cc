@@ -227,6 +227,7 @@ void RnicSim::tick(const PortsIn& in, PortsOut& out) {
   // rst_ni is low only inside reset(), which clears it before each of its ticks.
   t.mmio_req_valid_i = in.mmio_req_valid;
   t.mmio_req_write_i = in.mmio_req_write;
+  t.mmio_req_cfg_i = in.mmio_req_cfg;
   t.mmio_req_func_i = in.mmio_req_func;
   t.mmio_req_addr_i = in.mmio_req_addr;
   t.mmio_req_wdata_i = in.mmio_req_wdata;

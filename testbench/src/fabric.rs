@@ -343,6 +343,48 @@ impl Fabric {
         }
     }
 
+    /// Write the configuration dword at byte `offset` of function `func` on NIC `nic`.
+    ///
+    /// # Errors
+    /// The fabric failed.
+    pub fn cfg_write(&mut self, nic: usize, func: u8, offset: u32, value: u32) -> Result<(), SimError> {
+        self.check_failed()?;
+        log::trace!("nic {nic}: fn {func}: config write {offset:#05x} <- {value:#010x}");
+        match &mut self.slots[nic] {
+            Slot::Model { nic: m, .. } => m.cfg_write(func, offset, value),
+            Slot::Rtl { rtl } | Slot::Lockstep { rtl, .. } => rtl.post_cfg_write(func, offset, value),
+        }
+        Ok(())
+    }
+
+    /// Read the configuration dword at byte `offset` of function `func`; RTL backends run the
+    /// clock until the answer comes.
+    ///
+    /// # Errors
+    /// The fabric failed, or the RTL did not answer within a bound.
+    pub fn cfg_read(&mut self, nic: usize, func: u8, offset: u32) -> Result<u32, SimError> {
+        self.check_failed()?;
+        match &mut self.slots[nic] {
+            Slot::Model { nic: m, .. } => return Ok(m.cfg_read(func, offset)),
+            Slot::Rtl { rtl } | Slot::Lockstep { rtl, .. } => rtl.post_cfg_read(func, offset),
+        }
+        let limit = self.cycle + 1_000_000;
+        loop {
+            self.run_cycles(1)?;
+            let got = match &mut self.slots[nic] {
+                Slot::Rtl { rtl } | Slot::Lockstep { rtl, .. } => rtl.take_mmio_read(),
+                Slot::Model { .. } => unreachable!(),
+            };
+            if let Some(v) = got {
+                return Ok(v as u32);
+            }
+            if self.cycle > limit {
+                let e = SimError::Rtl { nic, msg: format!("config read of {offset:#x} not answered within 1M cycles") };
+                return Err(self.fail(e));
+            }
+        }
+    }
+
     /// Run the fabric: RTL backends for `cycles` clock cycles, the model until every NIC and the
     /// link are idle.
     ///
@@ -619,6 +661,14 @@ impl Device for SimDevice {
 
     fn mmio_read(&self, offset: u64) -> u64 {
         self.fabric.borrow_mut().mmio_read(self.nic, self.func, offset).unwrap_or(u64::MAX)
+    }
+
+    fn cfg_write(&self, offset: u32, value: u32) {
+        let _ = self.fabric.borrow_mut().cfg_write(self.nic, self.func, offset, value);
+    }
+
+    fn cfg_read(&self, offset: u32) -> u32 {
+        self.fabric.borrow_mut().cfg_read(self.nic, self.func, offset).unwrap_or(u32::MAX)
     }
 
     fn dma_alloc(&self, len: u64, align: u64) -> Result<u64, DeviceError> {

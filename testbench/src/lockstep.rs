@@ -32,6 +32,10 @@ pub enum Observed {
     Msix { func: u8, vector: u16 },
     /// The RTL answered an MMIO read.
     MmioRead { func: u8, offset: u64, value: u64 },
+    /// The RTL accepted a configuration write (dword at byte `offset`).
+    CfgWrite { func: u8, offset: u32, value: u32 },
+    /// The RTL answered a configuration read.
+    CfgRead { func: u8, offset: u32, value: u32 },
 }
 
 /// Which output stream an event belongs to.
@@ -298,6 +302,24 @@ impl<M: HostMemory> Checker<M> {
                 }
             }
             Observed::MmioRead { func, offset, value } => self.mmio_read(cycle, *func, *offset, *value)?,
+            Observed::CfgWrite { func, offset, value } => {
+                self.remember(cycle, format!("config write fn {func} [{offset:#x}] = {value:#x}"));
+                self.model.cfg_write(*func, *offset, *value);
+            }
+            Observed::CfgRead { func, offset, value } => {
+                let exp = self.model.cfg_read(*func, *offset);
+                self.stats.mmio_reads += 1;
+                self.remember(cycle, format!("config read fn {func} [{offset:#x}] = {value:#x}"));
+                if exp != *value {
+                    return Err(self.mismatch(
+                        cycle,
+                        *func,
+                        Stream::MmioRead,
+                        format!("config [{offset:#x}] = {exp:#x}"),
+                        format!("config [{offset:#x}] = {value:#x}"),
+                    ));
+                }
+            }
         }
         Ok(())
     }

@@ -33,6 +33,8 @@ pub mod ffi {
         pub mmio_req_valid: bool,
         /// `mmio_req_write_i`: 1 write, 0 read.
         pub mmio_req_write: bool,
+        /// `mmio_req_cfg_i`: 1 configuration request, 0 memory (BAR0) request.
+        pub mmio_req_cfg: bool,
         /// `mmio_req_func_i`.
         pub mmio_req_func: u8,
         /// `mmio_req_addr_i`: BAR0 byte offset.
@@ -327,6 +329,8 @@ pub struct RtlStats {
 #[derive(Clone, Copy, Debug)]
 struct MmioReq {
     write: bool,
+    /// Configuration request (dword at `addr`, data in bits 31:0).
+    cfg: bool,
     /// Read sequence number (reads only).
     seq: u64,
     func: u8,
@@ -459,7 +463,8 @@ pub struct RtlNic {
     mmio_q: VecDeque<MmioReq>,
     mmio_posted: u64,
     mmio_accepted: u64,
-    reads_pending: VecDeque<(u64, u8, u64)>,
+    /// Reads accepted and not answered: (sequence, function, offset, configuration request).
+    reads_pending: VecDeque<(u64, u8, u64, bool)>,
     reads_posted: u64,
     reads_answered: u64,
     read_results: VecDeque<(u64, u64)>,
@@ -726,6 +731,7 @@ impl RtlNic {
         let addr = self.bar_offset(offset);
         self.mmio_q.push_back(MmioReq {
             write: true,
+            cfg: false,
             seq: 0,
             func,
             addr,
@@ -741,11 +747,29 @@ impl RtlNic {
         let seq = self.reads_posted;
         self.mmio_q.push_back(MmioReq {
             write: false,
+            cfg: false,
             seq,
             func,
             addr,
             value: 0,
         });
+        self.mmio_posted += 1;
+        self.reads_posted += 1;
+    }
+
+    /// Queues a configuration write of the dword at byte `offset` of function `func`; the accepted
+    /// write appears in the event log as [`Observed::CfgWrite`].
+    pub fn post_cfg_write(&mut self, func: u8, offset: u32, value: u32) {
+        self.mmio_q.push_back(MmioReq { write: true, cfg: true, seq: 0, func, addr: offset, value: value.into() });
+        self.mmio_posted += 1;
+    }
+
+    /// Queues a configuration read; its value (in the low 32 bits) comes back through
+    /// [`RtlNic::take_mmio_read`], in order with MMIO reads, and in the event log as
+    /// [`Observed::CfgRead`].
+    pub fn post_cfg_read(&mut self, func: u8, offset: u32) {
+        let seq = self.reads_posted;
+        self.mmio_q.push_back(MmioReq { write: false, cfg: true, seq, func, addr: offset, value: 0 });
         self.mmio_posted += 1;
         self.reads_posted += 1;
     }
@@ -864,6 +888,7 @@ impl RtlNic {
             Some(r) => {
                 inp.mmio_req_valid = true;
                 inp.mmio_req_write = r.write;
+                inp.mmio_req_cfg = r.cfg;
                 inp.mmio_req_func = r.func;
                 inp.mmio_req_addr = r.addr;
                 inp.mmio_req_wdata = r.value;
@@ -871,6 +896,7 @@ impl RtlNic {
             None => {
                 inp.mmio_req_valid = false;
                 inp.mmio_req_write = false;
+                inp.mmio_req_cfg = false;
                 inp.mmio_req_func = 0;
                 inp.mmio_req_addr = 0;
                 inp.mmio_req_wdata = 0;
@@ -956,19 +982,17 @@ impl RtlNic {
         // 1. MMIO read answered (value fixed before any task starting this cycle).
         if out.mmio_rsp_valid {
             match self.reads_pending.pop_front() {
-                Some((seq, func, offset)) => {
+                Some((seq, func, offset, cfg)) => {
                     let value = out.mmio_rsp_rdata;
                     self.read_results.push_back((seq, value));
                     self.reads_answered += 1;
                     self.stats.mmio_reads += 1;
-                    self.events.push((
-                        c,
-                        Observed::MmioRead {
-                            func,
-                            offset,
-                            value,
-                        },
-                    ));
+                    let ev = if cfg {
+                        Observed::CfgRead { func, offset: offset as u32, value: value as u32 }
+                    } else {
+                        Observed::MmioRead { func, offset, value }
+                    };
+                    self.events.push((c, ev));
                 }
                 None => protocol(
                     &mut self.fault,
@@ -997,7 +1021,10 @@ impl RtlNic {
                 .pop_front()
                 .expect("valid only with a queued request");
             self.mmio_accepted += 1;
-            if r.write {
+            if r.write && r.cfg {
+                self.stats.mmio_writes += 1;
+                self.events.push((c, Observed::CfgWrite { func: r.func, offset: r.addr, value: r.value as u32 }));
+            } else if r.write {
                 self.stats.mmio_writes += 1;
                 self.events.push((
                     c,
@@ -1009,7 +1036,7 @@ impl RtlNic {
                 ));
             } else {
                 self.reads_pending
-                    .push_back((r.seq, r.func, u64::from(r.addr)));
+                    .push_back((r.seq, r.func, u64::from(r.addr), r.cfg));
             }
         }
         // 4. rx beat accepted.

@@ -178,6 +178,7 @@ pub fn small_cfg() -> NicConfig {
         num_mr: 16,
         num_pd: 4,
         num_mtt: 2048,
+        num_vf: 2,
     }
 }
 

@@ -1,0 +1,182 @@
+// SPDX-License-Identifier: Apache-2.0
+//! PCI configuration and SR-IOV enablement of the PF (docs/sriov.md), the way Linux's
+//! `pci_enable_device`/`pci_set_master` and `sriov_init`/`sriov_enable` do it.
+
+use rnic_regs::{cfg, params, sriov};
+
+use crate::context::Context;
+use crate::device::Device;
+use crate::error::{Error, Result};
+
+/// What the SR-IOV capability of a PF says (read by [`Context::sriov`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SriovInfo {
+    /// Byte offset of the capability in configuration space.
+    pub offset: u32,
+    /// TotalVFs.
+    pub total_vfs: u16,
+    /// InitialVFs.
+    pub initial_vfs: u16,
+    /// NumVFs now.
+    pub num_vfs: u16,
+    /// VF Enable is set.
+    pub enabled: bool,
+    /// Function number of VF 1 relative to the PF (First VF Offset).
+    pub first_vf_offset: u16,
+    /// Distance between consecutive VFs' function numbers (VF Stride).
+    pub vf_stride: u16,
+    /// VF Device ID.
+    pub vf_device_id: u16,
+    /// Size of each VF's BAR0, found by probing the VF BAR0 register.
+    pub vf_bar0_size: u64,
+}
+
+impl SriovInfo {
+    /// Function number (routing ID relative to the PF's) of VF `n` (1-based).
+    pub fn vf_function(&self, n: u16) -> u16 {
+        self.first_vf_offset + (n - 1) * self.vf_stride
+    }
+}
+
+/// Walk the extended capability list from `cfg::EXT_CAP` for capability `id`.
+fn find_ext_cap(dev: &dyn Device, id: u32) -> Option<u32> {
+    let mut at = cfg::EXT_CAP;
+    // A well-formed list ends with next = 0; 4 KiB / 4 bytes bounds a malformed one.
+    for _ in 0..1024 {
+        let h = dev.cfg_read(at);
+        if h == 0 || h == u32::MAX {
+            return None;
+        }
+        if h & 0xFFFF == id {
+            return Some(at);
+        }
+        let next = h >> 20;
+        if next < cfg::EXT_CAP || next & 3 != 0 {
+            return None;
+        }
+        at = next;
+    }
+    None
+}
+
+/// Size of a 64-bit memory BAR whose low dword is at `at`, by writing all-ones and reading back
+/// (the original value is restored).
+fn probe_bar64(dev: &dyn Device, at: u32) -> u64 {
+    let (lo, hi) = (dev.cfg_read(at), dev.cfg_read(at + 4));
+    dev.cfg_write(at, u32::MAX);
+    dev.cfg_write(at + 4, u32::MAX);
+    let mask = u64::from(dev.cfg_read(at) & !0xF) | u64::from(dev.cfg_read(at + 4)) << 32;
+    dev.cfg_write(at, lo);
+    dev.cfg_write(at + 4, hi);
+    (!mask).wrapping_add(1)
+}
+
+/// Enable memory decoding and bus mastering of a function (PCI command register).
+pub(crate) fn enable_function(dev: &dyn Device) {
+    let c = dev.cfg_read(cfg::COMMAND) & 0xFFFF;
+    dev.cfg_write(cfg::COMMAND, c | cfg::CMD_MEM | cfg::CMD_MASTER);
+}
+
+impl Context {
+    /// Read this function's SR-IOV capability.
+    ///
+    /// # Errors
+    /// [`Error::NoSriov`] when the function has none (a VF, or a device without SR-IOV).
+    pub fn sriov(&self) -> Result<SriovInfo> {
+        let dev = &*self.inner.dev;
+        let at = find_ext_cap(dev, cfg::EXT_CAP_ID_SRIOV).ok_or(Error::NoSriov)?;
+        let r16 = |o: u32| {
+            let d = dev.cfg_read(at + (o & !3));
+            (d >> (8 * (o & 2))) as u16
+        };
+        Ok(SriovInfo {
+            offset: at,
+            total_vfs: r16(sriov::TOTAL_VFS),
+            initial_vfs: r16(sriov::INITIAL_VFS),
+            num_vfs: r16(sriov::NUM_VFS),
+            enabled: u32::from(r16(sriov::CTRL)) & sriov::CTRL_VFE != 0,
+            first_vf_offset: r16(sriov::VF_OFFSET),
+            vf_stride: r16(sriov::VF_STRIDE),
+            vf_device_id: r16(sriov::VF_DEVICE_ID),
+            vf_bar0_size: probe_bar64(dev, at + sriov::VF_BAR0),
+        })
+    }
+
+    /// Enable `n` virtual functions (Linux `sriov_init` + `sriov_enable`): set the system page
+    /// size, write NumVFs, check it took, then set VF Enable and VF MSE. VF `i` then answers at
+    /// function [`SriovInfo::vf_function`]`(i)`.
+    ///
+    /// # Errors
+    /// [`Error::NoSriov`]; [`Error::TooManyVfs`] when `n` is 0 or above TotalVFs;
+    /// [`Error::VfsEnabled`] when VFs are already enabled (disable them first);
+    /// [`Error::SriovRejected`] when the device did not take a value.
+    pub fn enable_vfs(&self, n: u16) -> Result<SriovInfo> {
+        let dev = &*self.inner.dev;
+        let info = self.sriov()?;
+        if info.enabled {
+            return Err(Error::VfsEnabled { num_vfs: info.num_vfs });
+        }
+        if n == 0 || n > info.total_vfs {
+            return Err(Error::TooManyVfs { requested: n, total: info.total_vfs });
+        }
+        if info.first_vf_offset == 0 || info.vf_stride == 0 {
+            return Err(Error::SriovRejected { field: "First VF Offset / VF Stride", wrote: 0, read: 0 });
+        }
+        let at = info.offset;
+        // 4 KiB system pages (bit 0), the only size the device supports.
+        dev.cfg_write(at + sriov::SYS_PAGE_SIZE, 1);
+        dev.cfg_write(at + sriov::NUM_VFS, u32::from(n));
+        let got = dev.cfg_read(at + sriov::NUM_VFS) & 0xFFFF;
+        if got != u32::from(n) {
+            return Err(Error::SriovRejected { field: "NumVFs", wrote: u32::from(n), read: got });
+        }
+        let ctrl = dev.cfg_read(at + sriov::CTRL) & 0xFFFF;
+        dev.cfg_write(at + sriov::CTRL, ctrl | sriov::CTRL_VFE | sriov::CTRL_VF_MSE);
+        let info = self.sriov()?;
+        if !info.enabled {
+            return Err(Error::SriovRejected { field: "VF Enable", wrote: sriov::CTRL_VFE, read: 0 });
+        }
+        log::info!(target: &self.inner.log_target, "sriov: enabled {n} VFs (functions {}..={})",
+            info.vf_function(1), info.vf_function(n));
+        Ok(info)
+    }
+
+    /// Disable the virtual functions (clear VF Enable and VF MSE, then NumVFs = 0).
+    ///
+    /// # Errors
+    /// [`Error::NoSriov`].
+    pub fn disable_vfs(&self) -> Result<()> {
+        let dev = &*self.inner.dev;
+        let info = self.sriov()?;
+        let ctrl = dev.cfg_read(info.offset + sriov::CTRL) & 0xFFFF;
+        dev.cfg_write(info.offset + sriov::CTRL, ctrl & !(sriov::CTRL_VFE | sriov::CTRL_VF_MSE));
+        dev.cfg_write(info.offset + sriov::NUM_VFS, 0);
+        log::info!(target: &self.inner.log_target, "sriov: VFs disabled");
+        Ok(())
+    }
+}
+
+/// PCI identity of a function as its configuration space reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PciIdentity {
+    /// Vendor ID (0xFFFF on a VF: software uses the PF's).
+    pub vendor: u16,
+    /// Device ID (0xFFFF on a VF: software uses the VF Device ID of the PF's SR-IOV capability).
+    pub device: u16,
+    /// Class code (24 bits).
+    pub class: u32,
+}
+
+/// Read the identity of the function behind `dev`; `None` if it does not exist (all-ones).
+pub fn pci_identity(dev: &dyn Device) -> Option<PciIdentity> {
+    let id = dev.cfg_read(cfg::VENDOR_ID);
+    let class = dev.cfg_read(cfg::REVISION) >> 8;
+    if id == u32::MAX && class == 0xFF_FFFF {
+        return None;
+    }
+    Some(PciIdentity { vendor: id as u16, device: (id >> 16) as u16, class })
+}
+
+/// The vendor and device ID this driver supports.
+pub const PCI_IDS: (u16, u16, u16) =
+    (params::PCI_VENDOR_ID as u16, params::PF_DEVICE_ID as u16, params::VF_DEVICE_ID as u16);
