@@ -37,13 +37,15 @@ module rnic_engine
   parameter int unsigned NumCq  = 1024,
   parameter int unsigned NumMr  = 1024,
   parameter int unsigned NumPd  = 1024,
-  parameter int unsigned NumMtt = 16384
+  parameter int unsigned NumMtt = 16384,
+  parameter int unsigned NumVf  = 8
 ) (
   input  logic                  clk_i,
   input  logic                  rst_ni,
 
   // commands from rnic_mmio
   input  logic                  cmd_valid_i,
+  input  logic [7:0]            cmd_func_i,
   input  logic [7:0]            cmd_op_i,
   input  logic [383:0]          cmd_args_i,
   output logic                  cmd_start_o,
@@ -57,14 +59,19 @@ module rnic_engine
   input  logic [1:0]            db_kind_i,
   input  logic [23:0]           db_idx_i,
   input  logic [63:0]           db_val_i,
+  input  logic [7:0]            db_func_i,
   output logic                  db_pop_o,
 
   input  logic                  rd_pend_i,
   output logic                  idle_o,
   output logic [CounterNum-1:0] cnt_inc_o,
 
-  output logic [47:0]           port_mac_o,
-  output logic [31:0]           port_ip_o,
+  // functions (docs/architecture.md section 4, Functions)
+  input  logic                  vf_en_i,
+  output logic [15:0]           vfres_vfs_o,
+  output logic [4:0][23:0]      vfres_q_o,
+  output logic [NumVf:0][47:0]  func_mac_o,
+  output logic [NumVf:0][31:0]  func_ip_o,
 
   // DMA
   output logic                  dma_rd_req_valid_o,
@@ -149,6 +156,7 @@ module rnic_engine
     // flushes
     StFlushSq, StFlushSq2, StFlushSq3, StFlushRq, StFlushRq2, StFlushRq3,
     StTmrLd, StTmr, StTmr2,
+    StVrRd, StVrChk,
     // subroutines
     StMrRd, StMrChk,
     StWkSeg, StWkMr, StWkMtt, StWkRdIss, StWkWrRd, StWkWrCap, StWkWrBeat, StWkDrain, StWkRet,
@@ -320,8 +328,19 @@ module rnic_engine
   state_e            mr_ret_q, mr_ret_d;  // return of the MR check
   logic [InitW:0]    init_q, init_d;
 
-  logic [47:0]       port_mac_q, port_mac_d;
-  logic [31:0]       port_ip_q, port_ip_d;
+  // Per-function addresses and trust, the caller of the running command, the VF profile.
+  localparam int unsigned NumFunc = NumVf + 1;
+  localparam int unsigned FuncSelW = $clog2(NumFunc + 1);
+  logic [NumFunc-1:0][47:0] fmac_q, fmac_d;
+  logic [NumFunc-1:0][31:0] fip_q, fip_d;
+  logic [NumFunc-1:0]       ftrust_q, ftrust_d;
+  logic [7:0]               cfunc_q, cfunc_d;
+  logic [7:0]               dbf_q, dbf_d;        // function of the doorbell being executed
+  logic [15:0]              vfs_q, vfs_d;
+  logic [4:0][23:0]         vq_q, vq_d;
+  // SET_VF_RES scan: table index and "an object is in the way"
+  logic [$clog2(NumMtt+1)-1:0] vr_i_q, vr_i_d;
+  logic                     vr_bad_q, vr_bad_d;
 
   // task context
   logic              is_rx_q, is_rx_d;
@@ -527,6 +546,8 @@ module rnic_engine
   cmd_create_qp_t a_cqp;
   cmd_qp_args_t   a_qp;
   cmd_set_port_t  a_port;
+  cmd_set_vf_port_t a_vfp;
+  cmd_set_vf_res_t  a_vfr;
   logic [23:0]    a_idx;
   assign a_cq   = cmd_create_cq_t'(args_q);
   assign a_mr   = cmd_reg_mr_t'(args_q);
@@ -534,6 +555,26 @@ module rnic_engine
   assign a_cqp  = cmd_create_qp_t'(args_q);
   assign a_qp   = cmd_qp_args_t'(args_q);
   assign a_port = cmd_set_port_t'(args_q);
+  assign a_vfp  = cmd_set_vf_port_t'(args_q);
+  assign a_vfr  = cmd_set_vf_res_t'(args_q);
+
+  // The calling function's resource ranges ({count, first}; docs/architecture.md, Functions).
+  logic [63:0] rq_qp, rq_cq, rq_mr, rq_pd, rq_mtt;
+  assign rq_qp  = res_range(cfunc_q, NumQp,  vfs_q, vq_q[0]);
+  assign rq_cq  = res_range(cfunc_q, NumCq,  vfs_q, vq_q[1]);
+  assign rq_mr  = res_range(cfunc_q, NumMr,  vfs_q, vq_q[2]);
+  assign rq_pd  = res_range(cfunc_q, NumPd,  vfs_q, vq_q[3]);
+  assign rq_mtt = res_range(cfunc_q, NumMtt, vfs_q, vq_q[4]);
+
+  // SET_VF_RES: the PF's part of each table under the new profile, and the scan length.
+  localparam int unsigned MaxTab = (NumQp > NumCq ? NumQp : NumCq) > (NumMr > NumPd ? NumMr : NumPd) ?
+                                   (NumQp > NumCq ? NumQp : NumCq) : (NumMr > NumPd ? NumMr : NumPd);
+  logic [31:0] vr_pool_qp, vr_pool_cq, vr_pool_mr, vr_pool_pd, vr_pool_mtt;
+  assign vr_pool_qp  = NumQp  - 32'(a_vfr.vfs) * 32'(a_vfr.qps);
+  assign vr_pool_cq  = NumCq  - 32'(a_vfr.vfs) * 32'(a_vfr.cqs);
+  assign vr_pool_mr  = NumMr  - 32'(a_vfr.vfs) * 32'(a_vfr.mrs);
+  assign vr_pool_pd  = NumPd  - 32'(a_vfr.vfs) * 32'(a_vfr.pds);
+  assign vr_pool_mtt = NumMtt - 32'(a_vfr.vfs) * 32'(a_vfr.mtts);
   assign a_idx  = args_q[23:0];
   /* verilator lint_on UNUSEDSIGNAL */
 
@@ -619,8 +660,15 @@ module rnic_engine
     wk_ret_d     = wk_ret_q;
     mr_ret_d     = mr_ret_q;
     init_d       = init_q;
-    port_mac_d   = port_mac_q;
-    port_ip_d    = port_ip_q;
+    fmac_d       = fmac_q;
+    fip_d        = fip_q;
+    ftrust_d     = ftrust_q;
+    cfunc_d      = cfunc_q;
+    dbf_d        = dbf_q;
+    vfs_d        = vfs_q;
+    vq_d         = vq_q;
+    vr_i_d       = vr_i_q;
+    vr_bad_d     = vr_bad_q;
     is_rx_d      = is_rx_q;
     qpn_d        = qpn_q;
     qp_d         = qp_q;
@@ -796,9 +844,11 @@ module rnic_engine
           if (cmd_valid_i) begin
             trace_valid_o = 1'b1;
             trace_kind_o  = TraceCmd;
+            trace_func_o  = cmd_func_i;
             cmd_start_o   = 1'b1;
             op_d          = cmd_op_i;
             args_d        = cmd_args_i;
+            cfunc_d       = cmd_func_i;
             cst_d         = CmdStatusOk;
             out0_d        = '0;
             out1_d        = '0;
@@ -806,8 +856,10 @@ module rnic_engine
           end else if (db_valid_i) begin
             trace_valid_o = 1'b1;
             trace_kind_o  = TraceDb;
+            trace_func_o  = db_func_i;
             db_pop_o      = 1'b1;
             db_kind_d     = db_kind_i;
+            dbf_d         = db_func_i;
             db_idx_d      = db_idx_i;
             db_val_d      = db_val_i;
             state_d       = StDbRd;
@@ -897,11 +949,41 @@ module rnic_engine
         unique case (op_q)
           CmdNop: ;
           CmdSetPort: begin
-            port_mac_d = a_port.mac;
-            port_ip_d  = a_port.ip;
+            if (cfunc_q != 8'd0 && !ftrust_q[FuncSelW'(cfunc_q)]) cst_d = CmdStatusDenied;
+            else begin
+              fmac_d[FuncSelW'(cfunc_q)] = a_port.mac;
+              fip_d[FuncSelW'(cfunc_q)]  = a_port.ip;
+            end
+          end
+          CmdSetVfPort: begin
+            if (cfunc_q != 8'd0)                                  cst_d = CmdStatusDenied;
+            else if (a_vfp.vf == 8'd0 || 32'(a_vfp.vf) > NumVf)   cst_d = CmdStatusBadIndex;
+            else begin
+              fmac_d[FuncSelW'(a_vfp.vf)]   = a_vfp.mac;
+              fip_d[FuncSelW'(a_vfp.vf)]    = a_vfp.ip;
+              ftrust_d[FuncSelW'(a_vfp.vf)] = a_vfp.trust;
+            end
+          end
+          CmdSetVfRes: begin
+            if (cfunc_q != 8'd0)  cst_d = CmdStatusDenied;
+            else if (vf_en_i)     cst_d = CmdStatusBadState;
+            else if (32'(a_vfr.vfs) > NumVf ||
+                     40'(a_vfr.vfs) * 40'(a_vfr.qps) > 40'(64'(NumQp) - PfMinQp) ||
+                     40'(a_vfr.vfs) * 40'(a_vfr.cqs) > 40'(64'(NumCq) - PfMinCq) ||
+                     40'(a_vfr.vfs) * 40'(a_vfr.mrs) > 40'(64'(NumMr) - PfMinMr) ||
+                     40'(a_vfr.vfs) * 40'(a_vfr.pds) > 40'(64'(NumPd) - PfMinPd) ||
+                     40'(a_vfr.vfs) * 40'(a_vfr.mtts) > 40'(64'(NumMtt) - PfMinMtt))
+                                  cst_d = CmdStatusBadParam;
+            else begin
+              // scan the tables for objects in the way, then set the profile
+              vr_i_d   = '0;
+              vr_bad_d = 1'b0;
+              state_d  = StVrRd;
+            end
           end
           CmdCreateCq: begin
             if (a_cq.cqn >= 24'(NumCq))                         cst_d = CmdStatusBadIndex;
+            else if (!res_owns(rq_cq, 32'(a_cq.cqn)))           cst_d = CmdStatusNoQuota;
             else if (cq_q.valid)                                cst_d = CmdStatusBadState;
             else if (a_cq.log_size < 5'd1 || a_cq.log_size > 5'(MaxCqLogSize) || a_cq.base[4:0] != 5'd0)
                                                                 cst_d = CmdStatusBadParam;
@@ -909,14 +991,14 @@ module rnic_engine
               cqc_req = 1'b1; cqc_we = 1'b1; cqc_addr = CqW'(a_cq.cqn);
               cqc_wdata = '0;
               cqc_wdata.valid    = 1'b1;
-              cqc_wdata.func     = 8'd0;
+              cqc_wdata.func     = cfunc_q;
               cqc_wdata.base     = a_cq.base;
               cqc_wdata.log_size = a_cq.log_size;
               cqc_wdata.vector   = a_cq.vector;
             end
           end
           CmdDestroyCq: begin
-            if (a_idx >= 24'(NumCq))  cst_d = CmdStatusBadIndex;
+            if (a_idx >= 24'(NumCq) || !res_owns(rq_cq, 32'(a_idx))) cst_d = CmdStatusBadIndex;
             else if (!cq_q.valid)     cst_d = CmdStatusBadState;
             else begin
               cqc_req = 1'b1; cqc_we = 1'b1; cqc_addr = CqW'(a_idx);
@@ -925,15 +1007,21 @@ module rnic_engine
           end
           CmdAllocPd, CmdDeallocPd: begin
             if (a_idx >= 24'(NumPd))                          cst_d = CmdStatusBadIndex;
+            else if (!res_owns(rq_pd, 32'(a_idx)))
+              cst_d = (op_q == CmdAllocPd) ? CmdStatusNoQuota : CmdStatusBadIndex;
             else if (pd_q.valid == (op_q == CmdAllocPd))      cst_d = CmdStatusBadState;
             else begin
               pdc_req = 1'b1; pdc_we = 1'b1; pdc_addr = PdW'(a_idx);
               pdc_wdata = '0; pdc_wdata.valid = (op_q == CmdAllocPd);
+              pdc_wdata.func = cfunc_q;
             end
           end
           CmdWriteMtt: begin
             if (a_mtt.count < 16'd1 || a_mtt.count > 16'(MttWriteMax))  cst_d = CmdStatusBadParam;
             else if (25'(a_mtt.start) + 25'(a_mtt.count) > 25'(NumMtt)) cst_d = CmdStatusBadIndex;
+            else if (32'(a_mtt.start) < rq_mtt[31:0] ||
+                     33'(a_mtt.start) + 33'(a_mtt.count) > 33'(rq_mtt[31:0]) + 33'(rq_mtt[63:32]))
+                                                                          cst_d = CmdStatusNoQuota;
             else begin
               mtt_idx_d = (MttW+1)'(a_mtt.start);
               mtt_cnt_d = a_mtt.count;
@@ -943,16 +1031,19 @@ module rnic_engine
           end
           CmdRegMr: begin
             if (a_mr.index >= 24'(NumMr))                    cst_d = CmdStatusBadIndex;
+            else if (!res_owns(rq_mr, 32'(a_mr.index)))      cst_d = CmdStatusNoQuota;
             else if (mr_q.valid)                             cst_d = CmdStatusBadState;
-            else if (a_mr.pdn >= 24'(NumPd) || !pd_q.valid ||
+            else if (a_mr.pdn >= 24'(NumPd) || !pd_q.valid || pd_q.func != cfunc_q ||
                      a_mr.log_page < 6'(MinLogPage) || a_mr.log_page > 6'(MaxLogPage) || a_mr.length == 64'd0 ||
-                     {41'd0, a_mr.mtt_base} + mr_npages > 65'(NumMtt))
+                     32'(a_mr.mtt_base) < rq_mtt[31:0] ||
+                     {41'd0, a_mr.mtt_base} + mr_npages > 65'(rq_mtt[31:0]) + 65'(rq_mtt[63:32]))
                                                              cst_d = CmdStatusBadParam;
             else begin
               mrc_req = 1'b1; mrc_we = 1'b1; mrc_addr = MrW'(a_mr.index);
               mrc_wdata = '0;
               mrc_wdata.valid    = 1'b1;
-              mrc_wdata.func     = 8'd0;
+              mrc_wdata.func     = cfunc_q;
+              mrc_wdata.mtt_end  = 24'({41'd0, a_mr.mtt_base} + mr_npages);
               mrc_wdata.pdn      = a_mr.pdn;
               mrc_wdata.key      = a_mr.key;
               mrc_wdata.access   = a_mr.access;
@@ -963,7 +1054,7 @@ module rnic_engine
             end
           end
           CmdDeregMr: begin
-            if (a_idx >= 24'(NumMr))  cst_d = CmdStatusBadIndex;
+            if (a_idx >= 24'(NumMr) || !res_owns(rq_mr, 32'(a_idx))) cst_d = CmdStatusBadIndex;
             else if (!mr_q.valid)     cst_d = CmdStatusBadState;
             else begin
               mrc_req = 1'b1; mrc_we = 1'b1; mrc_addr = MrW'(a_idx);
@@ -972,10 +1063,12 @@ module rnic_engine
           end
           CmdCreateQp: begin
             if (a_cqp.qpn < 24'd2 || a_cqp.qpn >= 24'(NumQp))       cst_d = CmdStatusBadIndex;
+            else if (!res_owns(rq_qp, 32'(a_cqp.qpn)))              cst_d = CmdStatusNoQuota;
             else if (qp_q.valid)                                    cst_d = CmdStatusBadState;
-            else if (a_cqp.pdn >= 24'(NumPd) || !pd_q.valid ||
-                     a_cqp.send_cqn >= 24'(NumCq) || !cq_q.valid ||
+            else if (a_cqp.pdn >= 24'(NumPd) || !pd_q.valid || pd_q.func != cfunc_q ||
+                     a_cqp.send_cqn >= 24'(NumCq) || !cq_q.valid || cq_q.func != cfunc_q ||
                      a_cqp.recv_cqn >= 24'(NumCq) || !cqc_rdata.valid ||
+                     cqc_rdata.func != cfunc_q ||
                      a_cqp.log_sq_size < 5'd1 || a_cqp.log_sq_size > 5'(MaxWqLogSize) ||
                      a_cqp.log_rq_size < 5'd1 || a_cqp.log_rq_size > 5'(MaxWqLogSize) ||
                      a_cqp.sq_base[6:0] != 7'd0 || a_cqp.rq_base[5:0] != 6'd0)
@@ -986,7 +1079,7 @@ module rnic_engine
               qpc_wdata = '0;
               qpc_wdata.valid       = 1'b1;
               qpc_wdata.state       = QpStateReset;
-              qpc_wdata.func        = 8'd0;
+              qpc_wdata.func        = cfunc_q;
               qpc_wdata.pdn         = a_cqp.pdn;
               qpc_wdata.send_cqn    = a_cqp.send_cqn;
               qpc_wdata.recv_cqn    = a_cqp.recv_cqn;
@@ -997,7 +1090,8 @@ module rnic_engine
             end
           end
           CmdModifyQp: begin
-            if (a_qp.qpn >= 24'(NumQp))                               cst_d = CmdStatusBadIndex;
+            if (a_qp.qpn < 24'd2 || a_qp.qpn >= 24'(NumQp) || !res_owns(rq_qp, 32'(a_qp.qpn)))
+                                                                      cst_d = CmdStatusBadIndex;
             else if (!qp_q.valid)                                     cst_d = CmdStatusBadState;
             else if ((a_qp.attr_mask & QpAttrState) == 32'd0)         cst_d = CmdStatusBadParam;
             else if (!mq_trans_ok)                                    cst_d = CmdStatusBadState;
@@ -1063,7 +1157,8 @@ module rnic_engine
             end
           end
           CmdQueryQp: begin
-            if (a_idx >= 24'(NumQp))  cst_d = CmdStatusBadIndex;
+            if (a_idx < 24'd2 || a_idx >= 24'(NumQp) || !res_owns(rq_qp, 32'(a_idx)))
+                                      cst_d = CmdStatusBadIndex;
             else if (!qp_q.valid)     cst_d = CmdStatusBadState;
             else begin
               qout         = '0;
@@ -1078,7 +1173,8 @@ module rnic_engine
             end
           end
           CmdDestroyQp: begin
-            if (a_idx >= 24'(NumQp))  cst_d = CmdStatusBadIndex;
+            if (a_idx < 24'd2 || a_idx >= 24'(NumQp) || !res_owns(rq_qp, 32'(a_idx)))
+                                      cst_d = CmdStatusBadIndex;
             else if (!qp_q.valid)     cst_d = CmdStatusBadState;
             else begin
               qpc_req = 1'b1; qpc_we = 1'b1; qpc_addr = QpW'(a_idx);
@@ -1090,12 +1186,45 @@ module rnic_engine
         endcase
       end
 
+      // SET_VF_RES: read entry vr_i of every context table, then check it (two cycles per entry).
+      StVrRd: begin
+        qpc_req = 32'(vr_i_q) < NumQp; qpc_addr = QpW'(vr_i_q);
+        cqc_req = 32'(vr_i_q) < NumCq; cqc_addr = CqW'(vr_i_q);
+        mrc_req = 32'(vr_i_q) < NumMr; mrc_addr = MrW'(vr_i_q);
+        pdc_req = 32'(vr_i_q) < NumPd; pdc_addr = PdW'(vr_i_q);
+        state_d = StVrChk;
+      end
+
+      StVrChk: begin
+        logic [31:0] i;
+        logic        bad;
+        i   = 32'(vr_i_q);
+        bad = (i < NumQp && qpc_rdata.valid && (qpc_rdata.func != 8'd0 || i >= vr_pool_qp)) ||
+              (i < NumCq && cqc_rdata.valid && (cqc_rdata.func != 8'd0 || i >= vr_pool_cq)) ||
+              (i < NumMr && mrc_rdata.valid && (mrc_rdata.func != 8'd0 || i >= vr_pool_mr ||
+                                                32'(mrc_rdata.mtt_end) > vr_pool_mtt)) ||
+              (i < NumPd && pdc_rdata.valid && (pdc_rdata.func != 8'd0 || i >= vr_pool_pd));
+        vr_bad_d = vr_bad_q || bad;
+        vr_i_d   = vr_i_q + 1'b1;
+        if (i + 32'd1 == MaxTab) begin
+          if (vr_bad_q || bad) begin
+            cst_d = CmdStatusBadState;
+          end else begin
+            vfs_d = a_vfr.vfs;
+            vq_d  = {a_vfr.mtts, a_vfr.pds, a_vfr.mrs, a_vfr.cqs, a_vfr.qps};
+          end
+          state_d = StCmdDone;
+        end else begin
+          state_d = StVrRd;
+        end
+      end
+
       // WRITE_MTT: 64-byte DMA reads (8 entries each), written into the MTT one entry per cycle.
       StMttIss: begin
         rd_req_d  = 1'b1;
         rd_busy_d = 1'b1;
         rd_addr_d = mtt_src_q;
-        rd_func_d = 8'd0;
+        rd_func_d = cfunc_q;
         rd_len_d  = (mtt_cnt_q >= 16'd8) ? 13'd64 : 13'({mtt_cnt_q[2:0], 3'd0});
         rd_rem_d  = (mtt_cnt_q >= 16'd8) ? 13'd64 : 13'({mtt_cnt_q[2:0], 3'd0});
         mtt_j_d   = '0;
@@ -1140,7 +1269,7 @@ module rnic_engine
         state_d = StEnd;
         unique case (db_kind_q)
           2'd0: begin  // SQ_PI
-            if (!qpc_rdata.valid || qpc_rdata.state == QpStateReset ||
+            if (!qpc_rdata.valid || qpc_rdata.state == QpStateReset || qpc_rdata.func != dbf_q ||
                 {1'b0, 16'(db_val_q[15:0] - qpc_rdata.comp_ci)} >
                 (17'd1 << qpc_rdata.log_sq_size)) begin
               cnt_inc[CounterDbBad] = 1'b1;
@@ -1151,7 +1280,7 @@ module rnic_engine
             end
           end
           2'd1: begin  // RQ_PI
-            if (!qpc_rdata.valid || qpc_rdata.state == QpStateReset ||
+            if (!qpc_rdata.valid || qpc_rdata.state == QpStateReset || qpc_rdata.func != dbf_q ||
                 {1'b0, 16'(db_val_q[15:0] - qpc_rdata.rq_ci)} >
                 (17'd1 << qpc_rdata.log_rq_size)) begin
               cnt_inc[CounterDbBad] = 1'b1;
@@ -1162,7 +1291,7 @@ module rnic_engine
             end
           end
           2'd2: begin  // CQ_CI
-            if (!cqc_rdata.valid) begin
+            if (!cqc_rdata.valid || cqc_rdata.func != dbf_q) begin
               cnt_inc[CounterDbBad] = 1'b1;
             end else begin
               cqc_req = 1'b1; cqc_we = 1'b1; cqc_addr = CqW'(db_idx_q); cqc_wdata = cqc_rdata;
@@ -1170,7 +1299,7 @@ module rnic_engine
             end
           end
           default: begin  // CQ_ARM
-            if (!cqc_rdata.valid) begin
+            if (!cqc_rdata.valid || cqc_rdata.func != dbf_q) begin
               cnt_inc[CounterDbBad] = 1'b1;
             end else begin
               cqc_req = 1'b1; cqc_we = 1'b1; cqc_addr = CqW'(db_idx_q); cqc_wdata = cqc_rdata;
@@ -1204,7 +1333,8 @@ module rnic_engine
 
       StRxQp: begin
         qp_d = qpc_rdata;
-        if (!qpc_rdata.valid) begin
+        // a QP of another function than the one the frame's addresses selected: not ours to see
+        if (!qpc_rdata.valid || qpc_rdata.func != pkt_i.func) begin
           cnt_inc[CounterRxDropQp] = 1'b1;
           state_d = StEnd;
         end else if (op_is_response(pop) ? (qpc_rdata.state != QpStateRts) :
@@ -2291,8 +2421,15 @@ module rnic_engine
       wk_ret_q    <= StIdle;
       mr_ret_q    <= StIdle;
       init_q      <= '0;
-      port_mac_q  <= '0;
-      port_ip_q   <= '0;
+      fmac_q      <= '0;
+      fip_q       <= '0;
+      ftrust_q    <= '0;
+      cfunc_q     <= '0;
+      dbf_q       <= '0;
+      vfs_q       <= '0;
+      vq_q        <= '0;
+      vr_i_q      <= '0;
+      vr_bad_q    <= 1'b0;
       is_rx_q     <= 1'b0;
       qpn_q       <= '0;
       qp_q        <= '0;
@@ -2376,8 +2513,15 @@ module rnic_engine
       wk_ret_q    <= wk_ret_d;
       mr_ret_q    <= mr_ret_d;
       init_q      <= init_d;
-      port_mac_q  <= port_mac_d;
-      port_ip_q   <= port_ip_d;
+      fmac_q      <= fmac_d;
+      fip_q       <= fip_d;
+      ftrust_q    <= ftrust_d;
+      cfunc_q     <= cfunc_d;
+      dbf_q       <= dbf_d;
+      vfs_q       <= vfs_d;
+      vq_q        <= vq_d;
+      vr_i_q      <= vr_i_d;
+      vr_bad_q    <= vr_bad_d;
       is_rx_q     <= is_rx_d;
       qpn_q       <= qpn_d;
       qp_q        <= qp_d;
@@ -2465,8 +2609,10 @@ module rnic_engine
   assign idle_o       = state_q == StIdle || state_q == StPopQ || state_q == StPopChk ||
                         state_q == StTmrLd || state_q == StInit;
   assign cnt_inc_o    = cnt_inc;
-  assign port_mac_o   = port_mac_q;
-  assign port_ip_o    = port_ip_q;
+  assign func_mac_o   = fmac_q;
+  assign func_ip_o    = fip_q;
+  assign vfres_vfs_o  = vfs_q;
+  assign vfres_q_o    = vq_q;
   assign cmd_status_o = cst_q;
   assign cmd_out0_o   = out0_q;
   assign cmd_out1_o   = out1_q;
@@ -2477,7 +2623,12 @@ module rnic_engine
   assign dma_rd_req_addr_o  = rd_addr_q;
   assign dma_rd_req_len_o   = rd_len_q;
 
-  assign hdr_o      = hdr_q;
+  // Frames carry the address of the sending QP's function (the task's QP).
+  always_comb begin
+    hdr_o         = hdr_q;
+    hdr_o.src_mac = fmac_q[FuncSelW'(qp_q.func)];
+    hdr_o.src_ip  = fip_q[FuncSelW'(qp_q.func)];
+  end
   assign pl_valid_o = fifo_tx_q && fifo_cnt_q != 7'd0;
   assign pl_data_o  = fifo_head;
   assign pl_bytes_o = fifo_head_bytes;

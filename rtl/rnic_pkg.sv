@@ -12,6 +12,21 @@ package rnic_pkg;
   localparam int unsigned DataBeatBytes = DataW / 8;
   localparam int unsigned MaxPayload = 4096;
 
+  // Range of a resource a function owns (docs/architecture.md, Functions): {count, first} for
+  // function f of a table of `total` entries under the VF profile {vfs, q}.
+  function automatic logic [63:0] res_range(logic [7:0] f, logic [31:0] total, logic [15:0] vfs,
+                                            logic [23:0] q);
+    logic [31:0] pool;
+    pool = total - 32'(vfs) * 32'(q);
+    if (f == 8'd0)              return {pool, 32'd0};
+    else if (16'(f) <= vfs)     return {32'(q), pool + (32'(f) - 32'd1) * 32'(q)};
+    else                        return {32'd0, pool};
+  endfunction
+
+  function automatic logic res_owns(logic [63:0] range, logic [31:0] idx);
+    return idx >= range[31:0] && (idx - range[31:0]) < range[63:32];
+  endfunction
+
   // Modes of a QP's timer (rnic_timer, contract section 10a).
   localparam logic [1:0] TmrOff = 2'd0;
   localparam logic [1:0] TmrAck = 2'd1;
@@ -21,6 +36,8 @@ package rnic_pkg;
   // headers the opcode calls for (see has_* below) from it; payload_len bytes of payload follow
   // on the framer's payload port.
   typedef struct packed {
+    logic [47:0] src_mac;      // the sending QP's function's address (added first: the older
+    logic [31:0] src_ip;       // fields keep their bit positions)
     logic [47:0] dst_mac;
     logic [31:0] dst_ip;
     logic [15:0] udp_sport;
@@ -49,6 +66,7 @@ package rnic_pkg;
 
   // Parsed receive frame (valid only when status == RxOk, except status itself).
   typedef struct packed {
+    logic [7:0]  func;         // function whose MAC/IP the frame was addressed to
     rx_status_e  status;
     logic [7:0]  opcode;
     logic        se;

@@ -9,8 +9,12 @@ package rnic_reg_pkg;
   localparam longint unsigned NumMr = 64'h400;
   localparam longint unsigned NumPd = 64'h400;
   localparam longint unsigned NumMtt = 64'h4000;
-  localparam longint unsigned NumFunc = 64'h1;
   localparam longint unsigned NumVf = 64'h8;
+  localparam longint unsigned PfMinQp = 64'h4;
+  localparam longint unsigned PfMinCq = 64'h1;
+  localparam longint unsigned PfMinMr = 64'h1;
+  localparam longint unsigned PfMinPd = 64'h1;
+  localparam longint unsigned PfMinMtt = 64'h1;
   localparam longint unsigned PciVendorId = 64'h1;
   localparam longint unsigned PfDeviceId = 64'h1D1E;
   localparam longint unsigned VfDeviceId = 64'h1D1F;
@@ -146,6 +150,8 @@ package rnic_reg_pkg;
   typedef enum logic [7:0] {
     CmdNop = 8'h0,
     CmdSetPort = 8'h1,
+    CmdSetVfRes = 8'h2,
+    CmdSetVfPort = 8'h3,
     CmdCreateCq = 8'h10,
     CmdDestroyCq = 8'h11,
     CmdAllocPd = 8'h20,
@@ -166,6 +172,8 @@ package rnic_reg_pkg;
     CmdStatusBadIndex = 8'h2,
     CmdStatusBadState = 8'h3,
     CmdStatusBadParam = 8'h4,
+    CmdStatusNoQuota = 8'h5,
+    CmdStatusDenied = 8'h6,
     CmdStatusBusy = 8'hFF
   } cmd_status_e;
 
@@ -278,6 +286,12 @@ package rnic_reg_pkg;
   localparam logic [63:0] RegDevIdReset = 64'h11D1E0001;
   localparam logic [31:0] RegDevCaps = 32'h8;
   localparam logic [31:0] RegDevCaps2 = 32'h10;
+  localparam logic [31:0] RegFuncId = 32'h18;
+  localparam logic [31:0] RegResQp = 32'h20;
+  localparam logic [31:0] RegResCq = 32'h28;
+  localparam logic [31:0] RegResMr = 32'h30;
+  localparam logic [31:0] RegResPd = 32'h38;
+  localparam logic [31:0] RegResMtt = 32'h40;
   localparam logic [31:0] RegCmdArg0 = 32'h100;
   localparam logic [31:0] RegCmdArg1 = 32'h108;
   localparam logic [31:0] RegCmdArg2 = 32'h110;
@@ -467,6 +481,35 @@ package rnic_reg_pkg;
     logic [2:0] state;
   } query_qp_out_t;
 
+  // ---- cmd_set_vf_res: SET_VF_RES argument image: the VF resource profile (per-VF counts)
+  localparam int unsigned CmdSetVfResSize = 48;
+  typedef struct packed {
+    logic [199:0] rsvd184;
+    logic [23:0] mtts;
+    logic [7:0] rsvd152;
+    logic [23:0] pds;
+    logic [7:0] rsvd120;
+    logic [23:0] mrs;
+    logic [7:0] rsvd88;
+    logic [23:0] cqs;
+    logic [7:0] rsvd56;
+    logic [23:0] qps;
+    logic [15:0] rsvd16;
+    logic [15:0] vfs;
+  } cmd_set_vf_res_t;
+
+  // ---- cmd_set_vf_port: SET_VF_PORT argument image
+  localparam int unsigned CmdSetVfPortSize = 48;
+  typedef struct packed {
+    logic [223:0] rsvd160;
+    logic [31:0] ip;
+    logic [15:0] rsvd112;
+    logic [47:0] mac;
+    logic [54:0] rsvd9;
+    logic [0:0] trust;
+    logic [7:0] vf;
+  } cmd_set_vf_port_t;
+
   // ---- cmd_set_port: SET_PORT argument image
   localparam int unsigned CmdSetPortSize = 48;
   typedef struct packed {
@@ -547,6 +590,7 @@ package rnic_reg_pkg;
 
   // ---- mrc: Memory region context
   typedef struct packed {
+    logic [23:0] mtt_end;
     logic [5:0] log_page;
     logic [23:0] mtt_base;
     logic [63:0] length;
@@ -557,7 +601,7 @@ package rnic_reg_pkg;
     logic [7:0] func;
     logic [0:0] valid;
   } mrc_t;
-  localparam int unsigned MrcBits = 203;
+  localparam int unsigned MrcBits = 227;
 
   // ---- pdc: Protection domain context
   typedef struct packed {

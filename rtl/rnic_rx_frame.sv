@@ -18,12 +18,17 @@ module rnic_rx_frame
   import rnic_reg_pkg::*;
 #(
   parameter int unsigned BufWords  = 256,   // power of two, >= 2 * MaxFrameWords
-  parameter int unsigned DescDepth = 8      // power of two
+  parameter int unsigned DescDepth = 8,     // power of two
+  parameter int unsigned NumFunc   = 1      // PF + VFs
 ) (
   input  logic          clk_i,
   input  logic          rst_ni,
-  input  logic [47:0]   port_mac_i,   // [47:40] is the first byte on the wire
-  input  logic [31:0]   port_ip_i,    // [31:24] is the first byte on the wire
+  // Addresses of the functions (docs/architecture.md, Functions): a frame is for the lowest
+  // function that exists (func_on_i) with a non-zero MAC equal to its destination MAC, and must
+  // carry that function's IP. MAC [47:40] and IP [31:24] are the first bytes on the wire.
+  input  logic [NumFunc-1:0][47:0] func_mac_i,
+  input  logic [NumFunc-1:0][31:0] func_ip_i,
+  input  logic [NumFunc-1:0]       func_on_i,
 
   input  logic          rx_tvalid_i,
   output logic          rx_tready_o,
@@ -136,6 +141,22 @@ module rnic_rx_frame
   logic [16:0]      pl_len;       // payload length, may be negative (bit 16) on a bad frame
   logic             hdr_ok;
   rx_pkt_t          pkt_new;
+  localparam int unsigned FuncW = (NumFunc > 1) ? $clog2(NumFunc) : 1;
+  logic             dst_hit;      // some function has the destination MAC
+  logic [FuncW-1:0] dst_func;     // the lowest such function
+
+  // Destination lookup: a priority search over the function table (highest index first, so the
+  // lowest matching function wins).
+  always_comb begin
+    dst_hit  = 1'b0;
+    dst_func = '0;
+    for (int i = NumFunc - 1; i >= 0; i--) begin
+      if (func_on_i[i] && func_mac_i[i] != 48'd0 && func_mac_i[i] == be[0:5]) begin
+        dst_hit  = 1'b1;
+        dst_func = FuncW'(i);
+      end
+    end
+  end
 
   // Big-endian view of the same bytes (be[0] = first byte on the wire): every field is a slice.
   logic [0:81][7:0] be;
@@ -165,14 +186,15 @@ module rnic_rx_frame
              ({1'b0, tot_q} <= {1'b0, flen_q} - 17'd14) && (tot_q >= 16'd44) &&
              (hb[23] == 8'd17) &&
              (be[36:37] == 16'(RoceUdpPort)) &&
-             (be[0:5] == port_mac_i) &&
-             (be[30:33] == port_ip_i) &&
+             dst_hit &&
+             (be[30:33] == func_ip_i[dst_func]) &&
              (hb[43][3:0] == 4'd0) &&
              (be[44:45] == 16'(DefaultPkey)) &&
              op_valid(hb[42]) &&
              !pl_len[16] && (pl_len <= 17'(MaxPayload));
 
     pkt_new         = '0;
+    pkt_new.func    = 8'(dst_func);
     pkt_new.status  = !hdr_ok            ? RxDropHdr :
                       (icrc_q != ~crc_q) ? RxDropIcrc : RxOk;
     pkt_new.opcode  = hb[42];

@@ -85,8 +85,13 @@ module rnic_top
   logic [63:0]  db_val;
   logic         rd_pend, eng_idle;
   logic [CounterNum-1:0] cnt_inc;
-  logic [47:0]  port_mac;
-  logic [31:0]  port_ip;
+  logic [7:0]   cmd_func, db_func;
+  logic         vf_en;
+  logic [NumVf:0]       func_on;
+  logic [NumVf:0][47:0] func_mac;
+  logic [NumVf:0][31:0] func_ip;
+  logic [15:0]          vfres_vfs;
+  logic [4:0][23:0]     vfres_q;
 
   tx_hdr_t      hdr;
   logic         hdr_valid, hdr_ready;
@@ -109,6 +114,7 @@ module rnic_top
     .mmio_req_valid_i, .mmio_req_ready_o, .mmio_req_write_i, .mmio_req_cfg_i, .mmio_req_func_i,
     .mmio_req_addr_i, .mmio_req_wdata_i, .mmio_rsp_valid_o, .mmio_rsp_rdata_o,
     .cmd_valid_o  (cmd_valid),
+    .cmd_func_o   (cmd_func),
     .cmd_op_o     (cmd_op),
     .cmd_args_o   (cmd_args),
     .cmd_start_i  (cmd_start),
@@ -120,17 +126,23 @@ module rnic_top
     .db_kind_o    (db_kind),
     .db_idx_o     (db_idx),
     .db_val_o     (db_val),
+    .db_func_o    (db_func),
     .db_pop_i     (db_pop),
+    .vfres_vfs_i  (vfres_vfs),
+    .vfres_q_i    (vfres_q),
+    .vf_en_o      (vf_en),
+    .func_on_o    (func_on),
     .rd_pend_o    (rd_pend),
     .eng_idle_i   (eng_idle),
     .cnt_inc_i    (cnt_inc)
   );
 
   rnic_engine #(
-    .NumQp(NumQp), .NumCq(NumCq), .NumMr(NumMr), .NumPd(NumPd), .NumMtt(NumMtt)
+    .NumQp(NumQp), .NumCq(NumCq), .NumMr(NumMr), .NumPd(NumPd), .NumMtt(NumMtt), .NumVf(NumVf)
   ) u_engine (
     .clk_i, .rst_ni,
     .cmd_valid_i  (cmd_valid),
+    .cmd_func_i   (cmd_func),
     .cmd_op_i     (cmd_op),
     .cmd_args_i   (cmd_args),
     .cmd_start_o  (cmd_start),
@@ -142,12 +154,16 @@ module rnic_top
     .db_kind_i    (db_kind),
     .db_idx_i     (db_idx),
     .db_val_i     (db_val),
+    .db_func_i    (db_func),
     .db_pop_o     (db_pop),
     .rd_pend_i    (rd_pend),
     .idle_o       (eng_idle),
     .cnt_inc_o    (cnt_inc),
-    .port_mac_o   (port_mac),
-    .port_ip_o    (port_ip),
+    .vf_en_i      (vf_en),
+    .vfres_vfs_o  (vfres_vfs),
+    .vfres_q_o    (vfres_q),
+    .func_mac_o   (func_mac),
+    .func_ip_o    (func_ip),
     .dma_rd_req_valid_o, .dma_rd_req_ready_i, .dma_rd_req_tag_o, .dma_rd_req_func_o,
     .dma_rd_req_addr_o, .dma_rd_req_len_o,
     .dma_rd_cpl_valid_i, .dma_rd_cpl_tag_i, .dma_rd_cpl_data_i, .dma_rd_cpl_last_i,
@@ -172,8 +188,6 @@ module rnic_top
 
   rnic_tx_frame u_tx_frame (
     .clk_i, .rst_ni,
-    .port_mac_i  (port_mac),
-    .port_ip_i   (port_ip),
     .hdr_valid_i (hdr_valid),
     .hdr_ready_o (hdr_ready),
     .hdr_i       (hdr),
@@ -185,10 +199,11 @@ module rnic_top
     .sent_o      (tx_sent)
   );
 
-  rnic_rx_frame u_rx_frame (
+  rnic_rx_frame #(.NumFunc(NumVf + 1)) u_rx_frame (
     .clk_i, .rst_ni,
-    .port_mac_i   (port_mac),
-    .port_ip_i    (port_ip),
+    .func_mac_i   (func_mac),
+    .func_ip_i    (func_ip),
+    .func_on_i    (func_on),
     .rx_tvalid_i, .rx_tready_o, .rx_tdata_i, .rx_tkeep_i, .rx_tlast_i,
     .pkt_valid_o  (pkt_valid),
     .pkt_o        (pkt),

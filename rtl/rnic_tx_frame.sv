@@ -23,9 +23,6 @@ module rnic_tx_frame
 (
   input  logic          clk_i,
   input  logic          rst_ni,
-  input  logic [47:0]   port_mac_i,   // [47:40] is the first byte on the wire
-  input  logic [31:0]   port_ip_i,    // [31:24] is the first byte on the wire
-
   input  logic          hdr_valid_i,
   output logic          hdr_ready_o,
   input  tx_hdr_t       hdr_i,
@@ -87,7 +84,7 @@ module rnic_tx_frame
     // IPv4 header checksum: one's complement of the one's-complement sum of the header words
     // (version/IHL/TOS, total length, ID 0, flags, TTL/protocol, addresses).
     csum_acc = 20'h4500 + 20'(ip_total) + 20'h4000 + {4'd0, 8'(IpTtl), 8'd17} +
-               20'(port_ip_i[31:16]) + 20'(port_ip_i[15:0]) +
+               20'(hdr_i.src_ip[31:16]) + 20'(hdr_i.src_ip[15:0]) +
                20'(hdr_i.dst_ip[31:16]) + 20'(hdr_i.dst_ip[15:0]);
     csum_fold = csum_acc[15:0] + {12'd0, csum_acc[19:16]};
     csum_fold = csum_fold + 16'(csum_fold < csum_acc[15:0]);  // end-around carry of the fold
@@ -95,7 +92,7 @@ module rnic_tx_frame
     be = '0;
     // Ethernet
     be[0:5]   = hdr_i.dst_mac;
-    be[6:11]  = port_mac_i;
+    be[6:11]  = hdr_i.src_mac;   // [47:40] is the first byte on the wire
     be[12:13] = 16'h0800;
     // IPv4
     be[14:15] = 16'h4500;
@@ -104,7 +101,7 @@ module rnic_tx_frame
     be[22]    = 8'(IpTtl);
     be[23]    = 8'd17;
     be[24:25] = ~csum_fold;
-    be[26:29] = port_ip_i;
+    be[26:29] = hdr_i.src_ip;
     be[30:33] = hdr_i.dst_ip;
     // UDP (checksum 0)
     be[34:35] = hdr_i.udp_sport;

@@ -80,6 +80,7 @@ impl IndexAllocator {
 /// First-fit allocator of contiguous ranges in `[0, size)` (MTT entries).
 #[derive(Debug, Clone)]
 pub struct RangeAllocator {
+    base: u32,
     used: Vec<bool>,
     in_use: u32,
 }
@@ -87,7 +88,13 @@ pub struct RangeAllocator {
 impl RangeAllocator {
     /// An allocator for `size` entries.
     pub fn new(size: u32) -> Self {
+        RangeAllocator::with_base(0, size)
+    }
+
+    /// An allocator for the entries `[base, base + size)` (a function's MTT range).
+    pub fn with_base(base: u32, size: u32) -> Self {
         RangeAllocator {
+            base,
             used: vec![false; size as usize],
             in_use: 0,
         }
@@ -121,7 +128,7 @@ impl RangeAllocator {
                 let start = i + 1 - count;
                 self.used[start..=i].iter_mut().for_each(|u| *u = true);
                 self.in_use += count as u32;
-                return Some(start as u32);
+                return Some(self.base + start as u32);
             }
         }
         None
@@ -130,6 +137,7 @@ impl RangeAllocator {
     /// Return the range `start..start + count`. Returns `false` (and changes nothing) unless the
     /// whole range was allocated.
     pub fn free(&mut self, start: u32, count: u32) -> bool {
+        let Some(start) = start.checked_sub(self.base) else { return false };
         let (s, e) = (start as usize, start as usize + count as usize);
         if count == 0 || e > self.used.len() || !self.used[s..e].iter().all(|u| *u) {
             return false;

@@ -45,6 +45,41 @@ pub struct DeviceCaps {
     pub max_recv_sge: u32,
 }
 
+/// The part of the device's tables a function owns (`RES_*` registers; docs/architecture.md,
+/// Functions): `(first, count)` per resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FunctionResources {
+    /// This function's number (0 = PF, n = VF n).
+    pub func: u8,
+    /// QPNs.
+    pub qp: (u32, u32),
+    /// CQNs.
+    pub cq: (u32, u32),
+    /// MR indices.
+    pub mr: (u32, u32),
+    /// PDNs.
+    pub pd: (u32, u32),
+    /// MTT entries.
+    pub mtt: (u32, u32),
+}
+
+impl FunctionResources {
+    fn read(dev: &dyn Device) -> FunctionResources {
+        let r = |off| {
+            let v = dev.mmio_read(off);
+            (v as u32, (v >> 32) as u32)
+        };
+        FunctionResources {
+            func: dev.mmio_read(reg::FUNC_ID) as u8,
+            qp: r(reg::RES_QP),
+            cq: r(reg::RES_CQ),
+            mr: r(reg::RES_MR),
+            pd: r(reg::RES_PD),
+            mtt: r(reg::RES_MTT),
+        }
+    }
+}
+
 impl DeviceCaps {
     /// Decode the DEV_ID, DEV_CAPS and DEV_CAPS2 register values (bit layout: register docs in
     /// spec/rnic.toml).
@@ -101,6 +136,8 @@ pub(crate) struct CtxInner {
     pub(crate) pdns: RefCell<IndexAllocator>,
     pub(crate) mrs: RefCell<IndexAllocator>,
     pub(crate) mtt: RefCell<RangeAllocator>,
+    /// The function's resource ranges.
+    pub(crate) res: FunctionResources,
     next_key: Cell<u8>,
     poll_limit: Cell<u32>,
     /// MSI-X vectors taken from the device but not yet consumed by a waiter.
@@ -199,7 +236,13 @@ impl CtxInner {
         let limit = self.poll_limit.get();
         let mut polls = 0u32;
         let status = loop {
-            let s = (self.read(reg::CMD_STATUS) & 0xFF) as u8;
+            let raw = self.read(reg::CMD_STATUS);
+            // An Unsupported Request reads all-ones: the function is gone (VFs disabled, FLR,
+            // surprise removal), not busy. Polling would only run into the timeout.
+            if raw == u64::MAX {
+                return Err(Error::FunctionGone { command, object });
+            }
+            let s = (raw & 0xFF) as u8;
             if s != cmd_status::BUSY {
                 break s;
             }
@@ -316,6 +359,7 @@ impl Context {
                 });
             }
         }
+        let res = FunctionResources::read(&*dev);
         let label = dev.label();
         let log_target = if label.is_empty() {
             "rnic_driver".to_owned()
@@ -338,11 +382,12 @@ impl Context {
             dev,
             caps,
             // QPNs 0 and 1 are special in IBTA (SMI/GSI); the device refuses them.
-            qpns: RefCell::new(IndexAllocator::new(2, caps.num_qp)),
-            cqns: RefCell::new(IndexAllocator::new(0, caps.num_cq)),
-            pdns: RefCell::new(IndexAllocator::new(0, caps.num_pd)),
-            mrs: RefCell::new(IndexAllocator::new(0, caps.num_mr)),
-            mtt: RefCell::new(RangeAllocator::new(caps.num_mtt)),
+            qpns: RefCell::new(IndexAllocator::new(res.qp.0.max(2), res.qp.0 + res.qp.1)),
+            cqns: RefCell::new(IndexAllocator::new(res.cq.0, res.cq.0 + res.cq.1)),
+            pdns: RefCell::new(IndexAllocator::new(res.pd.0, res.pd.0 + res.pd.1)),
+            mrs: RefCell::new(IndexAllocator::new(res.mr.0, res.mr.0 + res.mr.1)),
+            mtt: RefCell::new(RangeAllocator::with_base(res.mtt.0, res.mtt.1)),
+            res,
             next_key: Cell::new(1),
             poll_limit: Cell::new(DEFAULT_COMMAND_POLL_LIMIT),
             pending_irqs: RefCell::new(VecDeque::new()),
@@ -357,6 +402,11 @@ impl Context {
     /// The device's resource limits.
     pub fn caps(&self) -> DeviceCaps {
         self.inner.caps
+    }
+
+    /// This function's number and resource ranges, as read when the context was opened.
+    pub fn resources(&self) -> FunctionResources {
+        self.inner.res
     }
 
     /// The backend this context drives.

@@ -63,6 +63,15 @@ pub enum Error {
         /// The device's answer.
         status: CommandStatus,
     },
+    /// The function stopped answering (its registers read all-ones): a VF whose VFs were
+    /// disabled, or a device that was reset or removed.
+    #[error("{command} on {object}: the function does not answer (reads all-ones); were its VFs disabled or the device reset? reopen the context")]
+    FunctionGone {
+        /// The command.
+        command: Command,
+        /// The object it was about.
+        object: Object,
+    },
     /// The function has no SR-IOV capability.
     #[error("this function has no SR-IOV capability; VFs are enabled from the PF (function 0)")]
     NoSriov,

@@ -53,12 +53,13 @@ mod tests;
 
 pub use alloc::{IndexAllocator, RangeAllocator};
 pub use context::{
+    FunctionResources,
     mac_from_u64, mac_to_u64, CmdImage, Context, DeviceCaps, CMD_IMAGE_SIZE,
     DEFAULT_COMMAND_POLL_LIMIT,
 };
 pub use cq::{Cq, WorkCompletion, MAX_CQ_LOG_SIZE};
 pub use device::{Device, DeviceError};
-pub use sriov::{pci_identity, PciIdentity, SriovInfo, PCI_IDS};
+pub use sriov::{pci_identity, PciIdentity, SriovInfo, VfProfile, PCI_IDS};
 pub use error::{Error, Result};
 pub use pd::{Mr, MrOptions, Pd, LOG_PAGE, PAGE_SIZE};
 pub use qp::{

@@ -180,3 +180,72 @@ pub fn pci_identity(dev: &dyn Device) -> Option<PciIdentity> {
 /// The vendor and device ID this driver supports.
 pub const PCI_IDS: (u16, u16, u16) =
     (params::PCI_VENDOR_ID as u16, params::PF_DEVICE_ID as u16, params::VF_DEVICE_ID as u16);
+
+/// Per-VF share of the device's tables (SET_VF_RES); every VF gets the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VfProfile {
+    /// QPs per VF.
+    pub qps: u32,
+    /// CQs per VF.
+    pub cqs: u32,
+    /// MRs per VF.
+    pub mrs: u32,
+    /// PDs per VF.
+    pub pds: u32,
+    /// MTT entries per VF.
+    pub mtts: u32,
+}
+
+impl VfProfile {
+    /// An even split of the device's tables between the PF and `vfs` VFs (each gets
+    /// `1 / (vfs + 1)` of every table, the PF keeps the rest).
+    pub fn even(caps: &crate::DeviceCaps, vfs: u16) -> VfProfile {
+        let share = |n: u32| n / (u32::from(vfs) + 1);
+        VfProfile {
+            qps: share(caps.num_qp),
+            cqs: share(caps.num_cq),
+            mrs: share(caps.num_mr),
+            pds: share(caps.num_pd),
+            mtts: share(caps.num_mtt),
+        }
+    }
+}
+
+impl Context {
+    /// PF admin: give each of `vfs` VFs the share `p` of the device's tables (SET_VF_RES). Must
+    /// run while VFs are disabled and before the PF created objects in the part it gives away.
+    ///
+    /// # Errors
+    /// [`Error::CommandFailed`] with `DENIED` on a VF, `BAD_STATE` while VFs are enabled or an
+    /// object is in the way, `BAD_PARAM` if the shares do not fit.
+    pub fn set_vf_resources(&self, vfs: u16, p: VfProfile) -> Result<()> {
+        use rnic_regs::cmd_set_vf_res as c;
+        let mut img = [0u8; crate::CMD_IMAGE_SIZE];
+        c::VFS.set(&mut img, u64::from(vfs));
+        c::QPS.set(&mut img, u64::from(p.qps));
+        c::CQS.set(&mut img, u64::from(p.cqs));
+        c::MRS.set(&mut img, u64::from(p.mrs));
+        c::PDS.set(&mut img, u64::from(p.pds));
+        c::MTTS.set(&mut img, u64::from(p.mtts));
+        self.inner.command(crate::Command::SetVfRes, crate::Object::Device, &img)?;
+        log::info!(target: &self.inner.log_target, "sriov: VF profile {vfs} x {p:?}");
+        Ok(())
+    }
+
+    /// PF admin: VF `vf`'s MAC and IPv4 address, and whether it is trusted (may change them
+    /// itself with SET_PORT) — like `ip link set <pf> vf N mac .. trust on|off`.
+    ///
+    /// # Errors
+    /// [`Error::CommandFailed`] with `DENIED` on a VF, `BAD_INDEX` for a VF number out of range.
+    pub fn set_vf_port(&self, vf: u8, mac: [u8; 6], ip: std::net::Ipv4Addr, trust: bool) -> Result<()> {
+        use rnic_regs::cmd_set_vf_port as c;
+        let mut img = [0u8; crate::CMD_IMAGE_SIZE];
+        c::VF.set(&mut img, u64::from(vf));
+        c::TRUST.set(&mut img, u64::from(trust));
+        c::MAC.set(&mut img, mac.iter().fold(0u64, |a, &b| a << 8 | u64::from(b)));
+        c::IP.set(&mut img, u64::from(u32::from(ip)));
+        self.inner.command(crate::Command::SetVfPort, crate::Object::Vf(vf), &img)?;
+        log::info!(target: &self.inner.log_target, "sriov: vf {vf} port {mac:02x?} / {ip}, trust {trust}");
+        Ok(())
+    }
+}

@@ -161,6 +161,13 @@ impl Device for FakeDev {
             reg::DEV_ID => self.dev_id,
             reg::DEV_CAPS => self.caps,
             reg::DEV_CAPS2 => self.caps2,
+            // The whole tables belong to this (PF) function.
+            reg::FUNC_ID => 0,
+            reg::RES_QP => (self.caps & 0xFFFF) << 32,
+            reg::RES_CQ => (self.caps >> 16 & 0xFFFF) << 32,
+            reg::RES_MR => (self.caps >> 32 & 0xFFFF) << 32,
+            reg::RES_PD => (self.caps >> 48 & 0xFFFF) << 32,
+            reg::RES_MTT => (self.caps2 & 0xFFFF_FFFF) << 32,
             reg::CMD_STATUS if self.busy_left.get() > 0 => u64::from(cmd_status::BUSY),
             reg::CMD_STATUS => u64::from(self.status.get()),
             reg::CMD_OUT0 => self.out.get().0,

@@ -170,6 +170,10 @@ pub enum Command {
     Nop,
     /// Set port MAC and IPv4 address.
     SetPort,
+    /// PF only: the VF resource profile.
+    SetVfRes,
+    /// PF only: a VF's MAC, IPv4 address and trust.
+    SetVfPort,
     /// Create a completion queue.
     CreateCq,
     /// Destroy a completion queue.
@@ -202,6 +206,8 @@ impl Command {
         match self {
             Command::Nop => cmd::NOP,
             Command::SetPort => cmd::SET_PORT,
+            Command::SetVfRes => cmd::SET_VF_RES,
+            Command::SetVfPort => cmd::SET_VF_PORT,
             Command::CreateCq => cmd::CREATE_CQ,
             Command::DestroyCq => cmd::DESTROY_CQ,
             Command::AllocPd => cmd::ALLOC_PD,
@@ -222,6 +228,8 @@ impl Command {
         match v {
             cmd::NOP => Command::Nop,
             cmd::SET_PORT => Command::SetPort,
+            cmd::SET_VF_RES => Command::SetVfRes,
+            cmd::SET_VF_PORT => Command::SetVfPort,
             cmd::CREATE_CQ => Command::CreateCq,
             cmd::DESTROY_CQ => Command::DestroyCq,
             cmd::ALLOC_PD => Command::AllocPd,
@@ -259,6 +267,10 @@ pub enum CommandStatus {
     BadState,
     /// An argument is invalid.
     BadParam,
+    /// The index is inside the device's table but outside this function's range.
+    NoQuota,
+    /// This function may not issue the command.
+    Denied,
     /// A value the spec does not define.
     Other(u8),
 }
@@ -271,6 +283,8 @@ impl CommandStatus {
             cmd_status::BAD_INDEX => CommandStatus::BadIndex,
             cmd_status::BAD_STATE => CommandStatus::BadState,
             cmd_status::BAD_PARAM => CommandStatus::BadParam,
+            cmd_status::NO_QUOTA => CommandStatus::NoQuota,
+            cmd_status::DENIED => CommandStatus::Denied,
             other => CommandStatus::Other(other),
         }
     }
@@ -284,6 +298,10 @@ impl CommandStatus {
                 "the object already exists, does not exist, or is in the wrong state; query it and retry"
             }
             CommandStatus::BadParam => "an argument is out of range; check the command's rules in docs/architecture.md",
+            CommandStatus::NoQuota => {
+                "the index is outside this function's share (Context::resources); ask the PF for a larger VF profile"
+            }
+            CommandStatus::Denied => "only the PF (or a trusted VF, for SET_PORT) may issue this command",
             CommandStatus::Other(_) => "the device returned an undefined status; this is a device bug",
         }
     }
@@ -296,6 +314,8 @@ impl fmt::Display for CommandStatus {
             CommandStatus::BadIndex => f.write_str("BAD_INDEX"),
             CommandStatus::BadState => f.write_str("BAD_STATE"),
             CommandStatus::BadParam => f.write_str("BAD_PARAM"),
+            CommandStatus::NoQuota => f.write_str("NO_QUOTA"),
+            CommandStatus::Denied => f.write_str("DENIED"),
             CommandStatus::Other(v) => write!(f, "status {v:#04x}"),
         }
     }
@@ -308,6 +328,8 @@ pub enum Object {
     Device,
     /// The (single) port.
     Port,
+    /// Virtual function `n` (PF admin commands).
+    Vf(u8),
     /// Protection domain `pdn`.
     Pd(u32),
     /// Completion queue `cqn`.
@@ -334,6 +356,7 @@ impl fmt::Display for LogObj {
         match self.0 {
             Object::Device => f.write_str("device"),
             Object::Port => f.write_str("port"),
+            Object::Vf(n) => write!(f, "vf {n}"),
             Object::Pd(n) => write!(f, "pd {n:#x}"),
             Object::Cq(n) => write!(f, "cq {n:#x}"),
             Object::Mr(n) => write!(f, "mr {n:#x}"),
@@ -348,6 +371,7 @@ impl fmt::Display for Object {
         match self {
             Object::Device => f.write_str("device"),
             Object::Port => f.write_str("port"),
+            Object::Vf(n) => write!(f, "vf {n}"),
             Object::Pd(n) => write!(f, "PD {n}"),
             Object::Cq(n) => write!(f, "CQ {n}"),
             Object::Mr(n) => write!(f, "MR {n}"),

@@ -48,6 +48,16 @@ impl ConfigSpace {
         self.ctrl as u32 & sriov::CTRL_VFE != 0
     }
 
+    /// VF MSE: memory requests to VFs are decoded.
+    pub(crate) fn vf_mem_enabled(&self) -> bool {
+        self.ctrl as u32 & sriov::CTRL_VF_MSE != 0
+    }
+
+    /// VF Enable (for the engine: SET_VF_RES needs it clear).
+    pub(crate) fn vfs_enabled(&self) -> bool {
+        self.vf_enabled()
+    }
+
     /// Whether VF `func` exists now (VF Enable set, 1 <= func <= NumVFs).
     pub(crate) fn is_vf(&self, func: u8) -> bool {
         self.vf_enabled() && func != 0 && u16::from(func) <= self.num_vfs && u16::from(func) <= self.num_vf

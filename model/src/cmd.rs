@@ -3,34 +3,56 @@
 
 use rnic_regs::{
     cmd, cmd_create_cq as ccq, cmd_create_qp as cqp, cmd_index, cmd_qp_args as qa,
-    cmd_reg_mr as crm, cmd_set_port, cmd_status as st, cmd_write_mtt as cwm, counter, params,
-    qp_attr as attr, qp_state, Cqc, Mrc, Qpc,
+    cmd_reg_mr as crm, cmd_set_port, cmd_set_vf_port as cvp, cmd_set_vf_res as cvr,
+    cmd_status as st, cmd_write_mtt as cwm, counter, params, qp_attr as attr, qp_state, Cqc, Mrc,
+    Qpc,
 };
 
-use crate::{Doorbell, HostMemory, ModelError, Nic};
+use crate::{Doorbell, HostMemory, ModelError, Nic, Res};
 
 /// Result of the checks of one command: `Err(status)` stops it before any change.
 type Check = Result<(), u8>;
 
 impl Nic {
-    /// Execute the latched command `opcode` (CMD task).
+    /// Execute function `f`'s latched command `opcode` (CMD task).
     pub(crate) fn run_cmd(
         &mut self,
+        f: u8,
         opcode: u8,
         mem: &mut dyn HostMemory,
     ) -> Result<(), ModelError> {
         // Latch the argument registers as one 48-byte image.
         let mut a = [0u8; 48];
-        for (i, w) in self.cmd_args.iter().enumerate() {
+        for (i, w) in self.funcs[f as usize].cmd_args.iter().enumerate() {
             a[8 * i..8 * i + 8].copy_from_slice(&w.to_le_bytes());
         }
-        self.cmd_out = [0; 2];
+        self.funcs[f as usize].cmd_out = [0; 2];
+        self.cur_func = f;
         let r = match opcode {
             cmd::NOP => Ok(()),
             cmd::SET_PORT => {
-                self.port_mac = cmd_set_port::MAC.get(&a);
-                self.port_ip = cmd_set_port::IP.get(&a) as u32;
-                Ok(())
+                if f != 0 && !self.funcs[f as usize].trust {
+                    Err(st::DENIED)
+                } else {
+                    self.funcs[f as usize].mac = cmd_set_port::MAC.get(&a);
+                    self.funcs[f as usize].ip = cmd_set_port::IP.get(&a) as u32;
+                    Ok(())
+                }
+            }
+            cmd::SET_VF_RES => self.cmd_set_vf_res(f, &a),
+            cmd::SET_VF_PORT => {
+                let vf = cvp::VF.get(&a);
+                if f != 0 {
+                    Err(st::DENIED)
+                } else if vf == 0 || vf > u64::from(self.cfg.num_vf) {
+                    Err(st::BAD_INDEX)
+                } else {
+                    let fs = &mut self.funcs[vf as usize];
+                    fs.mac = cvp::MAC.get(&a);
+                    fs.ip = cvp::IP.get(&a) as u32;
+                    fs.trust = cvp::TRUST.get(&a) != 0;
+                    Ok(())
+                }
             }
             cmd::CREATE_CQ => self.cmd_create_cq(&a),
             cmd::DESTROY_CQ => {
@@ -45,16 +67,18 @@ impl Nic {
             }
             cmd::ALLOC_PD | cmd::DEALLOC_PD => {
                 let i = cmd_index::INDEX.get(&a);
+                let alloc = opcode == cmd::ALLOC_PD;
                 if i >= self.cfg.num_pd as u64 {
                     Err(st::BAD_INDEX)
+                } else if !self.owns(f, Res::Pd, i) {
+                    Err(if alloc { st::NO_QUOTA } else { st::BAD_INDEX })
                 } else {
-                    let alloc = opcode == cmd::ALLOC_PD;
                     let pd = &mut self.pdc[i as usize];
                     if pd.valid == alloc {
                         Err(st::BAD_STATE)
                     } else {
                         pd.valid = alloc;
-                        pd.func = 0;
+                        pd.func = f;
                         Ok(())
                     }
                 }
@@ -63,7 +87,7 @@ impl Nic {
             cmd::REG_MR => self.cmd_reg_mr(&a),
             cmd::DEREG_MR => {
                 let i = cmd_index::INDEX.get(&a);
-                if i >= self.cfg.num_mr as u64 {
+                if i >= self.cfg.num_mr as u64 || !self.owns(f, Res::Mr, i) {
                     Err(st::BAD_INDEX)
                 } else if !self.mrc[i as usize].valid {
                     Err(st::BAD_STATE)
@@ -87,8 +111,10 @@ impl Nic {
                     qo::COMP_CI.set(&mut out, q.comp_ci as u64);
                     qo::RQ_CI.set(&mut out, q.rq_ci as u64);
                     qo::SQ_PI.set(&mut out, q.sq_pi as u64);
-                    self.cmd_out[0] = u64::from_le_bytes(out[0..8].try_into().expect("8 bytes"));
-                    self.cmd_out[1] = u64::from_le_bytes(out[8..16].try_into().expect("8 bytes"));
+                    self.funcs[f as usize].cmd_out = [
+                        u64::from_le_bytes(out[0..8].try_into().expect("8 bytes")),
+                        u64::from_le_bytes(out[8..16].try_into().expect("8 bytes")),
+                    ];
                 })
             }
             cmd::DESTROY_QP => {
@@ -97,24 +123,56 @@ impl Nic {
             }
             _ => Err(st::BAD_OPCODE),
         };
-        self.cmd_status = match r {
+        self.funcs[f as usize].cmd_status = match r {
             Ok(()) => st::OK,
             Err(s) => s,
         };
         Ok(())
     }
 
+    /// SET_VF_RES (PF only): the VF resource profile.
+    fn cmd_set_vf_res(&mut self, f: u8, a: &[u8]) -> Check {
+        if f != 0 {
+            return Err(st::DENIED);
+        }
+        if self.cfgspace.vfs_enabled() {
+            return Err(st::BAD_STATE);
+        }
+        let vfs = cvr::VFS.get(a);
+        let q = [cvr::QPS.get(a), cvr::CQS.get(a), cvr::MRS.get(a), cvr::PDS.get(a), cvr::MTTS.get(a)];
+        let c = &self.cfg;
+        let total = [c.num_qp, c.num_cq, c.num_mr, c.num_pd, c.num_mtt].map(u64::from);
+        let min = [params::PF_MIN_QP, params::PF_MIN_CQ, params::PF_MIN_MR, params::PF_MIN_PD, params::PF_MIN_MTT];
+        if vfs > u64::from(c.num_vf) || (0..5).any(|t| vfs * q[t] > total[t] - min[t]) {
+            return Err(st::BAD_PARAM);
+        }
+        let pool: Vec<u64> = (0..5).map(|t| total[t] - vfs * q[t]).collect();
+        let busy = self.qpc.iter().enumerate().any(|(i, o)| o.valid && (o.func != 0 || i as u64 >= pool[0]))
+            || self.cqc.iter().enumerate().any(|(i, o)| o.valid && (o.func != 0 || i as u64 >= pool[1]))
+            || self.mrc.iter().enumerate().any(|(i, o)| {
+                o.valid && (o.func != 0 || i as u64 >= pool[2] || u64::from(o.mtt_end) > pool[4])
+            })
+            || self.pdc.iter().enumerate().any(|(i, o)| o.valid && (o.func != 0 || i as u64 >= pool[3]));
+        if busy {
+            return Err(st::BAD_STATE);
+        }
+        self.vf_res = (vfs, q);
+        Ok(())
+    }
+
+    /// A CQ index of the calling function (other indices do not exist for it).
     fn cq_index(&self, i: u64) -> Result<usize, u8> {
-        if i < self.cfg.num_cq as u64 {
+        if i < self.cfg.num_cq as u64 && self.owns(self.cur_func, Res::Cq, i) {
             Ok(i as usize)
         } else {
             Err(st::BAD_INDEX)
         }
     }
 
-    /// QPs 0 and 1 are reserved (special QPs), so the valid range is `2..NUM_QP`.
+    /// QPs 0 and 1 are reserved (special QPs), so the valid range is `2..NUM_QP`, within the
+    /// calling function's range.
     fn qp_index(&self, i: u64) -> Result<usize, u8> {
-        if (2..self.cfg.num_qp as u64).contains(&i) {
+        if (2..self.cfg.num_qp as u64).contains(&i) && self.owns(self.cur_func, Res::Qp, i) {
             Ok(i as usize)
         } else {
             Err(st::BAD_INDEX)
@@ -131,15 +189,29 @@ impl Nic {
     }
 
     fn pd_ok(&self, pdn: u64) -> bool {
-        pdn < self.cfg.num_pd as u64 && self.pdc[pdn as usize].valid
+        pdn < self.cfg.num_pd as u64 && self.pdc[pdn as usize].valid && self.pdc[pdn as usize].func == self.cur_func
     }
 
     fn cq_ok(&self, cqn: u64) -> bool {
-        cqn < self.cfg.num_cq as u64 && self.cqc[cqn as usize].valid
+        cqn < self.cfg.num_cq as u64 && self.cqc[cqn as usize].valid && self.cqc[cqn as usize].func == self.cur_func
+    }
+
+    /// Index check of a creating command: outside the table BAD_INDEX, outside the caller's
+    /// range NO_QUOTA.
+    fn create_index(&self, t: Res, i: u64, lo: u64) -> Result<usize, u8> {
+        let c = &self.cfg;
+        let total = [c.num_qp, c.num_cq, c.num_mr, c.num_pd, c.num_mtt][t as usize] as u64;
+        if i < lo || i >= total {
+            Err(st::BAD_INDEX)
+        } else if !self.owns(self.cur_func, t, i) {
+            Err(st::NO_QUOTA)
+        } else {
+            Ok(i as usize)
+        }
     }
 
     fn cmd_create_cq(&mut self, a: &[u8]) -> Check {
-        let i = self.cq_index(ccq::CQN.get(a))?;
+        let i = self.create_index(Res::Cq, ccq::CQN.get(a), 0)?;
         if self.cqc[i].valid {
             return Err(st::BAD_STATE);
         }
@@ -150,7 +222,7 @@ impl Nic {
         }
         self.cqc[i] = Cqc {
             valid: true,
-            func: 0,
+            func: self.cur_func,
             base,
             log_size: log_size as u8,
             pi: 0,
@@ -170,9 +242,13 @@ impl Nic {
         if start + count > self.cfg.num_mtt as u64 {
             return Ok(Err(st::BAD_INDEX));
         }
+        let (first, n) = self.range(self.cur_func, Res::Mtt);
+        if start < first || start + count > first + n {
+            return Ok(Err(st::NO_QUOTA));
+        }
         let mut buf = [0u8; 8 * params::MTT_WRITE_MAX as usize];
         let buf = &mut buf[..8 * count as usize];
-        mem.read(0, cwm::SRC.get(a), buf)?;
+        mem.read(self.cur_func, cwm::SRC.get(a), buf)?;
         for (k, c) in buf.chunks_exact(8).enumerate() {
             self.mtt[start as usize + k] = u64::from_le_bytes(c.try_into().unwrap());
         }
@@ -180,10 +256,7 @@ impl Nic {
     }
 
     fn cmd_reg_mr(&mut self, a: &[u8]) -> Check {
-        let i = crm::INDEX.get(a);
-        if i >= self.cfg.num_mr as u64 {
-            return Err(st::BAD_INDEX);
-        }
+        let i = self.create_index(Res::Mr, crm::INDEX.get(a), 0)? as u64;
         if self.mrc[i as usize].valid {
             return Err(st::BAD_STATE);
         }
@@ -198,12 +271,14 @@ impl Nic {
         // An MR whose end wraps the 64-bit space is a bad parameter too.
         let last = iova.checked_add(length - 1).ok_or(st::BAD_PARAM)?;
         let npages = (last >> log_page) - (iova >> log_page) + 1;
-        if mtt_base + npages > self.cfg.num_mtt as u64 {
+        let (first, n) = self.range(self.cur_func, Res::Mtt);
+        if mtt_base < first || mtt_base + npages > first + n {
             return Err(st::BAD_PARAM);
         }
         self.mrc[i as usize] = Mrc {
             valid: true,
-            func: 0,
+            func: self.cur_func,
+            mtt_end: (mtt_base + npages) as u32,
             pdn: pdn as u32,
             key: crm::KEY.get(a) as u8,
             access: crm::ACCESS.get(a) as u8,
@@ -216,7 +291,7 @@ impl Nic {
     }
 
     fn cmd_create_qp(&mut self, a: &[u8]) -> Check {
-        let i = self.qp_index(cqp::QPN.get(a))?;
+        let i = self.create_index(Res::Qp, cqp::QPN.get(a), 2)?;
         if self.qpc[i].valid {
             return Err(st::BAD_STATE);
         }
@@ -240,7 +315,7 @@ impl Nic {
         self.qpc[i] = Qpc {
             valid: true,
             state: qp_state::RESET,
-            func: 0,
+            func: self.cur_func,
             pdn: pdn as u32,
             send_cqn: scq as u32,
             recv_cqn: rcq as u32,
@@ -372,10 +447,10 @@ impl Nic {
     /// Execute one doorbell (DB task).
     pub(crate) fn run_doorbell(&mut self, db: Doorbell) {
         match db {
-            Doorbell::SqPi { qpn, value } | Doorbell::RqPi { qpn, value } => {
+            Doorbell::SqPi { func, qpn, value } | Doorbell::RqPi { func, qpn, value } => {
                 let sq = matches!(db, Doorbell::SqPi { .. });
                 let q = &mut self.qpc[qpn as usize];
-                if !q.valid || q.state == qp_state::RESET {
+                if !q.valid || q.state == qp_state::RESET || q.func != func {
                     return self.count(counter::DB_BAD);
                 }
                 let new = value as u16;
@@ -394,16 +469,16 @@ impl Nic {
                 }
                 self.push_qp(qpn);
             }
-            Doorbell::CqCi { cqn, value } => {
+            Doorbell::CqCi { func, cqn, value } => {
                 let c = &mut self.cqc[cqn as usize];
-                if !c.valid {
+                if !c.valid || c.func != func {
                     return self.count(counter::DB_BAD);
                 }
                 c.ci = value as u32;
             }
-            Doorbell::CqArm { cqn } => {
+            Doorbell::CqArm { func, cqn } => {
                 let c = &mut self.cqc[cqn as usize];
-                if !c.valid {
+                if !c.valid || c.func != func {
                     return self.count(counter::DB_BAD);
                 }
                 c.armed = true;

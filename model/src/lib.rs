@@ -82,8 +82,11 @@ pub trait HostMemory {
 /// One engine task (section 5); the trace port reports one per task start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Task {
-    /// Execute the pending admin command.
-    Cmd,
+    /// Execute the pending admin command of a function.
+    Cmd {
+        /// The function whose command runs.
+        func: u8,
+    },
     /// Pop and execute one doorbell.
     Db,
     /// Process the oldest received frame.
@@ -111,10 +114,10 @@ pub enum Task {
 }
 
 impl Task {
-    /// Decode a trace event (`trace::*` kind and its QPN).
-    pub fn from_trace(kind: u8, qpn: u32) -> Option<Task> {
+    /// Decode a trace event (`trace::*` kind, its QPN and its function).
+    pub fn from_trace(kind: u8, qpn: u32, func: u8) -> Option<Task> {
         Some(match kind {
-            trace::CMD => Task::Cmd,
+            trace::CMD => Task::Cmd { func },
             trace::DB => Task::Db,
             trace::RX => Task::Rx,
             trace::TX => Task::Tx { qpn },
@@ -128,7 +131,7 @@ impl Task {
     /// The `trace::*` kind of this task.
     pub fn trace_kind(&self) -> u8 {
         match self {
-            Task::Cmd => trace::CMD,
+            Task::Cmd { .. } => trace::CMD,
             Task::Db => trace::DB,
             Task::Rx => trace::RX,
             Task::Tx { .. } => trace::TX,
@@ -175,10 +178,33 @@ pub enum Output {
 /// A queued doorbell write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Doorbell {
-    SqPi { qpn: u32, value: u64 },
-    RqPi { qpn: u32, value: u64 },
-    CqCi { cqn: u32, value: u64 },
-    CqArm { cqn: u32 },
+    SqPi { func: u8, qpn: u32, value: u64 },
+    RqPi { func: u8, qpn: u32, value: u64 },
+    CqCi { func: u8, cqn: u32, value: u64 },
+    CqArm { func: u8, cqn: u32 },
+}
+
+/// Per-function state outside the context tables (docs/architecture.md, Functions).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Function {
+    pub mac: u64,
+    pub ip: u32,
+    pub trust: bool,
+    pub cmd_args: [u64; 6],
+    /// Opcode of the queued command (CMD_STATUS reads BUSY while set).
+    pub cmd_pending: Option<u8>,
+    pub cmd_status: u8,
+    pub cmd_out: [u64; 2],
+}
+
+/// Resource types with a per-function range, in `RES_*` register order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Res {
+    Qp = 0,
+    Cq = 1,
+    Mr = 2,
+    Pd = 3,
+    Mtt = 4,
 }
 
 /// One scatter/gather entry.
@@ -318,13 +344,14 @@ pub struct Nic {
     mrc: Vec<Mrc>,
     pdc: Vec<Pdc>,
     mtt: Vec<u64>,
-    port_mac: u64,
-    port_ip: u32,
-    cmd_args: [u64; 6],
-    /// Opcode of the queued command (CMD_STATUS reads BUSY while set).
-    cmd_pending: Option<u8>,
-    cmd_status: u8,
-    cmd_out: [u64; 2],
+    /// PF and VFs (index = function number).
+    funcs: Vec<Function>,
+    /// Function of the last command the engine took (round-robin).
+    cmd_last: u8,
+    /// Function of the command running now.
+    cur_func: u8,
+    /// VF resource profile: number of VFs and per-VF count of each `Res`.
+    vf_res: (u64, [u64; 5]),
     db_fifo: VecDeque<Doorbell>,
     rx_queue: VecDeque<Vec<u8>>,
     /// Round-robin ring of QPs that may have work (model-only scheduling).
@@ -348,12 +375,10 @@ impl Nic {
             mrc: vec![Mrc::default(); cfg.num_mr as usize],
             pdc: vec![Pdc::default(); cfg.num_pd as usize],
             mtt: vec![0; cfg.num_mtt as usize],
-            port_mac: 0,
-            port_ip: 0,
-            cmd_args: [0; 6],
-            cmd_pending: None,
-            cmd_status: rnic_regs::cmd_status::OK,
-            cmd_out: [0; 2],
+            funcs: vec![Function::default(); cfg.num_vf as usize + 1],
+            cmd_last: 0,
+            cur_func: 0,
+            vf_res: (0, [0; 5]),
             db_fifo: VecDeque::new(),
             rx_queue: VecDeque::new(),
             ring: VecDeque::new(),
@@ -386,10 +411,34 @@ impl Nic {
         self.counters[index as usize] += 1;
     }
 
-    /// A BAR0 write (section 4). Writes from `func != 0`, to read-only or unknown offsets are
-    /// ignored and counted in `MMIO_BAD`.
+    /// Whether memory requests to function `func` are decoded (section 4, Functions).
+    fn decodes(&self, func: u8) -> bool {
+        func == 0 || (self.cfgspace.is_vf(func) && self.cfgspace.vf_mem_enabled())
+    }
+
+    /// The range `(first, count)` of resource `t` that function `f` owns (section 4, Functions).
+    pub(crate) fn range(&self, f: u8, t: Res) -> (u64, u64) {
+        let c = &self.cfg;
+        let total = [c.num_qp, c.num_cq, c.num_mr, c.num_pd, c.num_mtt][t as usize] as u64;
+        let (vfs, q) = self.vf_res;
+        let pool = total - vfs * q[t as usize];
+        match f {
+            0 => (0, pool),
+            f if u64::from(f) <= vfs => (pool + (u64::from(f) - 1) * q[t as usize], q[t as usize]),
+            _ => (pool, 0),
+        }
+    }
+
+    /// Whether index `i` of resource `t` is in function `f`'s range.
+    pub(crate) fn owns(&self, f: u8, t: Res, i: u64) -> bool {
+        let (first, n) = self.range(f, t);
+        i >= first && i - first < n
+    }
+
+    /// A BAR0 write (section 4). Writes to a function that does not decode, to read-only or
+    /// unknown offsets are ignored and counted in `MMIO_BAD`.
     pub fn mmio_write(&mut self, func: u8, offset: u64, value: u64) {
-        if func != 0 || !offset.is_multiple_of(8) {
+        if !self.decodes(func) || !offset.is_multiple_of(8) {
             self.count(counter::MMIO_BAD);
             return;
         }
@@ -401,10 +450,10 @@ impl Nic {
                 let qpn = idx as u32;
                 match po {
                     params::DB_SQ_PI => {
-                        return self.db_fifo.push_back(Doorbell::SqPi { qpn, value })
+                        return self.db_fifo.push_back(Doorbell::SqPi { func, qpn, value })
                     }
                     params::DB_RQ_PI => {
-                        return self.db_fifo.push_back(Doorbell::RqPi { qpn, value })
+                        return self.db_fifo.push_back(Doorbell::RqPi { func, qpn, value })
                     }
                     _ => {}
                 }
@@ -419,35 +468,50 @@ impl Nic {
                 let cqn = idx as u32;
                 match po {
                     params::DB_CQ_CI => {
-                        return self.db_fifo.push_back(Doorbell::CqCi { cqn, value })
+                        return self.db_fifo.push_back(Doorbell::CqCi { func, cqn, value })
                     }
-                    params::DB_CQ_ARM => return self.db_fifo.push_back(Doorbell::CqArm { cqn }),
+                    params::DB_CQ_ARM => return self.db_fifo.push_back(Doorbell::CqArm { func, cqn }),
                     _ => {}
                 }
             }
             self.count(counter::MMIO_BAD);
             return;
         }
+        let fs = &mut self.funcs[func as usize];
         if (reg::CMD_ARG0..=reg::CMD_ARG5).contains(&offset) {
-            self.cmd_args[((offset - reg::CMD_ARG0) / 8) as usize] = value;
+            fs.cmd_args[((offset - reg::CMD_ARG0) / 8) as usize] = value;
         } else if offset == reg::CMD_OP {
-            if self.cmd_pending.is_some() {
+            if fs.cmd_pending.is_some() {
                 self.count(counter::MMIO_BAD);
             } else {
-                self.cmd_pending = Some(value as u8);
+                fs.cmd_pending = Some(value as u8);
             }
         } else {
             self.count(counter::MMIO_BAD);
         }
     }
 
-    /// A BAR0 read (section 4). Reads from `func != 0` return all ones, unknown (or write-only)
-    /// offsets return 0; both count `MMIO_BAD`.
+    /// A BAR0 read (section 4). Reads from a function that does not decode return all ones,
+    /// unknown (or write-only) offsets return 0; both count `MMIO_BAD`.
     pub fn mmio_read(&mut self, func: u8, offset: u64) -> u64 {
-        if func != 0 {
+        if !self.decodes(func) {
             self.count(counter::MMIO_BAD);
             return u64::MAX;
         }
+        let res = |t: Res| {
+            let (first, n) = self.range(func, t);
+            first | n << 32
+        };
+        match offset {
+            reg::FUNC_ID => return u64::from(func),
+            reg::RES_QP => return res(Res::Qp),
+            reg::RES_CQ => return res(Res::Cq),
+            reg::RES_MR => return res(Res::Mr),
+            reg::RES_PD => return res(Res::Pd),
+            reg::RES_MTT => return res(Res::Mtt),
+            _ => {}
+        }
+        let fs = &self.funcs[func as usize];
         let c = &self.cfg;
         let counters_end = reg::COUNTERS + 8 * counter::NUM as u64;
         match offset {
@@ -462,14 +526,14 @@ impl Nic {
                 c.num_mtt as u64 | params::MAX_SEND_SGE << 32 | params::MAX_RECV_SGE << 40
             }
             o if (reg::CMD_ARG0..=reg::CMD_ARG5).contains(&o) && o % 8 == 0 => {
-                self.cmd_args[((o - reg::CMD_ARG0) / 8) as usize]
+                fs.cmd_args[((o - reg::CMD_ARG0) / 8) as usize]
             }
-            reg::CMD_STATUS => match self.cmd_pending {
+            reg::CMD_STATUS => match fs.cmd_pending {
                 Some(_) => rnic_regs::cmd_status::BUSY as u64,
-                None => self.cmd_status as u64,
+                None => fs.cmd_status as u64,
             },
-            reg::CMD_OUT0 => self.cmd_out[0],
-            reg::CMD_OUT1 => self.cmd_out[1],
+            reg::CMD_OUT0 => fs.cmd_out[0],
+            reg::CMD_OUT1 => fs.cmd_out[1],
             o if (reg::COUNTERS..counters_end).contains(&o) && o % 8 == 0 => {
                 self.counters[((o - reg::COUNTERS) / 8) as usize]
             }
@@ -495,10 +559,12 @@ impl Nic {
     pub fn run_task(&mut self, task: Task, mem: &mut dyn HostMemory) -> Result<(), ModelError> {
         let no = |reason| ModelError::NoSuchTask(task, reason);
         match task {
-            Task::Cmd => {
-                let opcode = self.cmd_pending.ok_or(no("no command pending"))?;
-                let r = self.run_cmd(opcode, mem);
-                self.cmd_pending = None;
+            Task::Cmd { func } => {
+                let fs = self.funcs.get(func as usize).ok_or(no("no such function"))?;
+                let opcode = fs.cmd_pending.ok_or(no("no command pending on that function"))?;
+                self.cmd_last = func;
+                let r = self.run_cmd(func, opcode, mem);
+                self.funcs[func as usize].cmd_pending = None;
                 r
             }
             Task::Db => {
@@ -594,8 +660,8 @@ impl Nic {
     /// The model's own scheduler for model-only runs: CMD > DB > RX > QP tasks from the
     /// round-robin ring (a popped QP without work is dropped from the ring).
     pub fn next_task(&mut self) -> Option<Task> {
-        if self.cmd_pending.is_some() {
-            return Some(Task::Cmd);
+        if let Some(func) = self.next_cmd() {
+            return Some(Task::Cmd { func });
         }
         if !self.db_fifo.is_empty() {
             return Some(Task::Db);
@@ -659,14 +725,33 @@ impl Nic {
         self.counters.get(index as usize).copied().unwrap_or(0)
     }
 
-    /// The port's MAC and IPv4 address (set by SET_PORT).
+    /// The PF's MAC and IPv4 address (set by SET_PORT).
     pub fn port(&self) -> (u64, u32) {
-        (self.port_mac, self.port_ip)
+        (self.funcs[0].mac, self.funcs[0].ip)
+    }
+
+    /// The function whose command the engine takes next: round-robin after the last one.
+    fn next_cmd(&self) -> Option<u8> {
+        let n = self.funcs.len();
+        (1..=n)
+            .map(|k| (self.cmd_last as usize + k) % n)
+            .find(|&f| self.funcs[f].cmd_pending.is_some())
+            .map(|f| f as u8)
+    }
+
+    /// Addresses of the functions that receive frames now (index = function).
+    pub(crate) fn rx_ports(&self) -> Vec<Option<(u64, u32)>> {
+        (0..self.funcs.len())
+            .map(|f| {
+                let exists = f == 0 || self.cfgspace.is_vf(f as u8);
+                exists.then(|| (self.funcs[f].mac, self.funcs[f].ip))
+            })
+            .collect()
     }
 
     /// True when there is no pending command, doorbell, received frame or QP task.
     pub fn is_idle(&self) -> bool {
-        self.cmd_pending.is_none()
+        self.funcs.iter().all(|f| f.cmd_pending.is_none())
             && self.db_fifo.is_empty()
             && self.rx_queue.is_empty()
             && self.ring.iter().all(|&q| self.qp_task(q).is_none())
@@ -695,8 +780,9 @@ impl Nic {
     pub(crate) fn send_frame(&mut self, qpn: u32, mut hdr: wire::Headers, payload: &[u8]) {
         let q = &self.qpc[qpn as usize];
         hdr.dst_mac = q.dest_mac;
-        hdr.src_mac = self.port_mac;
-        hdr.src_ip = self.port_ip;
+        let f = &self.funcs[q.func as usize];
+        hdr.src_mac = f.mac;
+        hdr.src_ip = f.ip;
         hdr.dst_ip = q.dest_ip;
         hdr.udp_sport = (params::UDP_SPORT_BASE | (qpn as u64 & 0x3FFF)) as u16;
         hdr.bth.pkey = params::DEFAULT_PKEY as u16;
@@ -761,7 +847,7 @@ mod tests {
     #[test]
     fn trace_roundtrip() {
         for t in [
-            Task::Cmd,
+            Task::Cmd { func: 3 },
             Task::Db,
             Task::Rx,
             Task::Tx { qpn: 5 },
@@ -769,9 +855,9 @@ mod tests {
             Task::FlushRq { qpn: 7 },
             Task::Timer { qpn: 8 },
         ] {
-            assert_eq!(Task::from_trace(t.trace_kind(), t.qpn()), Some(t));
+            assert_eq!(Task::from_trace(t.trace_kind(), t.qpn(), if let Task::Cmd { func } = t { func } else { 0 }), Some(t));
         }
-        assert_eq!(Task::from_trace(0, 0), None);
-        assert_eq!(Task::from_trace(8, 0), None);
+        assert_eq!(Task::from_trace(0, 0, 0), None);
+        assert_eq!(Task::from_trace(8, 0, 0), None);
     }
 }

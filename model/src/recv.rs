@@ -13,7 +13,8 @@ impl Nic {
         mem: &mut dyn HostMemory,
     ) -> Result<(), ModelError> {
         self.count(counter::RX_PKTS);
-        let p = match wire::parse_for_port(frame, self.port_mac, self.port_ip) {
+        let ports = self.rx_ports();
+        let p = match wire::parse_for_functions(frame, &ports) {
             Ok(p) => p,
             Err(e) => {
                 log::debug!("rx drop: {e}");
@@ -22,7 +23,8 @@ impl Nic {
             }
         };
         let qpn = p.hdr.bth.dqpn;
-        if qpn >= self.cfg.num_qp || !self.qpc[qpn as usize].valid {
+        // A frame for a QP of another function than the one its addresses selected is dropped.
+        if qpn >= self.cfg.num_qp || !self.qpc[qpn as usize].valid || self.qpc[qpn as usize].func != p.func {
             self.count(counter::RX_DROP_QP);
             return Ok(());
         }

@@ -137,6 +137,8 @@ pub struct ParsedFrame<'a> {
     pub icrc: u32,
     /// Payload bytes (without pad).
     pub payload: &'a [u8],
+    /// The function whose MAC/IP the frame was addressed to (0 when parsed without ports).
+    pub func: u8,
 }
 
 /// Why a received frame was dropped (section 7, in check order).
@@ -418,10 +420,37 @@ pub fn parse(frame: &[u8]) -> Result<ParsedFrame<'_>, WireError> {
 /// # Errors
 /// The first failing check, as a [`WireError`]; [`WireError::counter`] names the drop counter.
 pub fn parse_for_port(frame: &[u8], mac: u64, ip: u32) -> Result<ParsedFrame<'_>, WireError> {
-    parse_inner(frame, Some((mac, ip)))
+    let one = [(mac & 0xFFFF_FFFF_FFFF, ip)];
+    parse_inner(frame, Some(&one))
 }
 
-fn parse_inner(frame: &[u8], port: Option<(u64, u32)>) -> Result<ParsedFrame<'_>, WireError> {
+/// Parse a frame received by a NIC whose functions have the addresses `ports` (index = function;
+/// a function that does not exist or has MAC 0 is `None`): the destination MAC selects the lowest
+/// function with that MAC, whose IP must match (docs/architecture.md, Functions).
+///
+/// # Errors
+/// The first failing receive check.
+pub fn parse_for_functions<'a>(frame: &'a [u8], ports: &[Option<(u64, u32)>]) -> Result<ParsedFrame<'a>, WireError> {
+    let mut lut = [(0u64, 0u32); 256];
+    let mut n = 0;
+    let mut funcs = [0u8; 256];
+    for (f, p) in ports.iter().enumerate() {
+        if let Some((mac, ip)) = *p {
+            if mac != 0 {
+                lut[n] = (mac & 0xFFFF_FFFF_FFFF, ip);
+                funcs[n] = f as u8;
+                n += 1;
+            }
+        }
+    }
+    let mut p = parse_inner(frame, Some(&lut[..n]));
+    if let Ok(pf) = &mut p {
+        pf.func = funcs[pf.func as usize];
+    }
+    p
+}
+
+fn parse_inner<'a>(frame: &'a [u8], port: Option<&[(u64, u32)]>) -> Result<ParsedFrame<'a>, WireError> {
     if frame.len() < MIN_FRAME {
         return Err(WireError::TooShort { len: frame.len() });
     }
@@ -455,13 +484,16 @@ fn parse_inner(frame: &[u8], port: Option<(u64, u32)>) -> Result<ParsedFrame<'_>
     }
     let dst_mac = get_be(frame, 6);
     let dst_ip = get_be(&ip[16..], 4) as u32;
-    if let Some((mac, pip)) = port {
-        if dst_mac != mac & 0xFFFF_FFFF_FFFF {
+    // Index (into `port`) of the function the frame is for.
+    let mut func = 0u8;
+    if let Some(ports) = port {
+        let Some(k) = ports.iter().position(|&(mac, _)| mac == dst_mac) else {
             return Err(WireError::DstMac(dst_mac));
-        }
-        if dst_ip != pip {
+        };
+        if dst_ip != ports[k].1 {
             return Err(WireError::DstIp(dst_ip));
         }
+        func = k as u8;
     }
     let b = &frame[BTH_OFF..BTH_OFF + BTH_LEN];
     let bth = Bth {
@@ -550,6 +582,7 @@ fn parse_inner(frame: &[u8], port: Option<(u64, u32)>) -> Result<ParsedFrame<'_>
         ip_total: ip_total as u16,
         icrc: carried,
         payload: &frame[p..p + payload_len],
+        func,
     })
 }
 

@@ -820,7 +820,7 @@ fn doorbells_and_mmio_errors() {
     // Running a task that has nothing to do is an error.
     assert!(h.nic.run_task(Task::Db, &mut h.mem).is_err());
     assert!(h.nic.run_task(Task::Rx, &mut h.mem).is_err());
-    assert!(h.nic.run_task(Task::Cmd, &mut h.mem).is_err());
+    assert!(h.nic.run_task(Task::Cmd { func: 0 }, &mut h.mem).is_err());
     assert!(h
         .nic
         .run_task(Task::FlushSq { qpn: 2 }, &mut h.mem)
@@ -1042,7 +1042,7 @@ fn admin_command_statuses() {
     h.nic.mmio_write(0, reg::CMD_OP, cmd::DESTROY_QP as u64);
     h.nic.mmio_write(0, reg::CMD_OP, cmd::NOP as u64);
     assert_eq!(h.counter(counter::MMIO_BAD), before + 1);
-    h.nic.run_task(Task::Cmd, &mut h.mem).unwrap();
+    h.nic.run_task(Task::Cmd { func: 0 }, &mut h.mem).unwrap();
     assert_eq!(h.nic.mmio_read(0, reg::CMD_STATUS), st::OK as u64);
     assert!(
         !h.nic.qpc(2).valid,
@@ -1241,7 +1241,7 @@ fn trace_replay_reproduces_outputs() {
     for e in &events {
         match e {
             Ev::Task(kind, qpn) => {
-                let t = Task::from_trace(*kind, *qpn).unwrap();
+                let t = Task::from_trace(*kind, *qpn, 0).unwrap();
                 q.a.nic.run_task(t, &mut q.a.mem).unwrap();
             }
             Ev::Rx(f) => q.a.nic.rx_enqueue(f.clone()),

@@ -11,8 +11,12 @@ pub mod params {
     pub const NUM_MR: u64 = 0x400;
     pub const NUM_PD: u64 = 0x400;
     pub const NUM_MTT: u64 = 0x4000;
-    pub const NUM_FUNC: u64 = 0x1;
     pub const NUM_VF: u64 = 0x8;
+    pub const PF_MIN_QP: u64 = 0x4;
+    pub const PF_MIN_CQ: u64 = 0x1;
+    pub const PF_MIN_MR: u64 = 0x1;
+    pub const PF_MIN_PD: u64 = 0x1;
+    pub const PF_MIN_MTT: u64 = 0x1;
     pub const PCI_VENDOR_ID: u64 = 0x1;
     pub const PF_DEVICE_ID: u64 = 0x1d1e;
     pub const VF_DEVICE_ID: u64 = 0x1d1f;
@@ -256,6 +260,8 @@ pub mod cqe_flag {
 pub mod cmd {
     pub const NOP: u8 = 0x0;
     pub const SET_PORT: u8 = 0x1;
+    pub const SET_VF_RES: u8 = 0x2;
+    pub const SET_VF_PORT: u8 = 0x3;
     pub const CREATE_CQ: u8 = 0x10;
     pub const DESTROY_CQ: u8 = 0x11;
     pub const ALLOC_PD: u8 = 0x20;
@@ -271,6 +277,8 @@ pub mod cmd {
     pub const ALL: &[(&str, u8)] = &[
         ("NOP", 0x0),
         ("SET_PORT", 0x1),
+        ("SET_VF_RES", 0x2),
+        ("SET_VF_PORT", 0x3),
         ("CREATE_CQ", 0x10),
         ("DESTROY_CQ", 0x11),
         ("ALLOC_PD", 0x20),
@@ -292,6 +300,8 @@ pub mod cmd_status {
     pub const BAD_INDEX: u8 = 0x2;
     pub const BAD_STATE: u8 = 0x3;
     pub const BAD_PARAM: u8 = 0x4;
+    pub const NO_QUOTA: u8 = 0x5;
+    pub const DENIED: u8 = 0x6;
     pub const BUSY: u8 = 0xff;
     /// All (name, value) pairs of this group, for decoding and cross-checks.
     pub const ALL: &[(&str, u8)] = &[
@@ -300,6 +310,8 @@ pub mod cmd_status {
         ("BAD_INDEX", 0x2),
         ("BAD_STATE", 0x3),
         ("BAD_PARAM", 0x4),
+        ("NO_QUOTA", 0x5),
+        ("DENIED", 0x6),
         ("BUSY", 0xff),
     ];
 }
@@ -534,6 +546,18 @@ pub mod reg {
     pub const DEV_CAPS: u64 = 0x8;
     /// [31:0] number of MTT entries, [39:32] max send SGEs, [47:40] max recv SGEs
     pub const DEV_CAPS2: u64 = 0x10;
+    /// [7:0] this function's number (0 = PF, n = VF n)
+    pub const FUNC_ID: u64 = 0x18;
+    /// This function's QP range: [31:0] first QPN, [63:32] count
+    pub const RES_QP: u64 = 0x20;
+    /// This function's CQ range: [31:0] first CQN, [63:32] count
+    pub const RES_CQ: u64 = 0x28;
+    /// This function's MR range: [31:0] first index, [63:32] count
+    pub const RES_MR: u64 = 0x30;
+    /// This function's PD range: [31:0] first PDN, [63:32] count
+    pub const RES_PD: u64 = 0x38;
+    /// This function's MTT range: [31:0] first entry, [63:32] count
+    pub const RES_MTT: u64 = 0x40;
     /// Command argument 0 (see docs/architecture.md, Admin commands)
     pub const CMD_ARG0: u64 = 0x100;
     /// Command argument 1
@@ -560,6 +584,12 @@ pub mod reg {
         ("DEV_ID", 0x0),
         ("DEV_CAPS", 0x8),
         ("DEV_CAPS2", 0x10),
+        ("FUNC_ID", 0x18),
+        ("RES_QP", 0x20),
+        ("RES_CQ", 0x28),
+        ("RES_MR", 0x30),
+        ("RES_PD", 0x38),
+        ("RES_MTT", 0x40),
         ("CMD_ARG0", 0x100),
         ("CMD_ARG1", 0x108),
         ("CMD_ARG2", 0x110),
@@ -733,6 +763,30 @@ pub mod query_qp_out {
     pub const FIELDS: &[Field] = &[STATE, SQ_PSN, RQ_PSN, SQ_CI, COMP_CI, RQ_CI, SQ_PI];
 }
 
+/// SET_VF_RES argument image: the VF resource profile (per-VF counts)
+pub mod cmd_set_vf_res {
+    use super::Field;
+    pub const SIZE: usize = 48;
+    pub const VFS: Field = Field { name: "vfs", bit: 0, width: 16 };
+    pub const QPS: Field = Field { name: "qps", bit: 32, width: 24 };
+    pub const CQS: Field = Field { name: "cqs", bit: 64, width: 24 };
+    pub const MRS: Field = Field { name: "mrs", bit: 96, width: 24 };
+    pub const PDS: Field = Field { name: "pds", bit: 128, width: 24 };
+    pub const MTTS: Field = Field { name: "mtts", bit: 160, width: 24 };
+    pub const FIELDS: &[Field] = &[VFS, QPS, CQS, MRS, PDS, MTTS];
+}
+
+/// SET_VF_PORT argument image
+pub mod cmd_set_vf_port {
+    use super::Field;
+    pub const SIZE: usize = 48;
+    pub const VF: Field = Field { name: "vf", bit: 0, width: 8 };
+    pub const TRUST: Field = Field { name: "trust", bit: 8, width: 1 };
+    pub const MAC: Field = Field { name: "mac", bit: 64, width: 48 };
+    pub const IP: Field = Field { name: "ip", bit: 128, width: 32 };
+    pub const FIELDS: &[Field] = &[VF, TRUST, MAC, IP];
+}
+
 /// SET_PORT argument image
 pub mod cmd_set_port {
     use super::Field;
@@ -892,6 +946,7 @@ pub struct Mrc {
     pub length: u64,
     pub mtt_base: u32,
     pub log_page: u8,
+    pub mtt_end: u32,
 }
 impl Mrc {
     /// (name, width in bits) of every field, LSB first, as in the SV packed struct.
@@ -905,6 +960,7 @@ impl Mrc {
         ("length", 64),
         ("mtt_base", 24),
         ("log_page", 6),
+        ("mtt_end", 24),
     ];
 }
 

@@ -43,9 +43,17 @@ module tb_frame_top
   output logic [31:0]               crc_o
 );
 
+  // The source address travels in the header now; the bench keeps driving it on port_*_i.
+  tx_hdr_t hdr;
+  always_comb begin
+    hdr         = tx_hdr_t'(hdr_i);
+    hdr.src_mac = port_mac_i;
+    hdr.src_ip  = port_ip_i;
+  end
+
   rnic_tx_frame u_tx (
-    .clk_i, .rst_ni, .port_mac_i, .port_ip_i,
-    .hdr_valid_i, .hdr_ready_o, .hdr_i(tx_hdr_t'(hdr_i)),
+    .clk_i, .rst_ni,
+    .hdr_valid_i, .hdr_ready_o, .hdr_i(hdr),
     .pl_valid_i, .pl_ready_o, .pl_data_i, .pl_bytes_i,
     .tx_tvalid_o, .tx_tready_i, .tx_tdata_o, .tx_tkeep_o, .tx_tlast_o,
     .sent_o
@@ -54,8 +62,8 @@ module tb_frame_top
   rx_pkt_t pkt;
   assign pkt_o = pkt;
 
-  rnic_rx_frame u_rx (
-    .clk_i, .rst_ni, .port_mac_i, .port_ip_i,
+  rnic_rx_frame #(.NumFunc(1)) u_rx (
+    .clk_i, .rst_ni, .func_mac_i(port_mac_i), .func_ip_i(port_ip_i), .func_on_i(1'b1),
     .rx_tvalid_i, .rx_tready_o, .rx_tdata_i, .rx_tkeep_i, .rx_tlast_i,
     .pkt_valid_o, .pkt_o(pkt), .pkt_done_i,
     .pl_rd_en_i, .pl_rd_off_i, .pl_rd_data_o

@@ -441,7 +441,7 @@ int main(int argc, char **argv) {
         (unsigned long long)mmio_read(kRegDevCaps));
   printf("init + id reads done at cycle %llu\n", (unsigned long long)cycles);
   CHECK(mmio_read(kRegDevId, 1) == ~0ull, "func 1 read");
-  CHECK(mmio_read(0x38) == 0, "unknown read");
+  CHECK(mmio_read(0x48) == 0, "unknown read");
   CHECK(counter(R::counter::MMIO_BAD) == 2, "MMIO_BAD = %llu", (unsigned long long)counter(R::counter::MMIO_BAD));
 
   // ---- admin commands

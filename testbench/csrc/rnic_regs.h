@@ -13,8 +13,12 @@ constexpr uint64_t NUM_CQ = 0x400ull;
 constexpr uint64_t NUM_MR = 0x400ull;
 constexpr uint64_t NUM_PD = 0x400ull;
 constexpr uint64_t NUM_MTT = 0x4000ull;
-constexpr uint64_t NUM_FUNC = 0x1ull;
 constexpr uint64_t NUM_VF = 0x8ull;
+constexpr uint64_t PF_MIN_QP = 0x4ull;
+constexpr uint64_t PF_MIN_CQ = 0x1ull;
+constexpr uint64_t PF_MIN_MR = 0x1ull;
+constexpr uint64_t PF_MIN_PD = 0x1ull;
+constexpr uint64_t PF_MIN_MTT = 0x1ull;
 constexpr uint64_t PCI_VENDOR_ID = 0x1ull;
 constexpr uint64_t PF_DEVICE_ID = 0x1d1eull;
 constexpr uint64_t VF_DEVICE_ID = 0x1d1full;
@@ -136,6 +140,8 @@ constexpr uint32_t WITH_IMM = 0x1;
 namespace cmd {
 constexpr uint32_t NOP = 0x0;
 constexpr uint32_t SET_PORT = 0x1;
+constexpr uint32_t SET_VF_RES = 0x2;
+constexpr uint32_t SET_VF_PORT = 0x3;
 constexpr uint32_t CREATE_CQ = 0x10;
 constexpr uint32_t DESTROY_CQ = 0x11;
 constexpr uint32_t ALLOC_PD = 0x20;
@@ -154,6 +160,8 @@ constexpr uint32_t BAD_OPCODE = 0x1;
 constexpr uint32_t BAD_INDEX = 0x2;
 constexpr uint32_t BAD_STATE = 0x3;
 constexpr uint32_t BAD_PARAM = 0x4;
+constexpr uint32_t NO_QUOTA = 0x5;
+constexpr uint32_t DENIED = 0x6;
 constexpr uint32_t BUSY = 0xff;
 }  // namespace cmd_status
 namespace qp_attr {
@@ -260,6 +268,12 @@ namespace reg {
 constexpr uint32_t DEV_ID = 0x0;
 constexpr uint32_t DEV_CAPS = 0x8;
 constexpr uint32_t DEV_CAPS2 = 0x10;
+constexpr uint32_t FUNC_ID = 0x18;
+constexpr uint32_t RES_QP = 0x20;
+constexpr uint32_t RES_CQ = 0x28;
+constexpr uint32_t RES_MR = 0x30;
+constexpr uint32_t RES_PD = 0x38;
+constexpr uint32_t RES_MTT = 0x40;
 constexpr uint32_t CMD_ARG0 = 0x100;
 constexpr uint32_t CMD_ARG1 = 0x108;
 constexpr uint32_t CMD_ARG2 = 0x110;
@@ -391,6 +405,22 @@ constexpr Field COMP_CI{80, 16};
 constexpr Field RQ_CI{96, 16};
 constexpr Field SQ_PI{112, 16};
 }  // namespace query_qp_out
+namespace cmd_set_vf_res {
+constexpr uint32_t SIZE = 48;
+constexpr Field VFS{0, 16};
+constexpr Field QPS{32, 24};
+constexpr Field CQS{64, 24};
+constexpr Field MRS{96, 24};
+constexpr Field PDS{128, 24};
+constexpr Field MTTS{160, 24};
+}  // namespace cmd_set_vf_res
+namespace cmd_set_vf_port {
+constexpr uint32_t SIZE = 48;
+constexpr Field VF{0, 8};
+constexpr Field TRUST{8, 1};
+constexpr Field MAC{64, 48};
+constexpr Field IP{128, 32};
+}  // namespace cmd_set_vf_port
 namespace cmd_set_port {
 constexpr uint32_t SIZE = 48;
 constexpr Field MAC{0, 48};

@@ -5,7 +5,8 @@
 use std::net::Ipv4Addr;
 
 use rnic_driver::{
-    AccessFlags, Context, Cq, Mr, Mtu, Pd, QpInitAttr, QueuePair, RtrAttr, RtsAttr, WorkCompletion,
+    AccessFlags, Context, Cq, Mr, Mtu, Pd, QpInitAttr, QueuePair, RtrAttr, RtsAttr, VfProfile,
+    WorkCompletion,
 };
 
 use crate::fabric::{Backend, Fabric, FabricConfig, FabricRef};
@@ -18,6 +19,34 @@ pub fn nic_mac(i: usize) -> [u8; 6] {
 /// IPv4 address of NIC `i`.
 pub fn nic_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, 0, 1 + i as u8)
+}
+
+/// MAC address of function `f` of NIC `i` (the PF's is [`nic_mac`]).
+pub fn func_mac(i: usize, f: u8) -> [u8; 6] {
+    [0x02, 0x00, 0x00, f, 0x00, 0x10 + i as u8]
+}
+
+/// IPv4 address of function `f` of NIC `i` (the PF's is [`nic_ip`]).
+pub fn func_ip(i: usize, f: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, f, 0, 1 + i as u8)
+}
+
+/// Enable `vfs` VFs on NIC `nic` the way a PF driver does: an even VF resource profile, each VF's
+/// MAC/IP ([`func_mac`], [`func_ip`]; untrusted), then VF Enable. Returns the PF's context.
+///
+/// # Errors
+/// Any step failed; the message names it.
+pub fn enable_vfs(fabric: &FabricRef, nic: usize, vfs: u16) -> HarnessResult<Context> {
+    let pf = Context::open(Fabric::device(fabric, nic, 0)).map_err(|e| format!("NIC {nic}: open PF: {e}"))?;
+    pf.set_port(nic_mac(nic), nic_ip(nic)).map_err(|e| format!("NIC {nic}: PF set_port: {e}"))?;
+    let p = VfProfile::even(&pf.caps(), vfs);
+    pf.set_vf_resources(vfs, p).map_err(|e| format!("NIC {nic}: set_vf_resources: {e}"))?;
+    for f in 1..=vfs as u8 {
+        pf.set_vf_port(f, func_mac(nic, f), func_ip(nic, f), false)
+            .map_err(|e| format!("NIC {nic}: set_vf_port {f}: {e}"))?;
+    }
+    pf.enable_vfs(vfs).map_err(|e| format!("NIC {nic}: enable_vfs: {e}"))?;
+    Ok(pf)
 }
 
 /// Options of a [`Pair`].
@@ -46,6 +75,10 @@ pub struct PairOptions {
     pub timeout: u8,
     /// RNR timer code the responder sends in its RNR NAKs (IBTA table 45; 1 = 10 us).
     pub min_rnr_timer: u8,
+    /// Function each side's endpoint runs on (0 = PF; n = VF n, after enabling `vfs` VFs).
+    pub funcs: [u8; 2],
+    /// VFs enabled on a NIC whose endpoint runs on a VF.
+    pub vfs: u16,
     /// Fabric configuration (backend, link delay, capture).
     pub fabric: FabricConfig,
 }
@@ -67,6 +100,8 @@ impl Default for PairOptions {
             retry_cnt: 7,
             timeout: 14,
             min_rnr_timer: 1,
+            funcs: [0, 0],
+            vfs: rnic_regs::params::NUM_VF as u16,
             fabric: FabricConfig::default(),
         }
     }
@@ -116,9 +151,16 @@ pub struct Pair {
 pub type HarnessResult<T> = Result<T, String>;
 
 fn open(fabric: &FabricRef, i: usize, o: &PairOptions) -> HarnessResult<(Context, Pd, Cq, Mr)> {
-    let dev = Fabric::device(fabric, i, 0);
-    let ctx = Context::open(dev).map_err(|e| format!("NIC {i}: open: {e}"))?;
-    ctx.set_port(nic_mac(i), nic_ip(i)).map_err(|e| format!("NIC {i}: set_port: {e}"))?;
+    let f = o.funcs[i];
+    let ctx = if f == 0 {
+        let ctx = Context::open(Fabric::device(fabric, i, 0)).map_err(|e| format!("NIC {i}: open: {e}"))?;
+        ctx.set_port(nic_mac(i), nic_ip(i)).map_err(|e| format!("NIC {i}: set_port: {e}"))?;
+        ctx
+    } else {
+        // The PF sets the VF up; its context is not needed afterwards.
+        enable_vfs(fabric, i, o.vfs)?;
+        Context::open(Fabric::device(fabric, i, f)).map_err(|e| format!("NIC {i}: open VF {f}: {e}"))?
+    };
     let pd = ctx.alloc_pd().map_err(|e| format!("NIC {i}: alloc_pd: {e}"))?;
     let cq = ctx.create_cq(o.cq_depth).map_err(|e| format!("NIC {i}: create_cq: {e}"))?;
     let mr = if o.scrambled {
@@ -150,8 +192,8 @@ impl Pair {
             // Distinct, non-trivial PSNs per QP so PSN handling is really exercised.
             let psn_a = (0x10_0000 + 0x1357 * k as u32) & 0xFF_FFFF;
             let psn_b = (0xFF_FF00 + 0x2468 * k as u32) & 0xFF_FFFF;
-            connect(qa, qb.qpn(), 1, psn_b, psn_a, o)?;
-            connect(qb, qa.qpn(), 0, psn_a, psn_b, o)?;
+            connect(qa, qb.qpn(), 1, o.funcs[1], psn_b, psn_a, o)?;
+            connect(qb, qa.qpn(), 0, o.funcs[0], psn_a, psn_b, o)?;
         }
         Ok(Pair {
             fabric,
@@ -180,15 +222,16 @@ impl Pair {
     }
 }
 
-fn connect(qp: &QueuePair, dest_qpn: u32, peer: usize, rq_psn: u32, sq_psn: u32, o: &PairOptions) -> HarnessResult<()> {
+#[allow(clippy::too_many_arguments)]
+fn connect(qp: &QueuePair, dest_qpn: u32, peer: usize, peer_func: u8, rq_psn: u32, sq_psn: u32, o: &PairOptions) -> HarnessResult<()> {
     let err = |what: &str, e: rnic_driver::Error| format!("QP {:#x}: {what}: {e}", qp.qpn());
     qp.to_init(o.access).map_err(|e| err("to_init", e))?;
     qp.to_rtr(&RtrAttr {
         dest_qpn,
         rq_psn,
         path_mtu: o.mtu,
-        dest_mac: nic_mac(peer),
-        dest_ip: nic_ip(peer),
+        dest_mac: func_mac(peer, peer_func),
+        dest_ip: func_ip(peer, peer_func),
         max_dest_rd_atomic: 16,
         min_rnr_timer: o.min_rnr_timer,
     })

@@ -243,7 +243,7 @@ impl<M: HostMemory> Checker<M> {
             }
             Observed::Task { kind, qpn, func } => {
                 self.remember(cycle, format!("task kind {kind} QP {qpn:#x} fn {func}"));
-                let task = Task::from_trace(*kind, *qpn).ok_or_else(|| {
+                let task = Task::from_trace(*kind, *qpn, *func).ok_or_else(|| {
                     self.mismatch(cycle, *func, Stream::Task, "a known task kind".into(), format!("trace kind {kind}"))
                 })?;
                 self.model.run_task(task, &mut self.mem).map_err(|e| {

@@ -1,14 +1,26 @@
 // SPDX-License-Identifier: Apache-2.0
-//! SR-IOV slice A (docs/sriov.md) in lockstep: the PF's configuration space enumerates like a PCIe
-//! device with the SR-IOV capability, the driver enables and disables VFs the way Linux does, VFs
-//! answer at their own function numbers, and every configuration read is predicted by the model.
+//! SR-IOV (docs/sriov.md) in lockstep. Slice A: the PF's configuration space enumerates like a
+//! PCIe device with the SR-IOV capability, the driver enables and disables VFs the way Linux
+//! does, VFs answer at their own function numbers, and every configuration read is predicted by
+//! the model. Slice B: VF BARs with their own command interfaces and resource ranges, the PF's
+//! admin commands, and an isolation suite that attacks one VF from another and checks the
+//! defined error and that nothing of the victim changed.
 
 use std::rc::Rc;
 
-use rnic_driver::{pci_identity, Context, Device, Error, PCI_IDS};
-use rnic_regs::{cfg, counter, params, reg, sriov};
+use rnic_driver::{
+    pci_identity, AccessFlags, CmdImage, CommandStatus, Context, Cq, Device, Error, Mr, Pd,
+    QpInitAttr, QpState, QueuePair, RecvWr, RtrAttr, RtsAttr, SendWr, Sge, VfProfile, WcStatus,
+    WrOpcode, CMD_IMAGE_SIZE, PCI_IDS,
+};
+use rnic_regs::{
+    cfg, cmd, cmd_create_cq, cmd_create_qp, cmd_index, cmd_qp_args, cmd_reg_mr, cmd_set_port,
+    cmd_set_vf_port, cmd_set_vf_res, cmd_status, cmd_write_mtt, counter, params, qp_attr, sriov,
+};
 use rnic_testbench::fabric::{Backend, Fabric, FabricConfig, FabricRef};
 use rnic_testbench::faults::SplitMix64;
+use rnic_testbench::harness::{enable_vfs, func_ip, func_mac};
+use rnic_testbench::scenarios::pattern;
 
 fn fabric() -> FabricRef {
     let cfg = FabricConfig { backend: Backend::Lockstep, nics: 2, ..FabricConfig::default() };
@@ -119,23 +131,6 @@ fn enable_and_disable_vfs_like_linux() {
 }
 
 #[test]
-fn vf_memory_requests_are_unsupported_until_vf_bars_exist() {
-    // docs/sriov.md, slice A: an enabled VF's BAR is not implemented yet, so memory requests to
-    // it are Unsupported Requests: reads all-ones, writes dropped, both counted in MMIO_BAD.
-    let f = fabric();
-    let pf = dev(&f, 0);
-    let ctx = Context::open(pf.clone()).expect("open");
-    ctx.enable_vfs(2).expect("enable");
-    let bad0 = ctx.counter(counter::MMIO_BAD);
-    let vf = dev(&f, 1);
-    assert_eq!(vf.mmio_read(reg::DEV_ID), u64::MAX);
-    vf.mmio_write(reg::CMD_ARG0, 5);
-    assert_eq!(ctx.counter(counter::MMIO_BAD), bad0 + 2);
-    assert_eq!(pf.mmio_read(reg::CMD_ARG0), 0, "the VF's write did not reach the PF's registers");
-    check(&f);
-}
-
-#[test]
 fn random_configuration_traffic_agrees_with_the_model() {
     // Random dword writes (any offset, any value, any function 0..=NumVf+1) interleaved with
     // reads: every read is compared with the model's as it is answered. Then every dword of the
@@ -168,4 +163,329 @@ fn random_configuration_traffic_agrees_with_the_model() {
         }
     }
     check(&f);
+}
+
+// ------------------------------------------------------------------------------- slice B
+
+const FULL: AccessFlags = AccessFlags::LOCAL_WRITE
+    .union(AccessFlags::REMOTE_WRITE)
+    .union(AccessFlags::REMOTE_READ)
+    .union(AccessFlags::REMOTE_ATOMIC);
+
+/// `(first, count)` of table `total` for function `f` under the profile `(vfs, q)`, computed
+/// here from the contract's formula (docs/architecture.md, Functions).
+fn expected_range(f: u8, total: u32, vfs: u16, q: u32) -> (u32, u32) {
+    let pool = total - u32::from(vfs) * q;
+    match f {
+        0 => (0, pool),
+        f if u16::from(f) <= vfs => (pool + (u32::from(f) - 1) * q, q),
+        _ => (pool, 0),
+    }
+}
+
+/// One function's objects: PD, CQ, a filled MR and a QP in RTS towards `peer`.
+struct Side {
+    ctx: Context,
+    pd: Pd,
+    cq: Cq,
+    mr: Mr,
+    qp: QueuePair,
+}
+
+fn side(ctx: Context, seed: u64) -> Side {
+    let pd = ctx.alloc_pd().expect("pd");
+    let cq = ctx.create_cq(64).expect("cq");
+    let mr = pd.reg_mr(1 << 14, FULL).expect("mr");
+    mr.write(0, &pattern(seed, mr.len() as usize)).expect("fill");
+    let qp = pd.create_qp(&QpInitAttr { send_cq: &cq, recv_cq: &cq, max_send_wr: 16, max_recv_wr: 16 }).expect("qp");
+    Side { ctx, pd, cq, mr, qp }
+}
+
+/// Connect `a` (NIC na, function fa) and `b` (NIC nb, function fb) with short timers.
+fn connect(a: &QueuePair, (na, fa): (usize, u8), b: &QueuePair, (nb, fb): (usize, u8)) {
+    for (q, peer, (n, f), psn) in [(a, b.qpn(), (nb, fb), 0x100), (b, a.qpn(), (na, fa), 0x900)] {
+        q.to_init(FULL).unwrap();
+        q.to_rtr(&RtrAttr {
+            dest_qpn: peer,
+            rq_psn: psn ^ 0x800,
+            path_mtu: rnic_driver::Mtu::Mtu1024,
+            dest_mac: func_mac(n, f),
+            dest_ip: func_ip(n, f),
+            max_dest_rd_atomic: 4,
+            min_rnr_timer: 1,
+        })
+        .unwrap();
+        q.to_rts(&RtsAttr { sq_psn: psn, timeout: 4, retry_cnt: 2, rnr_retry: 2, max_rd_atomic: 4 }).unwrap();
+    }
+}
+
+fn img() -> CmdImage {
+    [0u8; CMD_IMAGE_SIZE]
+}
+
+#[track_caller]
+fn expect_status(ctx: &Context, op: u8, image: &CmdImage, want: CommandStatus, what: &str) {
+    match ctx.raw_command(op, image) {
+        Err(Error::CommandFailed { status, .. }) => assert_eq!(status, want, "{what}"),
+        other => panic!("{what}: expected {want}, got {other:?}"),
+    }
+}
+
+fn wait_one(cq: &Cq, what: &str) -> rnic_driver::WorkCompletion {
+    cq.wait(1, 100_000).unwrap_or_else(|e| panic!("{what}: {e}")).remove(0)
+}
+
+#[test]
+fn vf_resources_profile_and_admin_commands() {
+    let f = fabric();
+    let vfs = 4u16;
+    let pf = enable_vfs(&f, 0, vfs).expect("enable");
+    let caps = pf.caps();
+    let p = VfProfile::even(&caps, vfs);
+    // Every function reads its own range, as the contract's formula says.
+    for func in 0..=vfs as u8 {
+        let ctx = Context::open(dev(&f, func)).unwrap_or_else(|e| panic!("open fn {func}: {e}"));
+        let r = ctx.resources();
+        assert_eq!(r.func, func);
+        assert_eq!(r.qp, expected_range(func, caps.num_qp, vfs, p.qps), "fn {func} QPs");
+        assert_eq!(r.cq, expected_range(func, caps.num_cq, vfs, p.cqs), "fn {func} CQs");
+        assert_eq!(r.mr, expected_range(func, caps.num_mr, vfs, p.mrs), "fn {func} MRs");
+        assert_eq!(r.pd, expected_range(func, caps.num_pd, vfs, p.pds), "fn {func} PDs");
+        assert_eq!(r.mtt, expected_range(func, caps.num_mtt, vfs, p.mtts), "fn {func} MTT");
+    }
+    // PF-only commands: a VF is refused, the PF is refused while VFs are enabled.
+    let vf1 = Context::open(dev(&f, 1)).unwrap();
+    let mut vr = img();
+    cmd_set_vf_res::VFS.set(&mut vr, 1);
+    expect_status(&vf1, cmd::SET_VF_RES, &vr, CommandStatus::Denied, "SET_VF_RES from a VF");
+    expect_status(&vf1, cmd::SET_VF_PORT, &img(), CommandStatus::Denied, "SET_VF_PORT from a VF");
+    expect_status(&vf1, cmd::SET_PORT, &img(), CommandStatus::Denied, "SET_PORT from an untrusted VF");
+    expect_status(&pf, cmd::SET_VF_RES, &vr, CommandStatus::BadState, "SET_VF_RES while VFs are enabled");
+    let mut vp = img();
+    cmd_set_vf_port::VF.set(&mut vp, u64::from(params::NUM_VF) + 1);
+    expect_status(&pf, cmd::SET_VF_PORT, &vp, CommandStatus::BadIndex, "SET_VF_PORT past TotalVFs");
+    // Creating past the caller's share is NO_QUOTA, inside the table: a clear error.
+    let (first, n) = vf1.resources().cq;
+    let mut c = img();
+    cmd_create_cq::CQN.set(&mut c, u64::from(first + n));
+    cmd_create_cq::LOG_SIZE.set(&mut c, 4);
+    expect_status(&vf1, cmd::CREATE_CQ, &c, CommandStatus::NoQuota, "CREATE_CQ past the VF's share");
+    cmd_create_cq::CQN.set(&mut c, u64::from(caps.num_cq));
+    expect_status(&vf1, cmd::CREATE_CQ, &c, CommandStatus::BadIndex, "CREATE_CQ past the table");
+    cmd_create_cq::CQN.set(&mut c, u64::from(first));
+    expect_status(&pf, cmd::CREATE_CQ, &c, CommandStatus::NoQuota, "the PF creating in a VF's share");
+    // Allocating one more than the share through the verbs API is ResourceExhausted.
+    let pds: Vec<_> = (0..p.pds).map(|_| vf1.alloc_pd().expect("pd within quota")).collect();
+    assert!(matches!(vf1.alloc_pd(), Err(Error::ResourceExhausted { .. })));
+    drop(pds);
+    // A trusted VF may set its own address.
+    pf.set_vf_port(2, func_mac(0, 2), func_ip(0, 2), true).unwrap();
+    let vf2 = Context::open(dev(&f, 2)).unwrap();
+    vf2.set_port(func_mac(0, 0x22), func_ip(0, 0x22)).expect("trusted VF sets its port");
+    // Changing the profile needs VFs disabled and no VF object in the way.
+    let cq = vf1.create_cq(4).unwrap();
+    pf.disable_vfs().unwrap();
+    expect_status(&pf, cmd::SET_VF_RES, &vr, CommandStatus::BadState, "a VF's CQ is in the way");
+    // The disabled VF's context gets a clear error at once instead of polling a dead register.
+    assert!(matches!(vf1.create_cq(4), Err(Error::FunctionGone { .. })), "command on a disabled VF");
+    drop(cq);
+    check(&f);
+}
+
+#[test]
+fn isolation_attacks_from_one_vf_fail_and_change_nothing() {
+    let f = fabric();
+    let _pf0 = enable_vfs(&f, 0, 4).expect("NIC 0 VFs");
+    let _pf1 = enable_vfs(&f, 1, 4).expect("NIC 1 VFs");
+    let open = |n: usize, func: u8| Context::open(Fabric::device(&f, n, func)).expect("open VF");
+    let attacker = side(open(0, 1), 11);
+    let victim = side(open(0, 2), 22);
+    let apeer = side(open(1, 1), 33);
+    let vpeer = side(open(1, 2), 44);
+    connect(&attacker.qp, (0, 1), &apeer.qp, (1, 1));
+    connect(&victim.qp, (0, 2), &vpeer.qp, (1, 2));
+    let victim_mem = victim.mr.read_vec(0, victim.mr.len() as usize).unwrap();
+    let vpeer_mem = vpeer.mr.read_vec(0, vpeer.mr.len() as usize).unwrap();
+    let victim_q = victim.qp.query().unwrap();
+    let a = &attacker.ctx;
+    let mut attacks = 0;
+    let mut expect = |op: u8, image: &CmdImage, want: CommandStatus, what: &str| {
+        expect_status(a, op, image, want, what);
+        attacks += 1;
+    };
+
+    // 1. Commands naming the victim's objects: they do not exist for the attacker.
+    let idx = |i: u32| {
+        let mut m = img();
+        cmd_index::INDEX.set(&mut m, u64::from(i));
+        m
+    };
+    let mut m = img();
+    cmd_qp_args::QPN.set(&mut m, u64::from(victim.qp.qpn()));
+    cmd_qp_args::ATTR_MASK.set(&mut m, u64::from(qp_attr::STATE));
+    cmd_qp_args::STATE.set(&mut m, 6);
+    expect(cmd::MODIFY_QP, &m, CommandStatus::BadIndex, "MODIFY_QP(victim QP) to ERR");
+    expect(cmd::QUERY_QP, &idx(victim.qp.qpn()), CommandStatus::BadIndex, "QUERY_QP(victim QP)");
+    expect(cmd::DESTROY_QP, &idx(victim.qp.qpn()), CommandStatus::BadIndex, "DESTROY_QP(victim QP)");
+    expect(cmd::DESTROY_CQ, &idx(victim.cq.cqn()), CommandStatus::BadIndex, "DESTROY_CQ(victim CQ)");
+    expect(cmd::DEREG_MR, &idx(victim.mr.lkey() >> 8), CommandStatus::BadIndex, "DEREG_MR(victim MR)");
+    expect(cmd::DEALLOC_PD, &idx(victim.pd.pdn()), CommandStatus::BadIndex, "DEALLOC_PD(victim PD)");
+    expect(cmd::CREATE_CQ, &idx(victim.cq.cqn() + 1), CommandStatus::NoQuota, "CREATE_CQ in the victim's share");
+    expect(cmd::ALLOC_PD, &idx(victim.pd.pdn() + 1), CommandStatus::NoQuota, "ALLOC_PD in the victim's share");
+    // 2. The attacker's own objects built on the victim's.
+    let own = a.resources();
+    let mut q = img();
+    cmd_create_qp::QPN.set(&mut q, u64::from(own.qp.0 + own.qp.1 - 1));
+    cmd_create_qp::PDN.set(&mut q, u64::from(victim.pd.pdn()));
+    cmd_create_qp::SEND_CQN.set(&mut q, u64::from(attacker.cq.cqn()));
+    cmd_create_qp::RECV_CQN.set(&mut q, u64::from(attacker.cq.cqn()));
+    cmd_create_qp::LOG_SQ_SIZE.set(&mut q, 2);
+    cmd_create_qp::LOG_RQ_SIZE.set(&mut q, 2);
+    expect(cmd::CREATE_QP, &q, CommandStatus::BadParam, "CREATE_QP on the victim's PD");
+    cmd_create_qp::PDN.set(&mut q, u64::from(attacker.pd.pdn()));
+    cmd_create_qp::SEND_CQN.set(&mut q, u64::from(victim.cq.cqn()));
+    expect(cmd::CREATE_QP, &q, CommandStatus::BadParam, "CREATE_QP completing into the victim's CQ");
+    let vres = victim.ctx.resources();
+    let mut r = img();
+    cmd_reg_mr::INDEX.set(&mut r, u64::from(own.mr.0 + own.mr.1 - 1));
+    cmd_reg_mr::PDN.set(&mut r, u64::from(victim.pd.pdn()));
+    cmd_reg_mr::IOVA.set(&mut r, 0x1000);
+    cmd_reg_mr::LENGTH.set(&mut r, 0x1000);
+    cmd_reg_mr::LOG_PAGE.set(&mut r, 12);
+    cmd_reg_mr::MTT_BASE.set(&mut r, u64::from(own.mtt.0));
+    cmd_reg_mr::ACCESS.set(&mut r, 0xF);
+    expect(cmd::REG_MR, &r, CommandStatus::BadParam, "REG_MR in the victim's PD");
+    cmd_reg_mr::PDN.set(&mut r, u64::from(attacker.pd.pdn()));
+    cmd_reg_mr::MTT_BASE.set(&mut r, u64::from(vres.mtt.0));
+    expect(cmd::REG_MR, &r, CommandStatus::BadParam, "REG_MR translating through the victim's MTT");
+    let mut w = img();
+    cmd_write_mtt::START.set(&mut w, u64::from(vres.mtt.0));
+    cmd_write_mtt::COUNT.set(&mut w, 1);
+    cmd_write_mtt::SRC.set(&mut w, attacker.mr.addr());
+    expect(cmd::WRITE_MTT, &w, CommandStatus::NoQuota, "WRITE_MTT into the victim's MTT");
+    // 3. Admin commands.
+    expect(cmd::SET_VF_RES, &img(), CommandStatus::Denied, "SET_VF_RES");
+    expect(cmd::SET_VF_PORT, &img(), CommandStatus::Denied, "SET_VF_PORT (re-address the victim)");
+    let mut sp = img();
+    cmd_set_port::MAC.set(&mut sp, rnic_driver::mac_to_u64(func_mac(0, 2)));
+    expect(cmd::SET_PORT, &sp, CommandStatus::Denied, "SET_PORT to the victim's MAC");
+
+    // 4. Doorbells on the victim's QP and CQ through the attacker's own BAR.
+    let bad0 = attacker.ctx.counter(counter::DB_BAD);
+    let qpdb = params::DB_QP_BASE + (u64::from(victim.qp.qpn()) << params::DB_PAGE_SHIFT);
+    let cqdb = params::DB_CQ_BASE + (u64::from(victim.cq.cqn()) << params::DB_PAGE_SHIFT);
+    for (off, v) in [(qpdb + params::DB_SQ_PI, 3), (qpdb + params::DB_RQ_PI, 3), (cqdb + params::DB_CQ_CI, 7), (cqdb + params::DB_CQ_ARM, 0)] {
+        a.raw_mmio_write(off, v);
+        attacks += 1;
+    }
+    // Doorbells run as tasks after the writes; a read would be answered before them.
+    f.borrow_mut().run_cycles(500).unwrap();
+    assert_eq!(attacker.ctx.counter(counter::DB_BAD), bad0 + 4, "every foreign doorbell is DB_BAD");
+
+    // 5. Keys: the victim's lkey locally, the victim peer's rkey remotely (fresh attacker QPs,
+    // since each attempt moves the QP to ERR).
+    let attempt = |wr: SendWr, want: WcStatus, what: &str| {
+        let aq = attacker.pd.create_qp(&QpInitAttr { send_cq: &attacker.cq, recv_cq: &attacker.cq, max_send_wr: 4, max_recv_wr: 4 }).unwrap();
+        let pq = apeer.pd.create_qp(&QpInitAttr { send_cq: &apeer.cq, recv_cq: &apeer.cq, max_send_wr: 4, max_recv_wr: 4 }).unwrap();
+        connect(&aq, (0, 1), &pq, (1, 1));
+        aq.post_send(&wr).unwrap();
+        let wc = wait_one(&attacker.cq, what);
+        assert_eq!(wc.status, want, "{what}: {wc:?}");
+    };
+    let victim_sge = Sge { addr: victim.mr.addr(), len: 64, lkey: victim.mr.lkey() };
+    attempt(SendWr::new(1, WrOpcode::Send, vec![victim_sge]), WcStatus::LocProtErr, "SEND gathering with the victim's lkey");
+    let mine = attacker.mr.sge(0, 64).unwrap();
+    let write = WrOpcode::Write { remote_addr: vpeer.mr.addr(), rkey: vpeer.mr.rkey() };
+    attempt(SendWr::new(2, write, vec![mine]), WcStatus::RemAccessErr, "WRITE with another VF's rkey");
+    let read = WrOpcode::Read { remote_addr: vpeer.mr.addr(), rkey: vpeer.mr.rkey() };
+    attempt(SendWr::new(3, read, vec![attacker.mr.sge(64, 64).unwrap()]), WcStatus::RemAccessErr, "READ with another VF's rkey");
+    attacks += 3;
+
+    // 6. Steering: a frame addressed to NIC 1's VF 1 but naming VF 2's QP is dropped there.
+    let drop0 = apeer.ctx.counter(counter::RX_DROP_QP);
+    let sq = attacker.pd.create_qp(&QpInitAttr { send_cq: &attacker.cq, recv_cq: &attacker.cq, max_send_wr: 4, max_recv_wr: 4 }).unwrap();
+    sq.to_init(FULL).unwrap();
+    sq.to_rtr(&RtrAttr {
+        dest_qpn: vpeer.qp.qpn(),
+        rq_psn: 0,
+        path_mtu: rnic_driver::Mtu::Mtu1024,
+        dest_mac: func_mac(1, 1),
+        dest_ip: func_ip(1, 1),
+        max_dest_rd_atomic: 1,
+        min_rnr_timer: 1,
+    })
+    .unwrap();
+    sq.to_rts(&RtsAttr { sq_psn: 0x800, timeout: 3, retry_cnt: 0, rnr_retry: 0, max_rd_atomic: 1 }).unwrap();
+    let write = WrOpcode::Write { remote_addr: vpeer.mr.addr(), rkey: vpeer.mr.rkey() };
+    sq.post_send(&SendWr::new(4, write, vec![attacker.mr.sge(0, 32).unwrap()])).unwrap();
+    let wc = wait_one(&attacker.cq, "steering attempt");
+    assert_eq!(wc.status, WcStatus::RetryExcErr, "nothing answers a frame for a foreign QP: {wc:?}");
+    assert_eq!(apeer.ctx.counter(counter::RX_DROP_QP), drop0 + 1, "dropped as RX_DROP_QP");
+    attacks += 1;
+    eprintln!("{attacks} attacks tried");
+    assert_eq!(attacks, 24, "every attack above ran");
+
+    // Nothing of the victims changed, and the victim pair still works.
+    assert_eq!(victim.mr.read_vec(0, victim.mr.len() as usize).unwrap(), victim_mem, "victim memory");
+    assert_eq!(vpeer.mr.read_vec(0, vpeer.mr.len() as usize).unwrap(), vpeer_mem, "victim peer memory");
+    let q = victim.qp.query().unwrap();
+    assert_eq!((q.state, q.sq_pi, q.sq_psn, q.rq_psn), (QpState::Rts, victim_q.sq_pi, victim_q.sq_psn, victim_q.rq_psn));
+    assert!(victim.cq.poll_one().unwrap().is_none(), "no completion reached the victim");
+    vpeer.qp.post_recv(&RecvWr { wr_id: 9, sgl: vec![vpeer.mr.sge(100, 200).unwrap()] }).unwrap();
+    victim.qp.post_send(&SendWr::new(8, WrOpcode::Send, vec![victim.mr.sge(0, 200).unwrap()])).unwrap();
+    assert_eq!(wait_one(&victim.cq, "victim SEND").status, WcStatus::Success);
+    assert_eq!(wait_one(&vpeer.cq, "victim peer RECV").status, WcStatus::Success);
+    assert_eq!(vpeer.mr.read_vec(100, 200).unwrap(), victim_mem[..200].to_vec());
+    check(&f);
+}
+
+#[test]
+fn random_vf_counts_profiles_and_resource_requests() {
+    // Random numbers of VFs and profiles; every function creates CQs and PDs at random indices.
+    // The expected status comes from the contract's formula; lockstep checks the RTL and the
+    // model agree on every command and every RES_* read.
+    let seed = std::env::var("RNIC_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_b);
+    eprintln!("seed {seed} (RNIC_SEED={seed} replays)");
+    let mut rng = SplitMix64::new(seed);
+    for round in 0..3 {
+        let f = fabric();
+        let pf = Context::open(dev(&f, 0)).unwrap();
+        let caps = pf.caps();
+        let vfs = rng.range(1, params::NUM_VF) as u16;
+        let max = |n: u32, min: u64| ((u64::from(n) - min) / u64::from(vfs)) as u32;
+        let p = VfProfile {
+            qps: rng.range(0, u64::from(max(caps.num_qp, params::PF_MIN_QP))) as u32,
+            cqs: rng.range(0, u64::from(max(caps.num_cq, params::PF_MIN_CQ))) as u32,
+            mrs: rng.range(0, u64::from(max(caps.num_mr, params::PF_MIN_MR))) as u32,
+            pds: rng.range(0, u64::from(max(caps.num_pd, params::PF_MIN_PD))) as u32,
+            mtts: rng.range(0, u64::from(max(caps.num_mtt, params::PF_MIN_MTT))) as u32,
+        };
+        eprintln!("round {round}: {vfs} VFs, {p:?}");
+        pf.set_vf_resources(vfs, p).expect("profile that fits");
+        // One more than fits is refused.
+        let mut big = img();
+        cmd_set_vf_res::VFS.set(&mut big, u64::from(vfs));
+        cmd_set_vf_res::CQS.set(&mut big, u64::from(max(caps.num_cq, params::PF_MIN_CQ) + 1));
+        expect_status(&pf, cmd::SET_VF_RES, &big, CommandStatus::BadParam, "a profile that does not fit");
+        pf.enable_vfs(vfs).unwrap();
+        for _ in 0..40 {
+            let func = rng.range(0, u64::from(vfs)) as u8;
+            let ctx = Context::open(dev(&f, func)).unwrap();
+            let (first, n) = expected_range(func, caps.num_cq, vfs, p.cqs);
+            assert_eq!(ctx.resources().cq, (first, n));
+            let i = rng.range(0, u64::from(caps.num_cq)) as u32;
+            let mut c = img();
+            cmd_create_cq::CQN.set(&mut c, u64::from(i));
+            cmd_create_cq::LOG_SIZE.set(&mut c, 2);
+            let want_ok = i >= first && i - first < n;
+            match ctx.raw_command(cmd::CREATE_CQ, &c) {
+                Ok(_) => assert!(want_ok, "fn {func} CREATE_CQ {i} outside [{first}, +{n}) succeeded"),
+                Err(Error::CommandFailed { status, .. }) if !want_ok => assert_eq!(status, CommandStatus::NoQuota),
+                Err(Error::CommandFailed { status: CommandStatus::BadState, .. }) => {} // made earlier
+                Err(e) => panic!("fn {func} CREATE_CQ {i}: {e}"),
+            }
+        }
+        let _ = cmd_status::OK;
+        check(&f);
+    }
 }

@@ -45,3 +45,30 @@ fn every_verb_in_lockstep_mtu4096_single_byte() {
 fn every_verb_in_lockstep_zero_length() {
     run(Backend::Lockstep, Mtu::Mtu512, 0, false);
 }
+
+fn run_on(backend: Backend, funcs: [u8; 2], mtu: Mtu, len: usize) {
+    let mut o = PairOptions::on(backend);
+    o.mtu = mtu;
+    o.funcs = funcs;
+    let pair = Pair::new(&o).unwrap_or_else(|e| panic!("setup on {backend:?} {funcs:?}: {e}"));
+    let ra = pair.a.ctx.resources();
+    assert_eq!(ra.func, funcs[0], "the endpoint runs on the function asked for");
+    every_verb(&pair, len, &mut |l| eprintln!("{l}")).unwrap_or_else(|e| panic!("{backend:?} {funcs:?}: {e}"));
+    pair.settle().unwrap_or_else(|e| panic!("{backend:?} {funcs:?}: {e}"));
+}
+
+#[test]
+fn every_verb_between_vfs_in_lockstep() {
+    // VF 3 of NIC 0 talks to VF 8 of NIC 1 (8 VFs enabled on each NIC).
+    run_on(Backend::Lockstep, [3, 8], Mtu::Mtu1024, 5000);
+}
+
+#[test]
+fn every_verb_between_pf_and_vf_in_lockstep() {
+    run_on(Backend::Lockstep, [0, 1], Mtu::Mtu512, 3000);
+}
+
+#[test]
+fn every_verb_between_vfs_on_model() {
+    run_on(Backend::Model, [2, 7], Mtu::Mtu4096, 9000);
+}

@@ -231,7 +231,7 @@ impl Host {
             self.nic.mmio_read(0, reg::CMD_STATUS),
             cmd_status::BUSY as u64
         );
-        self.nic.run_task(Task::Cmd, &mut self.mem).unwrap();
+        self.nic.run_task(Task::Cmd { func: 0 }, &mut self.mem).unwrap();
         self.nic.mmio_read(0, reg::CMD_STATUS) as u8
     }
 
