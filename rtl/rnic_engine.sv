@@ -294,6 +294,38 @@ module rnic_engine
     .clk_i, .req_i(mtt_req), .we_i(mtt_we), .addr_i(mtt_addr), .wdata_i(mtt_wdata),
     .rdata_o(mtt_rdata));
 
+  // Responder atomic history (section 9): per QP the results of the last AtomHist atomics, one
+  // RAM word per QP. It is read with the QPC at the start of every RX task and written when an
+  // atomic executes (slot qpc.atom_wp), or cleared by CREATE_QP, MODIFY_QP to RESET and reset.
+  typedef struct packed {
+    logic        v;
+    logic [23:0] psn;
+    logic [63:0] orig;
+  } atom_ent_t;
+  localparam int unsigned NumAtom = int'(AtomHist);
+  typedef atom_ent_t [NumAtom-1:0] atom_hist_t;
+  logic                atom_req, atom_we;
+  logic [QpW-1:0]      atom_addr;
+  atom_hist_t          atom_wdata, atom_rdata;
+
+  rnic_ram #(.Width($bits(atom_hist_t)), .Depth(NumQp)) u_atom (
+    .clk_i, .req_i(atom_req), .we_i(atom_we), .addr_i(atom_addr), .wdata_i(atom_wdata),
+    .rdata_o(atom_rdata));
+
+  // A duplicate atomic's saved result.
+  logic        atom_hit;
+  logic [63:0] atom_orig;
+  always_comb begin
+    atom_hit  = 1'b0;
+    atom_orig = '0;
+    for (int unsigned k = 0; k < NumAtom; k++) begin
+      if (atom_rdata[k].v && atom_rdata[k].psn == pkt_i.psn) begin
+        atom_hit  = 1'b1;
+        atom_orig = atom_rdata[k].orig;
+      end
+    end
+  end
+
   ///////////////////////////////////
   // DMA read completion FIFO      //
   ///////////////////////////////////
@@ -761,6 +793,7 @@ module rnic_engine
     mrc_req = 1'b0; mrc_we = 1'b0; mrc_addr = MrW'(a_idx); mrc_wdata = mr_q;
     pdc_req = 1'b0; pdc_we = 1'b0; pdc_addr = PdW'(a_idx); pdc_wdata = pd_q;
     mtt_req = 1'b0; mtt_we = 1'b0; mtt_addr = mtt_idx; mtt_wdata = '0;
+    atom_req = 1'b0; atom_we = 1'b0; atom_addr = qpn_q; atom_wdata = '0;
 
     cmd_start_o   = 1'b0;
     cmd_done_o    = 1'b0;
@@ -820,6 +853,7 @@ module rnic_engine
       StInit: begin
         qpc_req = init_q < (InitW+1)'(NumQp); qpc_we = 1'b1;
         qpc_addr = QpW'(init_q); qpc_wdata = '0;
+        atom_req = qpc_req; atom_we = 1'b1; atom_addr = QpW'(init_q);
         cqc_req = init_q < (InitW+1)'(NumCq); cqc_we = 1'b1;
         cqc_addr = CqW'(init_q); cqc_wdata = '0;
         mrc_req = init_q < (InitW+1)'(NumMr); mrc_we = 1'b1;
@@ -1076,6 +1110,7 @@ module rnic_engine
             else begin
               qpc_req = 1'b1; qpc_we = 1'b1; qpc_addr = QpW'(a_cqp.qpn);
               tmr_set = 1'b1; tmr_set_qpn = QpW'(a_cqp.qpn);
+              atom_req = 1'b1; atom_we = 1'b1; atom_addr = QpW'(a_cqp.qpn);
               qpc_wdata = '0;
               qpc_wdata.valid       = 1'b1;
               qpc_wdata.state       = QpStateReset;
@@ -1109,6 +1144,7 @@ module rnic_engine
               tmr_set = 1'b1; tmr_set_qpn = QpW'(a_qp.qpn);
               qpc_wdata = qp_q;
               if (mq_new == QpStateReset) begin
+                atom_req = 1'b1; atom_we = 1'b1; atom_addr = QpW'(a_qp.qpn);
                 qpc_wdata             = '0;
                 qpc_wdata.valid       = qp_q.valid;
                 qpc_wdata.func        = qp_q.func;
@@ -1325,9 +1361,11 @@ module rnic_engine
           cnt_inc[CounterRxDropQp] = 1'b1;
           state_d = StEnd;
         end else begin
-          qpc_req  = 1'b1;
-          qpc_addr = QpW'(pkt_i.dqpn);
-          state_d  = StRxQp;
+          qpc_req   = 1'b1;
+          qpc_addr  = QpW'(pkt_i.dqpn);
+          atom_req  = 1'b1;
+          atom_addr = QpW'(pkt_i.dqpn);
+          state_d   = StRxQp;
         end
       end
 
@@ -1374,11 +1412,11 @@ module rnic_engine
           end else if (p_read) begin
             replay_d = 1'b1;
             state_d  = StRead;
-          end else if (p_atomic && qp_q.atom_valid && qp_q.atom_psn == pkt_i.psn) begin
+          end else if (p_atomic && atom_hit) begin
             hdr_d = mk_hdr(qp_q, qpn_q, BthOpcodeAtomicAck, pkt_i.psn);
             hdr_d.syndrome = 8'(AethAckUnlimited);
             hdr_d.msn      = qp_q.msn;
-            hdr_d.orig     = qp_q.atom_orig;
+            hdr_d.orig     = atom_orig;
             `CALL_HDR(StEnd)
           end
         end else begin
@@ -1662,9 +1700,11 @@ module rnic_engine
 
       StAtomic4: begin
         qp_d.msn        = qp_q.msn + 24'd1;
-        qp_d.atom_valid = 1'b1;
-        qp_d.atom_psn   = pkt_i.psn;
-        qp_d.atom_orig  = w_va_q;
+        qp_d.atom_wp    = qp_q.atom_wp + 4'd1;   // AtomHist = 16 slots
+        atom_req   = 1'b1;
+        atom_we    = 1'b1;
+        atom_wdata = atom_rdata;
+        atom_wdata[qp_q.atom_wp] = '{v: 1'b1, psn: pkt_i.psn, orig: w_va_q};
         qp_d.rq_psn     = qp_q.rq_psn + 24'd1;
         hdr_d = mk_hdr(qp_q, qpn_q, BthOpcodeAtomicAck, pkt_i.psn);
         hdr_d.syndrome = 8'(AethAckUnlimited);

@@ -39,6 +39,7 @@ package rnic_reg_pkg;
   localparam longint unsigned DbCqArm = 64'h8;
   localparam longint unsigned MttWriteMax = 64'h200;
   localparam longint unsigned MaxRdAtomic = 64'h10;
+  localparam longint unsigned AtomHist = 64'h10;
   localparam longint unsigned MaxCqLogSize = 64'h10;
   localparam longint unsigned MaxWqLogSize = 64'hF;
   localparam longint unsigned MinLogPage = 64'hC;
@@ -527,9 +528,7 @@ package rnic_reg_pkg;
     logic [7:0] sq_err_status;
     logic [15:0] sq_err_idx;
     logic [0:0] sq_err_valid;
-    logic [63:0] atom_orig;
-    logic [23:0] atom_psn;
-    logic [0:0] atom_valid;
+    logic [3:0] atom_wp;
     logic [0:0] nak_latch;
     logic [1:0] resp_in_msg;
     logic [31:0] resp_len;
@@ -573,7 +572,7 @@ package rnic_reg_pkg;
     logic [2:0] state;
     logic [0:0] valid;
   } qpc_t;
-  localparam int unsigned QpcBits = 914;
+  localparam int unsigned QpcBits = 829;
 
   // ---- cqc: Completion queue context
   typedef struct packed {

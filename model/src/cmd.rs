@@ -312,6 +312,7 @@ impl Nic {
         {
             return Err(st::BAD_PARAM);
         }
+        self.atom_hist[i] = Default::default();
         self.qpc[i] = Qpc {
             valid: true,
             state: qp_state::RESET,
@@ -393,6 +394,7 @@ impl Nic {
                 };
                 *q = keep;
                 q.state = RESET;
+                self.atom_hist[i] = Default::default();
             }
             ERR => q.state = ERR,
             _ => {

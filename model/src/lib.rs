@@ -346,6 +346,8 @@ pub struct Nic {
     mtt: Vec<u64>,
     /// PF and VFs (index = function number).
     funcs: Vec<Function>,
+    /// Per QP: results of the last ATOM_HIST atomics executed as responder, `(psn, orig)`.
+    pub(crate) atom_hist: Vec<[Option<(u32, u64)>; params::ATOM_HIST as usize]>,
     /// Function of the last command the engine took (round-robin).
     cmd_last: u8,
     /// Function of the command running now.
@@ -376,6 +378,7 @@ impl Nic {
             pdc: vec![Pdc::default(); cfg.num_pd as usize],
             mtt: vec![0; cfg.num_mtt as usize],
             funcs: vec![Function::default(); cfg.num_vf as usize + 1],
+            atom_hist: vec![[None; params::ATOM_HIST as usize]; cfg.num_qp as usize],
             cmd_last: 0,
             cur_func: 0,
             vf_res: (0, [0; 5]),

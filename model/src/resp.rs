@@ -188,8 +188,8 @@ impl Nic {
                 }
             }
             Kind::Atomic => {
-                if q.atom_valid && q.atom_psn == psn {
-                    let orig = q.atom_orig;
+                let saved = self.atom_hist[qpn as usize].iter().find(|e| e.is_some_and(|(p, _)| p == psn));
+                if let Some(&Some((_, orig))) = saved {
                     self.send_atomic_ack(qpn, psn, orig);
                 }
             }
@@ -450,9 +450,9 @@ impl Nic {
         }
         let q = &mut self.qpc[qpn as usize];
         q.msn = psn_add(q.msn, 1);
-        q.atom_valid = true;
-        q.atom_psn = psn;
-        q.atom_orig = orig;
+        let slot = q.atom_wp as usize;
+        q.atom_wp = ((slot + 1) % params::ATOM_HIST as usize) as u8;
+        self.atom_hist[qpn as usize][slot] = Some((psn, orig));
         self.send_atomic_ack(qpn, psn, orig);
         let q = &mut self.qpc[qpn as usize];
         q.rq_psn = psn_add(q.rq_psn, 1);

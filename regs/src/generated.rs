@@ -41,6 +41,7 @@ pub mod params {
     pub const DB_CQ_ARM: u64 = 0x8;
     pub const MTT_WRITE_MAX: u64 = 0x200;
     pub const MAX_RD_ATOMIC: u64 = 0x10;
+    pub const ATOM_HIST: u64 = 0x10;
     pub const MAX_CQ_LOG_SIZE: u64 = 0x10;
     pub const MAX_WQ_LOG_SIZE: u64 = 0xf;
     pub const MIN_LOG_PAGE: u64 = 0xc;
@@ -841,9 +842,7 @@ pub struct Qpc {
     pub resp_len: u32,
     pub resp_in_msg: u8,
     pub nak_latch: bool,
-    pub atom_valid: bool,
-    pub atom_psn: u32,
-    pub atom_orig: u64,
+    pub atom_wp: u8,
     pub sq_err_valid: bool,
     pub sq_err_idx: u16,
     pub sq_err_status: u8,
@@ -896,9 +895,7 @@ impl Qpc {
         ("resp_len", 32),
         ("resp_in_msg", 2),
         ("nak_latch", 1),
-        ("atom_valid", 1),
-        ("atom_psn", 24),
-        ("atom_orig", 64),
+        ("atom_wp", 4),
         ("sq_err_valid", 1),
         ("sq_err_idx", 16),
         ("sq_err_status", 8),

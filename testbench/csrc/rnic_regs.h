@@ -43,6 +43,7 @@ constexpr uint64_t DB_CQ_CI = 0x0ull;
 constexpr uint64_t DB_CQ_ARM = 0x8ull;
 constexpr uint64_t MTT_WRITE_MAX = 0x200ull;
 constexpr uint64_t MAX_RD_ATOMIC = 0x10ull;
+constexpr uint64_t ATOM_HIST = 0x10ull;
 constexpr uint64_t MAX_CQ_LOG_SIZE = 0x10ull;
 constexpr uint64_t MAX_WQ_LOG_SIZE = 0xfull;
 constexpr uint64_t MIN_LOG_PAGE = 0xcull;

@@ -890,7 +890,6 @@ fn max_rd_atomic_2_keeps_two_reads_or_atomics_in_flight() {
 // ------------------------------------------------------------------------------------------------
 
 #[test]
-#[ignore = "BUG: responder keeps only the last atomic result (atom_psn); the lost ATOMIC_ACK of an earlier outstanding atomic is never replayed -> RETRY_EXC_ERR"]
 fn lost_atomic_ack_with_a_second_atomic_executed_is_recovered() {
     // Two FETCH_ADDs back to back (max_rd_atomic 16); the ATOMIC_ACK of the first is lost. B has
     // executed both; IBTA (responder resources for max_dest_rd_atomic requests) and rxe answer the
