@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RTL_SRCS := rtl/rnic_reg_pkg.sv rtl/rnic_pkg.sv $(filter-out rtl/rnic_reg_pkg.sv rtl/rnic_pkg.sv,$(wildcard rtl/*.sv))
 WAIVER := $(wildcard rtl/lint/verilator_waiver.vlt)
 
-.PHONY: all deps regs check-regs lint build test demo rtl-unit waves examples
+.PHONY: all deps regs check-regs lint build test demo rtl-unit waves examples interop
 
 all: build
 
@@ -64,3 +64,9 @@ examples: deps
 	$(CARGO) run --release -q -p rnic-testbench --example pingpong -- --backend model --iters 20
 	$(CARGO) run --release -q -p rnic-testbench --example kv_get -- --backend lockstep
 	$(CARGO) run --release -q -p rnic-testbench --example kv_get -- --backend model
+
+## interop: the Linux kernel's rxe and the unmodified ibv_rc_pingpong / perftest in a QEMU guest
+## (built with debootstrap, cached in target/interop) against a simulated NIC on each backend
+## (INTEROP_BACKENDS=model,rtl,lockstep; INTEROP_ARGS="--sizes 2,4096 --iters 20"); docs/interop.md
+interop: deps
+	@CARGO="$(CARGO)" bash interop/run.sh

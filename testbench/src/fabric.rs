@@ -18,7 +18,7 @@ use rnic_driver::{Device, DeviceError};
 use rnic_model::{Nic, NicConfig, Output, Task};
 
 use crate::hostmem::HostMem;
-use crate::link::{FaultHook, Link, NoFaults};
+use crate::link::{ExternalPort, FaultHook, Link, NoFaults};
 use crate::lockstep::{Checker, Mismatch, Observed};
 use crate::pcap::Capture;
 use crate::rtl::RtlNic;
@@ -136,7 +136,25 @@ pub struct Fabric {
     failed: Option<String>,
     cycle: u64,
     events: Vec<(u64, Observed)>,
+    /// NIC 0's wire when it leaves the simulator (`with_external_port`).
+    external: Option<Box<dyn ExternalPort>>,
+    /// Last cycle the NICs did something observable (RTL backends; for the external port's wait).
+    last_activity: u64,
+    /// Model backend with an external port: consecutive quiet `run_model_until_idle` calls. The
+    /// model has no clock, so with a slow outside peer its timers fire only after
+    /// [`EXTERNAL_TIMER_QUIET`] quiet calls (each waited up to [`EXTERNAL_WAIT`] for the peer).
+    quiet_calls: u32,
 }
+
+/// Quiet model calls (about as many milliseconds of wall time) before the model's timers fire
+/// when the peer is outside the simulator.
+const EXTERNAL_TIMER_QUIET: u32 = 200;
+
+/// Cycles without any observable NIC activity (and no frame, MMIO or DMA read pending) after which
+/// an RTL NIC counts as idle, so the external port may block instead of the clock running.
+const EXTERNAL_IDLE_CYCLES: u64 = 2000;
+/// How long one idle step may wait for a frame from the external port.
+const EXTERNAL_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
 
 impl std::fmt::Debug for Fabric {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -188,7 +206,21 @@ impl Fabric {
             failed: None,
             cycle: 0,
             events: Vec::new(),
+            external: None,
+            quiet_calls: 0,
+            last_activity: 0,
         })))
+    }
+
+    /// Build a fabric of one NIC whose wire is `port`, outside the simulator (the interop bridge):
+    /// NIC 0's frames go to the port, the port's frames come into NIC 0. `cfg.nics` is ignored.
+    ///
+    /// # Errors
+    /// Host memory or the RTL could not be created.
+    pub fn with_external_port(cfg: FabricConfig, port: Box<dyn ExternalPort>) -> Result<FabricRef, SimError> {
+        let fabric = Fabric::with_faults(FabricConfig { nics: 1, ..cfg }, Box::new(NoFaults))?;
+        fabric.borrow_mut().external = Some(port);
+        Ok(fabric)
     }
 
     /// A driver device for function `func` of NIC `nic`.
@@ -304,6 +336,7 @@ impl Fabric {
     pub fn mmio_write(&mut self, nic: usize, func: u8, offset: u64, value: u64) -> Result<(), SimError> {
         self.check_failed()?;
         log::trace!("nic {nic}: fn {func}: mmio write {offset:#08x} <- {value:#018x}");
+        self.last_activity = self.cycle;
         match &mut self.slots[nic] {
             Slot::Model { nic: m, .. } => m.mmio_write(func, offset, value),
             Slot::Rtl { rtl } | Slot::Lockstep { rtl, .. } => rtl.post_mmio_write(func, offset, value),
@@ -326,6 +359,7 @@ impl Fabric {
             Slot::Rtl { rtl } | Slot::Lockstep { rtl, .. } => rtl.post_mmio_read(func, offset),
             Slot::Model { .. } => unreachable!(),
         }
+        self.last_activity = self.cycle;
         let limit = self.cycle + 1_000_000;
         loop {
             self.run_cycles(1)?;
@@ -420,6 +454,9 @@ impl Fabric {
                 break;
             }
             rtl.drain_events(&mut events);
+            if let Some((c, _)) = events.last() {
+                self.last_activity = self.last_activity.max(*c);
+            }
             for (cycle, ev) in &events {
                 if let Some(c) = chk.as_mut() {
                     if let Err(m) = c.step(*cycle, ev) {
@@ -433,7 +470,13 @@ impl Fabric {
                         if let Some(cap) = &mut self.capture {
                             let _ = cap.write(*cycle, bytes);
                         }
-                        self.link.send(i, *cycle, bytes.clone());
+                        match &mut self.external {
+                            Some(port) => {
+                                self.link.sent += 1;
+                                port.transmit(bytes.clone());
+                            }
+                            None => self.link.send(i, *cycle, bytes.clone()),
+                        }
                     }
                     Observed::Msix { func, vector } => {
                         log::trace!("nic {i}: cycle {cycle}: fn {func}: msix vector {vector}");
@@ -460,7 +503,32 @@ impl Fabric {
                 Slot::Model { .. } => unreachable!(),
             }
         }
+        if self.external.is_some() {
+            self.poll_external_rtl();
+        }
         Ok(())
+    }
+
+    /// Frames from the external port into NIC 0 (RTL backends). Blocks up to [`EXTERNAL_WAIT`]
+    /// only when NIC 0 has been idle for [`EXTERNAL_IDLE_CYCLES`]: simulated time then stands
+    /// still while the outside peer (a VM under TCG, say) takes its wall-clock time.
+    fn poll_external_rtl(&mut self) {
+        let (Some(port), Some(slot)) = (self.external.as_mut(), self.slots.first_mut()) else { return };
+        let (Slot::Rtl { rtl } | Slot::Lockstep { rtl, .. }) = slot else { return };
+        let idle = self.cycle.saturating_sub(self.last_activity) > EXTERNAL_IDLE_CYCLES
+            && rtl.rx_queued() == 0
+            && rtl.mmio_queued() == 0
+            && rtl.dma_reads_in_flight() == 0;
+        let frames = port.receive(idle.then_some(EXTERNAL_WAIT));
+        if !frames.is_empty() {
+            self.last_activity = self.cycle;
+        }
+        for f in frames {
+            if let Some(cap) = &mut self.capture {
+                let _ = cap.write(self.cycle, &f);
+            }
+            rtl.push_rx(f);
+        }
     }
 
     /// Model backend: run every NIC until the fabric is quiet; then fire the pending timers
@@ -486,7 +554,14 @@ impl Fabric {
                             if let Some(cap) = &mut self.capture {
                                 let _ = cap.write(self.link.sent, &f);
                             }
-                            self.link.send(i, 0, f);
+                            match &mut self.external {
+                                Some(port) => {
+                                    // frames_sent() counts them; the model's capture uses it as time
+                                    self.link.sent += 1;
+                                    port.transmit(f);
+                                }
+                                None => self.link.send(i, 0, f),
+                            }
                         }
                         Output::Msix { func, vector } => {
                             log::trace!("nic {i}: fn {func}: msix vector {vector}");
@@ -503,11 +578,34 @@ impl Fabric {
                 nic.rx_enqueue(frame);
                 moved = true;
             }
+            if let Some(port) = &mut self.external {
+                // The model has no clock: when it has nothing to do, wait a little for the outside.
+                let frames = port.receive((!moved).then_some(EXTERNAL_WAIT));
+                if let Some(Slot::Model { nic, .. }) = self.slots.first_mut() {
+                    for f in frames {
+                        if let Some(cap) = &mut self.capture {
+                            let _ = cap.write(self.link.sent, &f);
+                        }
+                        nic.rx_enqueue(f);
+                        moved = true;
+                    }
+                }
+            }
+            if moved {
+                self.quiet_calls = 0;
+            }
             if !moved {
                 if timers_fired {
                     return Ok(());
                 }
                 timers_fired = true;
+                if self.external.is_some() {
+                    self.quiet_calls += 1;
+                    if self.quiet_calls < EXTERNAL_TIMER_QUIET {
+                        return Ok(());
+                    }
+                    self.quiet_calls = 0;
+                }
                 for i in 0..self.slots.len() {
                     let Slot::Model { nic, mem } = &mut self.slots[i] else { unreachable!() };
                     for qpn in nic.pending_timers() {
@@ -579,7 +677,11 @@ impl Fabric {
     /// # Errors
     /// Out of host memory.
     pub fn dma_alloc(&mut self, nic: usize, len: u64, align: u64) -> Result<u64, DeviceError> {
-        self.primary_mem(nic).alloc(len, align).map_err(|_| DeviceError::OutOfMemory { len, align })
+        let iova = self.primary_mem(nic).alloc(len, align).map_err(|_| DeviceError::OutOfMemory { len, align })?;
+        // The Device contract says allocations are zeroed (a reused block must not show old CQEs
+        // to a new CQ, found by the interop suite); both memories of a lockstep NIC get the zeros.
+        self.dma_write(nic, iova, &vec![0; len as usize])?;
+        Ok(iova)
     }
 
     /// Free DMA memory.
@@ -893,6 +995,21 @@ mod replay_tests {
         assert_eq!(c.command(0, 1, 2).waves, PathBuf::from("/r/tests__one.2.fst"));
         let lib = ctx("fabric::t", &format!("/w/target/release/deps/{}-00112233445566ff", env!("CARGO_CRATE_NAME")));
         assert!(lib.command(0, 1, 0).command.contains(" --lib fabric::t -- --exact"));
+    }
+
+    #[test]
+    fn dma_alloc_is_zeroed_even_when_memory_is_reused() {
+        let cfg = FabricConfig { backend: Backend::Model, ..FabricConfig::default() };
+        let f = Fabric::new(cfg).unwrap();
+        let mut fab = f.borrow_mut();
+        let a = fab.dma_alloc(0, 4096, 64).unwrap();
+        fab.dma_write(0, a, &[0x7b; 4096]).unwrap();
+        fab.dma_free(0, a, 4096);
+        let b = fab.dma_alloc(0, 4096, 64).unwrap();
+        assert_eq!(a, b, "first fit reuses the block");
+        let mut buf = vec![1u8; 4096];
+        fab.dma_read(0, b, &mut buf).unwrap();
+        assert!(buf.iter().all(|&x| x == 0), "old bytes leaked into a new allocation");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod fabric;
 pub mod faults;
 pub mod harness;
 pub mod hostmem;
+pub mod interop;
 pub mod link;
 pub mod lockstep;
 pub mod oracle;

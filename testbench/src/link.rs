@@ -25,6 +25,19 @@ impl FaultHook for NoFaults {
     }
 }
 
+/// A wire that leaves the simulator (see `docs/interop.md`): a fabric built with
+/// `Fabric::with_external_port` hands every frame NIC 0 sends to the port instead of the link,
+/// and delivers every frame the port yields to NIC 0.
+pub trait ExternalPort {
+    /// A frame left NIC 0.
+    fn transmit(&mut self, frame: Vec<u8>);
+    /// Frames that arrived from outside since the last call. `wait` is how long the call may block
+    /// when nothing is there: the fabric passes `Some(..)` only while the NIC is idle, so a
+    /// simulator waiting for a slow outside peer sleeps instead of running clock cycles (the
+    /// simulated clock stands still meanwhile).
+    fn receive(&mut self, wait: Option<std::time::Duration>) -> Vec<Vec<u8>>;
+}
+
 /// A frame in flight.
 #[derive(Debug, Clone)]
 struct InFlight {
