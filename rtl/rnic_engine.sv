@@ -1771,24 +1771,36 @@ module rnic_engine
                 cret_d  = StEnd;
                 state_d = StCompl;
               end else begin
-                qp_d.acked_psn = c_p + 24'd1;
+                // forward progress: the retry counters start over (as in rxe)
+                qp_d.acked_psn  = c_p + 24'd1;
+                qp_d.retry_left = qp_q.retry_cnt;
+                qp_d.rnr_left   = qp_q.rnr_retry;
               end
             end
             2'd1, 2'd3: begin  // RNR NAK / NAK
-              logic retry;
+              logic       retry;
+              logic       prog;
+              logic [2:0] rtl_left, rnr_left;
               retry = 1'b0;
+              // A NAK for a PSN past acked_psn acknowledges the packets before it: forward
+              // progress, so the retry counters start over before this retry is counted.
+              prog     = c_p != qp_q.acked_psn && !s24_neg(c_p - qp_q.acked_psn);
+              rtl_left = prog ? qp_q.retry_cnt : qp_q.retry_left;
+              rnr_left = prog ? qp_q.rnr_retry : qp_q.rnr_left;
+              qp_d.retry_left = rtl_left;
+              qp_d.rnr_left   = rnr_left;
               if (pkt_i.syndrome[6:5] == 2'd1) begin
-                if (qp_q.rnr_left == 3'd0 && qp_q.rnr_retry != 3'd7) begin
+                if (rnr_left == 3'd0 && qp_q.rnr_retry != 3'd7) begin
                   `SQ_ERR(WcStatusRnrRetryExcErr)
                 end else begin
-                  if (qp_q.rnr_retry != 3'd7) qp_d.rnr_left = qp_q.rnr_left - 3'd1;
+                  if (qp_q.rnr_retry != 3'd7) qp_d.rnr_left = rnr_left - 3'd1;
                   retry = 1'b1;
                 end
               end else if (pkt_i.syndrome[4:0] == 5'(AethNakPsnSeq)) begin
-                if (qp_q.retry_left == 3'd0) begin
+                if (rtl_left == 3'd0) begin
                   `SQ_ERR(WcStatusRetryExcErr)
                 end else begin
-                  qp_d.retry_left = qp_q.retry_left - 3'd1;
+                  qp_d.retry_left = rtl_left - 3'd1;
                   retry = 1'b1;
                 end
               end else if (pkt_i.syndrome[4:0] == 5'(AethNakInvReq)) begin
@@ -1870,7 +1882,9 @@ module rnic_engine
       end
 
       StCompRr3: begin
-        qp_d.acked_psn = c_p + 24'd1;
+        qp_d.acked_psn  = c_p + 24'd1;
+        qp_d.retry_left = qp_q.retry_cnt;
+        qp_d.rnr_left   = qp_q.rnr_retry;
         state_d = StEnd;
         if (lastpkt_q) begin
           cret_d  = StEnd;

@@ -144,13 +144,23 @@ impl Nic {
                         } else if pp == last {
                             self.complete(qpn, &w, last, mem)?;
                         } else {
-                            self.qpc[qpn as usize].acked_psn = psn_add(pp, 1);
+                            // forward progress: the retry counters start over (as in rxe)
+                            let q = &mut self.qpc[qpn as usize];
+                            q.acked_psn = psn_add(pp, 1);
+                            q.retry_left = q.retry_cnt;
+                            q.rnr_left = q.rnr_retry;
                             self.push_qp(qpn);
                         }
                     }
                     t if t == aeth::TYPE_RNR || syn == aeth::NAK_PSN_SEQ => {
                         let rnr = t == aeth::TYPE_RNR;
                         let q = &mut self.qpc[qpn as usize];
+                        // A NAK for a PSN past acked_psn acknowledges the packets before it:
+                        // forward progress, so the retry counters start over first.
+                        if pp != q.acked_psn && psn_diff(pp, q.acked_psn) > 0 {
+                            q.retry_left = q.retry_cnt;
+                            q.rnr_left = q.rnr_retry;
+                        }
                         if rnr {
                             if q.rnr_left == 0 && q.rnr_retry != 7 {
                                 self.sq_error(qpn, ci, wc_status::RNR_RETRY_EXC_ERR);
@@ -212,7 +222,10 @@ impl Nic {
                     self.sq_error(qpn, ci, wc_status::LOC_PROT_ERR);
                     return Ok(());
                 }
-                self.qpc[qpn as usize].acked_psn = psn_add(pp, 1);
+                let q = &mut self.qpc[qpn as usize];
+                q.acked_psn = psn_add(pp, 1);
+                q.retry_left = q.retry_cnt;
+                q.rnr_left = q.rnr_retry;
                 if want_op == op::READ_RESP_LAST || want_op == op::READ_RESP_ONLY {
                     self.complete(qpn, &w, last, mem)?;
                 }

@@ -639,6 +639,33 @@ fn partial_retry_of_a_16_packet_write_restarts_at_the_lost_psn() {
     assert_mr(r.b(), &want, "NIC 1 buffer");
 }
 
+#[test]
+fn forward_progress_restarts_the_retry_counter() {
+    // retry_cnt 1 and a 16-packet WRITE that loses the first transmissions of packets 4 and 11:
+    // each loss costs one go-back (NAK at +4, then NAK at +11). The second NAK acknowledges +4..+10
+    // (forward progress), so the retry counter starts over and the WRITE succeeds; without the
+    // restart the second loss would end in RETRY_EXC_ERR.
+    let cfg = QpCfg { retry_cnt: 1, ..QpCfg::default() };
+    let a0 = cfg.psn(0, 0);
+    let m = FaultModel::scripted([
+        Script::new(FaultKind::Drop, 1).from(0).with_psn(a0 + 4),
+        Script::new(FaultKind::Drop, 1).from(0).with_psn(a0 + 11),
+    ]);
+    let r = rig(cfg, m);
+    let src = fill(r.a(), 17);
+    let b0 = fill(r.b(), 18);
+    let wr = WrOpcode::Write { remote_addr: r.b().mr.addr() + 4096, rkey: r.b().mr.rkey() };
+    r.a().qps[0].post_send(&SendWr::new(1, wr, vec![sge(r.a(), 0, 4096)])).unwrap();
+    let wc = wait(r.a(), 1, "NIC 0");
+    assert_wc(&wc[0], 1, WcStatus::Success, WcOpcode::RdmaWrite, None);
+    r.finish();
+    let naks = r.acks_with(1, aeth::NAK_PSN_SEQ);
+    assert_eq!(psns(&naks), vec![a0 + 4, a0 + 11], "one NAK per loss: {}", dump(&r.frames()));
+    let mut want = b0.clone();
+    want[4096..8192].copy_from_slice(&src[..4096]);
+    assert_mr(r.b(), &want, "NIC 1 buffer");
+}
+
 // ------------------------------------------------------------------------------------------------
 // Duplicate READ and atomic requests
 // ------------------------------------------------------------------------------------------------
