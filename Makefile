@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RTL_SRCS := rtl/rnic_reg_pkg.sv rtl/rnic_pkg.sv $(filter-out rtl/rnic_reg_pkg.sv rtl/rnic_pkg.sv,$(wildcard rtl/*.sv))
 WAIVER := $(wildcard rtl/lint/verilator_waiver.vlt)
 
-.PHONY: all deps regs check-regs lint build test demo rtl-unit waves examples interop
+.PHONY: all deps regs check-regs lint build test demo rtl-unit waves examples interop bench bench-sim
 
 all: build
 
@@ -70,3 +70,12 @@ examples: deps
 ## (INTEROP_BACKENDS=model,rtl,lockstep; INTEROP_ARGS="--sizes 2,4096 --iters 20"); docs/interop.md
 interop: deps
 	@CARGO="$(CARGO)" bash interop/run.sh
+
+## bench: perftest sweep (write/read/send bw and lat, 2 B..8 MiB) on the RTL in modelled time;
+## writes target/bench/results.json and target/bench/results.svg (ARGS="--backend lockstep --qps 2 ...")
+bench: deps
+	$(CARGO) run --release -q -p rnic-testbench --bin rnic-bench -- --json target/bench/results.json --plot target/bench/results.svg $(ARGS)
+
+## bench-sim: simulation speed (bare Verilated eval, harness, lockstep, model); writes target/bench/simspeed.json
+bench-sim: deps
+	$(CARGO) run --release -q -p rnic-testbench --bin rnic-bench -- --sim-speed --json target/bench/simspeed.json $(ARGS)

@@ -11,6 +11,9 @@
 //! * `RNIC_VERILATOR` overrides the `verilator` executable.
 //! * `RNIC_TRACE=0` builds without FST support (`--trace-fst` is otherwise always compiled in;
 //!   the dump is opened only on request at run time).
+//! * `RNIC_VERILATOR_FLAGS` adds Verilator options and `RNIC_CXXFLAGS` options to every C++
+//!   compile of the model and the shim (both whitespace separated, after the defaults), for speed
+//!   experiments (`make bench-sim`, docs/bench.md), e.g. `RNIC_CXXFLAGS="-O2 -march=native"`.
 
 use std::env;
 use std::fs;
@@ -34,6 +37,8 @@ fn main() {
     println!("cargo:rerun-if-env-changed=RNIC_RTL_DIR");
     println!("cargo:rerun-if-env-changed=RNIC_VERILATOR");
     println!("cargo:rerun-if-env-changed=RNIC_TRACE");
+    println!("cargo:rerun-if-env-changed=RNIC_VERILATOR_FLAGS");
+    println!("cargo:rerun-if-env-changed=RNIC_CXXFLAGS");
     println!("cargo:rerun-if-changed={}", rtl_dir.display());
     println!("cargo:rerun-if-changed=csrc");
     println!("cargo:rerun-if-changed=src/rtl.rs");
@@ -209,7 +214,12 @@ fn verilate(verilator: &str, sources: &[PathBuf], mdir: &Path, trace: bool) {
             "-Wno-fatal",
         ])
         .args(["--output-split", "20000", "--assert", "--threads", "1"])
+        // Verilator 5's DFG optimiser makes this design's model slower: without it, two NICs
+        // under traffic simulate 8-10 % more cycles per second (docs/bench.md, measured with
+        // `make bench-sim`: 375,000 vs 341,000 fabric cycles/s).
+        .arg("-fno-dfg")
         .args(if trace { &["--trace-fst"][..] } else { &[][..] })
+        .args(env_words("RNIC_VERILATOR_FLAGS"))
         .args(["--top-module", TOP, "--prefix", &format!("V{TOP}"), "-Mdir"])
         .arg(mdir)
         .args(sources)
@@ -221,6 +231,11 @@ fn verilate(verilator: &str, sources: &[PathBuf], mdir: &Path, trace: bool) {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+}
+
+/// The whitespace-separated words of environment variable `name` (none when unset).
+fn env_words(name: &str) -> Vec<String> {
+    env::var(name).map(|v| v.split_whitespace().map(str::to_string).collect()).unwrap_or_default()
 }
 
 /// A C++ file to compile; `slow` files (Verilator's `VM_*_SLOW`: construction, initial blocks,
@@ -318,6 +333,9 @@ fn configure(build: &mut cc::Build, mdir: &Path, vl_root: &Path, trace: bool) {
         "-pthread",
     ] {
         build.flag(flag);
+    }
+    for flag in env_words("RNIC_CXXFLAGS") {
+        build.flag(&flag);
     }
 }
 

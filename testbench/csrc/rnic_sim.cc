@@ -5,8 +5,11 @@
 
 #include "rnic-testbench/csrc/rnic_sim.h"
 
+#include <atomic>
+#include <chrono>
 #include <cstdarg>
 #include <cstdio>
+#include <ctime>
 
 #include "Vrnic_top.h"
 #include "rnic-testbench/src/rtl.rs.h"
@@ -26,6 +29,17 @@ namespace {
 
 /// Picoseconds per clock cycle (250 MHz); the waveform shows real time.
 constexpr uint64_t kCyclePs = 4000;
+
+/// Tick timing for the speed measurement (see set_tick_timing).
+std::atomic<bool> g_tick_timing{false};
+thread_local uint64_t t_tick_ns = 0;
+thread_local uint64_t t_tick_count = 0;
+
+inline uint64_t now_ns() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
 
 /// The last text the RTL printed on this thread (for error messages), bounded.
 thread_local std::string t_printed;
@@ -223,6 +237,8 @@ void RnicSim::reset(uint32_t cycles) {
 void RnicSim::tick(const PortsIn& in, PortsOut& out) {
   enter();
   check_alive();
+  const bool timed = g_tick_timing.load(std::memory_order_relaxed);
+  const uint64_t t0 = timed ? now_ns() : 0;
   Vrnic_top& t = *top_;
   // rst_ni is low only inside reset(), which clears it before each of its ticks.
   t.mmio_req_valid_i = in.mmio_req_valid;
@@ -281,6 +297,10 @@ void RnicSim::tick(const PortsIn& in, PortsOut& out) {
     trace_start_ = trace_end_ = 0;
   }
   t.rst_ni = 1;
+  if (timed) {
+    t_tick_ns += now_ns() - t0;
+    ++t_tick_count;
+  }
 }
 
 void RnicSim::open_trace(rust::Str path, uint64_t start_cycle, uint64_t end_cycle) {
@@ -310,5 +330,37 @@ void RnicSim::close_trace() {
 }
 
 std::unique_ptr<RnicSim> new_rnic_sim() { return std::make_unique<RnicSim>(); }
+
+uint64_t RnicSim::bare_clock(uint64_t n) {
+  enter();
+  check_alive();
+  Vrnic_top& t = *top_;
+  t.dma_rd_req_ready_i = 1;
+  t.dma_wr_ready_i = 1;
+  t.tx_tready_i = 1;
+  const uint64_t t0 = thread_cpu_ns();
+  for (uint64_t i = 0; i < n; ++i) {
+    eval_half(false);
+    eval_half(true);
+  }
+  cycles_ += n;
+  return thread_cpu_ns() - t0;
+}
+
+uint64_t bare_idle_ticks(uint64_t cycles) {
+  RnicSim sim;
+  sim.reset(16);
+  return sim.bare_clock(cycles);
+}
+
+void set_tick_timing(bool on) { g_tick_timing.store(on, std::memory_order_relaxed); }
+uint64_t tick_time_ns() { return t_tick_ns; }
+uint64_t tick_time_count() { return t_tick_count; }
+
+uint64_t thread_cpu_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(ts.tv_nsec);
+}
 
 }  // namespace rnic

@@ -52,6 +52,9 @@ class RnicSim {
   uint64_t cycles() const { return cycles_; }
   /// Whether a trace window is pending or open.
   bool trace_active() const { return trace_end_ > trace_start_; }
+  /// Toggles the clock `n` times with the current inputs (idle ready signals raised), without
+  /// copying ports; returns the thread CPU time in nanoseconds. For bare_idle_ticks.
+  uint64_t bare_clock(uint64_t n);
 
  private:
   void enter() const;
@@ -72,5 +75,22 @@ class RnicSim {
 
 /// Creates a new simulator (its own VerilatedContext).
 std::unique_ptr<RnicSim> new_rnic_sim();
+
+// ---- Simulation-speed measurement (rnic-bench --sim-speed) ----
+
+/// The bare Verilated model's speed: creates a fresh simulator, resets it, then toggles the clock
+/// `cycles` times with idle inputs (ready signals high, nothing valid) and no harness work at all
+/// (no port copies, no Rust calls). Returns the CPU time of the clock loop in nanoseconds.
+uint64_t bare_idle_ticks(uint64_t cycles);
+/// Turns on/off (process-wide) the timing of RnicSim::tick: while on, every tick adds its wall
+/// time (inputs applied, both evaluations, outputs copied) to a per-thread total.
+void set_tick_timing(bool on);
+/// Nanoseconds spent in RnicSim::tick on this thread while timing was on.
+uint64_t tick_time_ns();
+/// Ticks timed on this thread while timing was on.
+uint64_t tick_time_count();
+/// CPU time of the calling thread in nanoseconds (CLOCK_THREAD_CPUTIME_ID): speed figures that do
+/// not depend on what else the machine runs.
+uint64_t thread_cpu_ns();
 
 }  // namespace rnic

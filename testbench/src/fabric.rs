@@ -62,6 +62,9 @@ pub struct FabricConfig {
     pub nics: usize,
     /// One-way wire latency in cycles (default 25 = 100 ns at 250 MHz).
     pub link_delay: u64,
+    /// RTL backends: cycles from a DMA read request to its first completion beat (default 50 =
+    /// 200 ns at 250 MHz; [`crate::rtl::RtlConfig::dma_read_latency`]).
+    pub dma_read_latency: u64,
     /// Host memory per NIC in bytes.
     pub host_mem_bytes: usize,
     /// Write every frame on the link to this pcap file.
@@ -78,6 +81,7 @@ impl Default for FabricConfig {
             backend: Backend::Lockstep,
             nics: 2,
             link_delay: 25,
+            dma_read_latency: crate::rtl::RtlConfig::default().dma_read_latency,
             host_mem_bytes: 64 << 20,
             capture: std::env::var_os("RNIC_PCAP").map(PathBuf::from),
             progress_cycles: 1000,
@@ -182,11 +186,12 @@ impl Fabric {
         let mut slots = Vec::new();
         for i in 0..cfg.nics {
             let mem = || HostMem::new(cfg.host_mem_bytes).map_err(|e| SimError::Setup(e.to_string()));
+            let rtl_cfg = || crate::rtl::RtlConfig { dma_read_latency: cfg.dma_read_latency, ..Default::default() };
             let slot = match cfg.backend {
                 Backend::Model => Slot::Model { nic: Box::new(Nic::new(cfg.model.clone())), mem: mem()? },
-                Backend::Rtl => Slot::Rtl { rtl: Box::new(RtlNic::new(mem()?).map_err(|e| SimError::Setup(format!("NIC {i}: {e}")))?) },
+                Backend::Rtl => Slot::Rtl { rtl: Box::new(RtlNic::with_config(mem()?, rtl_cfg()).map_err(|e| SimError::Setup(format!("NIC {i}: {e}")))?) },
                 Backend::Lockstep => Slot::Lockstep {
-                    rtl: Box::new(RtlNic::new(mem()?).map_err(|e| SimError::Setup(format!("NIC {i}: {e}")))?),
+                    rtl: Box::new(RtlNic::with_config(mem()?, rtl_cfg()).map_err(|e| SimError::Setup(format!("NIC {i}: {e}")))?),
                     chk: Box::new(Checker::new(i, Nic::new(cfg.model.clone()), mem()?)),
                 },
             };

@@ -9,6 +9,7 @@
 //! let dev_b = Fabric::device(&fabric, 1, 0);
 //! ```
 
+pub mod bench;
 pub mod craft;
 pub mod fabric;
 pub mod faults;

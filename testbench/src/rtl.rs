@@ -158,6 +158,18 @@ pub mod ffi {
         fn cycles(self: &RnicSim) -> u64;
         /// Whether a waveform window is pending or open.
         fn trace_active(self: &RnicSim) -> bool;
+
+        /// Speed measurement: a fresh simulator, reset, then `cycles` clock toggles with idle
+        /// inputs and no harness work; returns the thread CPU time of the clock loop in ns.
+        fn bare_idle_ticks(cycles: u64) -> Result<u64>;
+        /// Speed measurement: time every `RnicSim::tick` (process-wide switch).
+        fn set_tick_timing(on: bool);
+        /// Nanoseconds spent in `RnicSim::tick` on this thread while timing was on.
+        fn tick_time_ns() -> u64;
+        /// Ticks timed on this thread while timing was on.
+        fn tick_time_count() -> u64;
+        /// CPU time of the calling thread in ns (speed figures independent of the machine's load).
+        fn thread_cpu_ns() -> u64;
     }
 }
 
