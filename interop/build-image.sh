@@ -27,6 +27,8 @@ fi
 [ "$(id -u)" = 0 ] || skip "building the guest needs root (debootstrap, chroot)"
 command -v debootstrap >/dev/null || skip "debootstrap is not installed (apt-get install debootstrap)"
 command -v cpio >/dev/null || skip "cpio is not installed"
+# (a fresh clone has no target/ yet: create it, or df has nothing to measure)
+mkdir -p "$OUT"
 avail_kb=$(df -Pk "$(dirname "$OUT")" 2>/dev/null | awk 'NR==2{print $4}' || echo 0)
 [ "${avail_kb:-0}" -gt 2000000 ] || skip "less than 2 GB free under $(dirname "$OUT")"
 
