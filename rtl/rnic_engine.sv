@@ -100,6 +100,7 @@ module rnic_engine
   output logic                  hdr_valid_o,
   input  logic                  hdr_ready_i,
   output tx_hdr_t               hdr_o,
+  output logic                  hdr_drop_o,     // spoof-check: this frame must not leave
   output logic                  pl_valid_o,
   input  logic                  pl_ready_i,
   output logic [511:0]          pl_data_o,
@@ -366,6 +367,10 @@ module rnic_engine
   logic [NumFunc-1:0][47:0] fmac_q, fmac_d;
   logic [NumFunc-1:0][31:0] fip_q, fip_d;
   logic [NumFunc-1:0]       ftrust_q, ftrust_d;
+  // Spoof-check: the address the PF assigned, and whether frames must carry it.
+  logic [NumFunc-1:0][47:0] amac_q, amac_d;
+  logic [NumFunc-1:0][31:0] aip_q, aip_d;
+  logic [NumFunc-1:0]       fspoof_q, fspoof_d;
   logic [7:0]               cfunc_q, cfunc_d;
   logic [7:0]               dbf_q, dbf_d;        // function of the doorbell being executed
   logic [15:0]              vfs_q, vfs_d;
@@ -695,6 +700,9 @@ module rnic_engine
     fmac_d       = fmac_q;
     fip_d        = fip_q;
     ftrust_d     = ftrust_q;
+    amac_d       = amac_q;
+    aip_d        = aip_q;
+    fspoof_d     = fspoof_q;
     cfunc_d      = cfunc_q;
     dbf_d        = dbf_q;
     vfs_d        = vfs_q;
@@ -996,6 +1004,9 @@ module rnic_engine
               fmac_d[FuncSelW'(a_vfp.vf)]   = a_vfp.mac;
               fip_d[FuncSelW'(a_vfp.vf)]    = a_vfp.ip;
               ftrust_d[FuncSelW'(a_vfp.vf)] = a_vfp.trust;
+              amac_d[FuncSelW'(a_vfp.vf)]   = a_vfp.mac;
+              aip_d[FuncSelW'(a_vfp.vf)]    = a_vfp.ip;
+              fspoof_d[FuncSelW'(a_vfp.vf)] = a_vfp.spoofchk;
             end
           end
           CmdSetVfRes: begin
@@ -2368,6 +2379,7 @@ module rnic_engine
         hdr_valid_o = 1'b1;
         if (hdr_ready_i) begin
           cnt_inc[CounterTxPkts] = 1'b1;
+          cnt_inc[CounterTxSpoof] = hdr_drop_o;
           state_d = ret_q;
         end
       end
@@ -2478,6 +2490,9 @@ module rnic_engine
       fmac_q      <= '0;
       fip_q       <= '0;
       ftrust_q    <= '0;
+      amac_q      <= '0;
+      aip_q       <= '0;
+      fspoof_q    <= '0;
       cfunc_q     <= '0;
       dbf_q       <= '0;
       vfs_q       <= '0;
@@ -2570,6 +2585,9 @@ module rnic_engine
       fmac_q      <= fmac_d;
       fip_q       <= fip_d;
       ftrust_q    <= ftrust_d;
+      amac_q      <= amac_d;
+      aip_q       <= aip_d;
+      fspoof_q    <= fspoof_d;
       cfunc_q     <= cfunc_d;
       dbf_q       <= dbf_d;
       vfs_q       <= vfs_d;
@@ -2677,11 +2695,17 @@ module rnic_engine
   assign dma_rd_req_addr_o  = rd_addr_q;
   assign dma_rd_req_len_o   = rd_len_q;
 
-  // Frames carry the address of the sending QP's function (the task's QP).
+  // Frames carry the address of the sending QP's function (the task's QP). With spoof-check on,
+  // a VF whose address is not the one the PF assigned has its frames dropped at the egress
+  // (rnic_spoof_filter) and counted in TX_SPOOF.
   always_comb begin
+    logic [FuncSelW-1:0] f;
+    f             = FuncSelW'(qp_q.func);
     hdr_o         = hdr_q;
-    hdr_o.src_mac = fmac_q[FuncSelW'(qp_q.func)];
-    hdr_o.src_ip  = fip_q[FuncSelW'(qp_q.func)];
+    hdr_o.src_mac = fmac_q[f];
+    hdr_o.src_ip  = fip_q[f];
+    hdr_drop_o    = qp_q.func != 8'd0 && fspoof_q[f] &&
+                    (fmac_q[f] != amac_q[f] || fip_q[f] != aip_q[f]);
   end
   assign pl_valid_o = fifo_tx_q && fifo_cnt_q != 7'd0;
   assign pl_data_o  = fifo_head;

@@ -280,6 +280,7 @@ package rnic_reg_pkg;
   localparam int unsigned CounterRxDropResp = 32'hC;
   localparam int unsigned CounterAckTimeout = 32'hD;
   localparam int unsigned CounterRnrTimer = 32'hE;
+  localparam int unsigned CounterTxSpoof = 32'hF;
   localparam int unsigned CounterNum = 32'h10;
 
   // ---- BAR0 registers (byte offsets)
@@ -506,7 +507,8 @@ package rnic_reg_pkg;
     logic [31:0] ip;
     logic [15:0] rsvd112;
     logic [47:0] mac;
-    logic [54:0] rsvd9;
+    logic [53:0] rsvd10;
+    logic [0:0] spoofchk;
     logic [0:0] trust;
     logic [7:0] vf;
   } cmd_set_vf_port_t;

@@ -94,6 +94,10 @@ module rnic_top
   logic [4:0][23:0]     vfres_q;
 
   tx_hdr_t      hdr;
+  logic         hdr_drop;
+  logic         fr_tvalid, fr_tready, fr_tlast;
+  logic [511:0] fr_tdata;
+  logic [63:0]  fr_tkeep;
   logic         hdr_valid, hdr_ready;
   logic         pl_valid, pl_ready;
   logic [511:0] pl_data;
@@ -173,6 +177,7 @@ module rnic_top
     .hdr_valid_o  (hdr_valid),
     .hdr_ready_i  (hdr_ready),
     .hdr_o        (hdr),
+    .hdr_drop_o   (hdr_drop),
     .pl_valid_o   (pl_valid),
     .pl_ready_i   (pl_ready),
     .pl_data_o    (pl_data),
@@ -195,8 +200,24 @@ module rnic_top
     .pl_ready_o  (pl_ready),
     .pl_data_i   (pl_data),
     .pl_bytes_i  (pl_bytes),
-    .tx_tvalid_o, .tx_tready_i, .tx_tdata_o, .tx_tkeep_o, .tx_tlast_o,
+    .tx_tvalid_o (fr_tvalid),
+    .tx_tready_i (fr_tready),
+    .tx_tdata_o  (fr_tdata),
+    .tx_tkeep_o  (fr_tkeep),
+    .tx_tlast_o  (fr_tlast),
     .sent_o      (tx_sent)
+  );
+
+  rnic_spoof_filter #(.DataW(DataW)) u_spoof (
+    .clk_i, .rst_ni,
+    .hdr_fire_i  (hdr_valid && hdr_ready),
+    .hdr_drop_i  (hdr_drop),
+    .in_tvalid_i (fr_tvalid),
+    .in_tready_o (fr_tready),
+    .in_tdata_i  (fr_tdata),
+    .in_tkeep_i  (fr_tkeep),
+    .in_tlast_i  (fr_tlast),
+    .tx_tvalid_o, .tx_tready_i, .tx_tdata_o, .tx_tkeep_o, .tx_tlast_o
   );
 
   rnic_rx_frame #(.NumFunc(NumVf + 1)) u_rx_frame (

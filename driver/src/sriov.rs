@@ -232,20 +232,23 @@ impl Context {
         Ok(())
     }
 
-    /// PF admin: VF `vf`'s MAC and IPv4 address, and whether it is trusted (may change them
-    /// itself with SET_PORT) — like `ip link set <pf> vf N mac .. trust on|off`.
+    /// PF admin: VF `vf`'s MAC and IPv4 address, whether it is trusted (may change them itself
+    /// with SET_PORT) and whether its frames must carry exactly this address (spoof-check; frames
+    /// that do not are dropped and counted in TX_SPOOF) — like `ip link set <pf> vf N mac ..
+    /// trust on|off spoofchk on|off`.
     ///
     /// # Errors
     /// [`Error::CommandFailed`] with `DENIED` on a VF, `BAD_INDEX` for a VF number out of range.
-    pub fn set_vf_port(&self, vf: u8, mac: [u8; 6], ip: std::net::Ipv4Addr, trust: bool) -> Result<()> {
+    pub fn set_vf_port(&self, vf: u8, mac: [u8; 6], ip: std::net::Ipv4Addr, trust: bool, spoofchk: bool) -> Result<()> {
         use rnic_regs::cmd_set_vf_port as c;
         let mut img = [0u8; crate::CMD_IMAGE_SIZE];
         c::VF.set(&mut img, u64::from(vf));
         c::TRUST.set(&mut img, u64::from(trust));
+        c::SPOOFCHK.set(&mut img, u64::from(spoofchk));
         c::MAC.set(&mut img, mac.iter().fold(0u64, |a, &b| a << 8 | u64::from(b)));
         c::IP.set(&mut img, u64::from(u32::from(ip)));
         self.inner.command(crate::Command::SetVfPort, crate::Object::Vf(vf), &img)?;
-        log::info!(target: &self.inner.log_target, "sriov: vf {vf} port {mac:02x?} / {ip}, trust {trust}");
+        log::info!(target: &self.inner.log_target, "sriov: vf {vf} port {mac:02x?} / {ip}, trust {trust}, spoofchk {spoofchk}");
         Ok(())
     }
 }

@@ -50,7 +50,10 @@ impl Nic {
                     let fs = &mut self.funcs[vf as usize];
                     fs.mac = cvp::MAC.get(&a);
                     fs.ip = cvp::IP.get(&a) as u32;
+                    fs.admin_mac = fs.mac;
+                    fs.admin_ip = fs.ip;
                     fs.trust = cvp::TRUST.get(&a) != 0;
+                    fs.spoofchk = cvp::SPOOFCHK.get(&a) != 0;
                     Ok(())
                 }
             }

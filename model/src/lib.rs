@@ -190,6 +190,10 @@ pub(crate) struct Function {
     pub mac: u64,
     pub ip: u32,
     pub trust: bool,
+    /// Spoof-check: frames must carry the address the PF assigned (`admin_mac`/`admin_ip`).
+    pub spoofchk: bool,
+    pub admin_mac: u64,
+    pub admin_ip: u32,
     pub cmd_args: [u64; 6],
     /// Opcode of the queued command (CMD_STATUS reads BUSY while set).
     pub cmd_pending: Option<u8>,
@@ -786,13 +790,20 @@ impl Nic {
         let f = &self.funcs[q.func as usize];
         hdr.src_mac = f.mac;
         hdr.src_ip = f.ip;
+        // Spoof-check (docs/architecture.md, Functions): a trusted VF that changed its address
+        // does not get frames out while the PF checks it; counted, and TX_PKTS still counts it.
+        let spoofed = q.func != 0 && f.spoofchk && (f.mac != f.admin_mac || f.ip != f.admin_ip);
         hdr.dst_ip = q.dest_ip;
         hdr.udp_sport = (params::UDP_SPORT_BASE | (qpn as u64 & 0x3FFF)) as u16;
         hdr.bth.pkey = params::DEFAULT_PKEY as u16;
         hdr.bth.dqpn = q.dest_qpn;
+        self.count(counter::TX_PKTS);
+        if spoofed {
+            self.count(counter::TX_SPOOF);
+            return;
+        }
         let f = wire::build(&hdr, payload);
         self.outputs.push(Output::Frame(f));
-        self.count(counter::TX_PKTS);
     }
 
     /// Fetch the send WQE at ring index `idx` of QP `qpn`.

@@ -516,6 +516,7 @@ pub mod counter {
     pub const RX_DROP_RESP: u32 = 0xc;
     pub const ACK_TIMEOUT: u32 = 0xd;
     pub const RNR_TIMER: u32 = 0xe;
+    pub const TX_SPOOF: u32 = 0xf;
     pub const NUM: u32 = 0x10;
     /// All (name, value) pairs of this group, for decoding and cross-checks.
     pub const ALL: &[(&str, u32)] = &[
@@ -534,6 +535,7 @@ pub mod counter {
         ("RX_DROP_RESP", 0xc),
         ("ACK_TIMEOUT", 0xd),
         ("RNR_TIMER", 0xe),
+        ("TX_SPOOF", 0xf),
         ("NUM", 0x10),
     ];
 }
@@ -783,9 +785,10 @@ pub mod cmd_set_vf_port {
     pub const SIZE: usize = 48;
     pub const VF: Field = Field { name: "vf", bit: 0, width: 8 };
     pub const TRUST: Field = Field { name: "trust", bit: 8, width: 1 };
+    pub const SPOOFCHK: Field = Field { name: "spoofchk", bit: 9, width: 1 };
     pub const MAC: Field = Field { name: "mac", bit: 64, width: 48 };
     pub const IP: Field = Field { name: "ip", bit: 128, width: 32 };
-    pub const FIELDS: &[Field] = &[VF, TRUST, MAC, IP];
+    pub const FIELDS: &[Field] = &[VF, TRUST, SPOOFCHK, MAC, IP];
 }
 
 /// SET_PORT argument image

@@ -263,6 +263,7 @@ constexpr uint32_t MMIO_BAD = 0xb;
 constexpr uint32_t RX_DROP_RESP = 0xc;
 constexpr uint32_t ACK_TIMEOUT = 0xd;
 constexpr uint32_t RNR_TIMER = 0xe;
+constexpr uint32_t TX_SPOOF = 0xf;
 constexpr uint32_t NUM = 0x10;
 }  // namespace counter
 namespace reg {
@@ -419,6 +420,7 @@ namespace cmd_set_vf_port {
 constexpr uint32_t SIZE = 48;
 constexpr Field VF{0, 8};
 constexpr Field TRUST{8, 1};
+constexpr Field SPOOFCHK{9, 1};
 constexpr Field MAC{64, 48};
 constexpr Field IP{128, 32};
 }  // namespace cmd_set_vf_port

@@ -32,7 +32,8 @@ pub fn func_ip(i: usize, f: u8) -> Ipv4Addr {
 }
 
 /// Enable `vfs` VFs on NIC `nic` the way a PF driver does: an even VF resource profile, each VF's
-/// MAC/IP ([`func_mac`], [`func_ip`]; untrusted), then VF Enable. Returns the PF's context.
+/// MAC/IP ([`func_mac`], [`func_ip`]; untrusted, spoof-checked), then VF Enable. Returns the PF's
+/// context.
 ///
 /// # Errors
 /// Any step failed; the message names it.
@@ -42,7 +43,7 @@ pub fn enable_vfs(fabric: &FabricRef, nic: usize, vfs: u16) -> HarnessResult<Con
     let p = VfProfile::even(&pf.caps(), vfs);
     pf.set_vf_resources(vfs, p).map_err(|e| format!("NIC {nic}: set_vf_resources: {e}"))?;
     for f in 1..=vfs as u8 {
-        pf.set_vf_port(f, func_mac(nic, f), func_ip(nic, f), false)
+        pf.set_vf_port(f, func_mac(nic, f), func_ip(nic, f), false, true)
             .map_err(|e| format!("NIC {nic}: set_vf_port {f}: {e}"))?;
     }
     pf.enable_vfs(vfs).map_err(|e| format!("NIC {nic}: enable_vfs: {e}"))?;

@@ -279,7 +279,7 @@ fn vf_resources_profile_and_admin_commands() {
     assert!(matches!(vf1.alloc_pd(), Err(Error::ResourceExhausted { .. })));
     drop(pds);
     // A trusted VF may set its own address.
-    pf.set_vf_port(2, func_mac(0, 2), func_ip(0, 2), true).unwrap();
+    pf.set_vf_port(2, func_mac(0, 2), func_ip(0, 2), true, false).unwrap();
     let vf2 = Context::open(dev(&f, 2)).unwrap();
     vf2.set_port(func_mac(0, 0x22), func_ip(0, 0x22)).expect("trusted VF sets its port");
     // Changing the profile needs VFs disabled and no VF object in the way.
@@ -488,4 +488,44 @@ fn random_vf_counts_profiles_and_resource_requests() {
         let _ = cmd_status::OK;
         check(&f);
     }
+}
+
+#[test]
+fn spoof_check_drops_frames_from_a_vf_that_changed_its_address() {
+    // NIC 0's VF 1 is trusted, so it may change its own address with SET_PORT; with spoof-check
+    // on, its frames then never leave (TX_SPOOF), with it off they do. VF 1 impersonates VF 2.
+    let f = fabric();
+    let pf0 = enable_vfs(&f, 0, 2).expect("NIC 0 VFs");
+    let _pf1 = enable_vfs(&f, 1, 2).expect("NIC 1 VFs");
+    let open = |n: usize, func: u8| Context::open(Fabric::device(&f, n, func)).expect("open VF");
+    for spoofchk in [true, false] {
+        pf0.set_vf_port(1, func_mac(0, 1), func_ip(0, 1), true, spoofchk).unwrap();
+        let me = side(open(0, 1), 51);
+        let peer = side(open(1, 1), 52);
+        connect(&me.qp, (0, 1), &peer.qp, (1, 1));
+        me.ctx.set_port(func_mac(0, 2), func_ip(0, 2)).expect("a trusted VF may set its address");
+        let (spoof0, tx0) = (pf0.counter(counter::TX_SPOOF), pf0.counter(counter::TX_PKTS));
+        let rx0 = peer.ctx.counter(counter::RX_PKTS);
+        peer.qp.post_recv(&RecvWr { wr_id: 1, sgl: vec![peer.mr.sge(0, 64).unwrap()] }).unwrap();
+        me.qp.post_send(&SendWr::new(2, WrOpcode::Send, vec![me.mr.sge(0, 64).unwrap()])).unwrap();
+        // Nothing comes back either way (with spoof-check off the peer's ACK goes to VF 1's old
+        // address), so the SEND runs out of retries: 1 + retry_cnt (2) transmissions.
+        let wc = wait_one(&me.cq, "spoofed SEND");
+        assert_eq!(wc.status, WcStatus::RetryExcErr, "{wc:?}");
+        let sent = pf0.counter(counter::TX_PKTS) - tx0;
+        assert_eq!(sent, 3, "transmissions counted in TX_PKTS");
+        let got = peer.ctx.counter(counter::RX_PKTS) - rx0;
+        if spoofchk {
+            assert_eq!(pf0.counter(counter::TX_SPOOF) - spoof0, 3, "every transmission dropped");
+            assert_eq!(got, 0, "nothing reached the wire");
+            assert!(peer.cq.poll_one().unwrap().is_none());
+        } else {
+            assert_eq!(pf0.counter(counter::TX_SPOOF), spoof0, "spoof-check off: nothing dropped");
+            assert_eq!(got, 3, "the frames left with the changed address");
+            assert_eq!(wait_one(&peer.cq, "peer RECV").status, WcStatus::Success);
+        }
+        // Restore VF 1's address for the next round.
+        me.ctx.set_port(func_mac(0, 1), func_ip(0, 1)).unwrap();
+    }
+    check(&f);
 }
