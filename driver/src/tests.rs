@@ -2182,3 +2182,12 @@ proptest::proptest! {
         proptest::prop_assert_eq!(mac_from_u64(f::DEST_MAC.get(&b)), mac);
     }
 }
+
+#[test]
+fn mtu_from_bytes_round_trips_and_names_the_sizes() {
+    for m in [Mtu::Mtu256, Mtu::Mtu512, Mtu::Mtu1024, Mtu::Mtu2048, Mtu::Mtu4096] {
+        assert_eq!(Mtu::from_bytes(m.bytes()), Ok(m));
+    }
+    let e = Mtu::from_bytes(1500).unwrap_err();
+    assert!(e.contains("1500") && e.contains("256, 512, 1024, 2048 or 4096"), "{e}");
+}

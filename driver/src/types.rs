@@ -150,6 +150,17 @@ impl Mtu {
         rnic_regs::mtu_bytes(self.code())
     }
 
+    /// The MTU of `bytes` payload bytes per packet (256, 512, 1024, 2048 or 4096).
+    ///
+    /// # Errors
+    /// Any other size, with the sizes that exist.
+    pub fn from_bytes(bytes: u32) -> std::result::Result<Self, String> {
+        [Mtu::Mtu256, Mtu::Mtu512, Mtu::Mtu1024, Mtu::Mtu2048, Mtu::Mtu4096]
+            .into_iter()
+            .find(|m| m.bytes() == bytes)
+            .ok_or_else(|| format!("MTU {bytes}: use 256, 512, 1024, 2048 or 4096"))
+    }
+
     /// Decode a spec encoding.
     pub fn from_code(v: u8) -> Option<Self> {
         Some(match v {

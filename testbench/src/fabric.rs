@@ -365,18 +365,23 @@ impl Fabric {
             Slot::Model { .. } => unreachable!(),
         }
         self.last_activity = self.cycle;
+        self.wait_read(nic, || format!("MMIO read of {offset:#x}"))
+    }
+
+    /// Run the clock until RTL NIC `nic` answers the read posted last (MMIO or configuration).
+    fn wait_read(&mut self, nic: usize, what: impl Fn() -> String) -> Result<u64, SimError> {
         let limit = self.cycle + 1_000_000;
         loop {
             self.run_cycles(1)?;
             let got = match &mut self.slots[nic] {
                 Slot::Rtl { rtl } | Slot::Lockstep { rtl, .. } => rtl.take_mmio_read(),
-                Slot::Model { .. } => unreachable!(),
+                Slot::Model { .. } => unreachable!("model reads are answered at once"),
             };
             if let Some(v) = got {
                 return Ok(v);
             }
             if self.cycle > limit {
-                let e = SimError::Rtl { nic, msg: format!("MMIO read of {offset:#x} not answered within 1M cycles (engine hung?)") };
+                let e = SimError::Rtl { nic, msg: format!("{} not answered within 1M cycles (engine hung?)", what()) };
                 return Err(self.fail(e));
             }
         }
@@ -407,21 +412,7 @@ impl Fabric {
             Slot::Model { nic: m, .. } => return Ok(m.cfg_read(func, offset)),
             Slot::Rtl { rtl } | Slot::Lockstep { rtl, .. } => rtl.post_cfg_read(func, offset),
         }
-        let limit = self.cycle + 1_000_000;
-        loop {
-            self.run_cycles(1)?;
-            let got = match &mut self.slots[nic] {
-                Slot::Rtl { rtl } | Slot::Lockstep { rtl, .. } => rtl.take_mmio_read(),
-                Slot::Model { .. } => unreachable!(),
-            };
-            if let Some(v) = got {
-                return Ok(v as u32);
-            }
-            if self.cycle > limit {
-                let e = SimError::Rtl { nic, msg: format!("config read of {offset:#x} not answered within 1M cycles") };
-                return Err(self.fail(e));
-            }
-        }
+        self.wait_read(nic, || format!("config read of {offset:#x}")).map(|v| v as u32)
     }
 
     /// Run the fabric: RTL backends for `cycles` clock cycles, the model until every NIC and the

@@ -160,14 +160,7 @@ struct SpeedResults<'a> {
 }
 
 fn mtu(bytes: u32) -> Result<Mtu, String> {
-    Ok(match bytes {
-        256 => Mtu::Mtu256,
-        512 => Mtu::Mtu512,
-        1024 => Mtu::Mtu1024,
-        2048 => Mtu::Mtu2048,
-        4096 => Mtu::Mtu4096,
-        _ => return Err(format!("--mtu {bytes}: use 256, 512, 1024, 2048 or 4096")),
-    })
+    Mtu::from_bytes(bytes).map_err(|e| format!("--mtu: {e}"))
 }
 
 /// The function number of `--func`.
