@@ -529,3 +529,57 @@ fn spoof_check_drops_frames_from_a_vf_that_changed_its_address() {
     }
     check(&f);
 }
+
+#[test]
+fn vfs_saturating_the_link_share_it_equally() {
+    // Four VFs of NIC 0, each with one QP to its own VF on NIC 1, keep 16 4-KiB WRITEs in
+    // flight for 400,000 cycles. The requester serves active QPs round-robin, one packet per
+    // turn, so each function gets the same share of the engine and the wire. (Reported in the
+    // issue note; the rate limit of docs/sriov.md slice E is not implemented.) In lockstep.
+    let f = fabric();
+    let vfs = 4u8;
+    let _pf0 = enable_vfs(&f, 0, u16::from(vfs)).unwrap();
+    let _pf1 = enable_vfs(&f, 1, u16::from(vfs)).unwrap();
+    let open = |n: usize, func: u8| Context::open(Fabric::device(&f, n, func)).expect("open VF");
+    let mut pairs = Vec::new();
+    for v in 1..=vfs {
+        let a = side(open(0, v), u64::from(v));
+        let b = side(open(1, v), 100 + u64::from(v));
+        connect(&a.qp, (0, v), &b.qp, (1, v));
+        pairs.push((a, b));
+    }
+    const LEN: u32 = 4096;
+    const DEPTH: usize = 16;
+    let post = |s: &Side, id: u64, b: &Side| {
+        let w = WrOpcode::Write { remote_addr: b.mr.addr(), rkey: b.mr.rkey() };
+        s.qp.post_send(&SendWr::new(id, w, vec![s.mr.sge(0, LEN).unwrap()])).unwrap();
+    };
+    for (a, b) in &pairs {
+        for i in 0..DEPTH as u64 {
+            post(a, i, b);
+        }
+    }
+    let mut done = vec![0u64; vfs as usize];
+    let start = f.borrow().cycle();
+    while f.borrow().cycle() - start < 400_000 {
+        f.borrow_mut().run_cycles(1000).unwrap();
+        for (k, (a, b)) in pairs.iter().enumerate() {
+            while let Some(wc) = a.cq.poll_one().unwrap() {
+                assert_eq!(wc.status, WcStatus::Success, "VF {}: {wc:?}", k + 1);
+                done[k] += 1;
+                post(a, done[k] + DEPTH as u64, b);
+            }
+        }
+    }
+    let (min, max) = (*done.iter().min().unwrap(), *done.iter().max().unwrap());
+    let total: u64 = done.iter().sum();
+    let gbps = total as f64 * f64::from(LEN) * 8.0 / (400_000.0 / 250e6) / 1e9;
+    eprintln!("WRITEs completed per VF in 400,000 cycles: {done:?}; total {gbps:.2} Gb/s; max/min {:.3}", max as f64 / min as f64);
+    assert!(min > 100, "every VF made progress: {done:?}");
+    assert!((max - min) as f64 <= 0.03 * max as f64, "shares within 3 %: {done:?}");
+    // Let the WRITEs still in flight finish (no new posts) before the lockstep drain check.
+    for (a, _) in &pairs {
+        a.cq.wait(DEPTH, 100_000).expect("the outstanding WRITEs complete");
+    }
+    check(&f);
+}
