@@ -60,7 +60,8 @@ struct Args {
     /// Connected QP pairs (BW tests spread the messages over all; latency tests use one)
     #[arg(long, short = 'q', default_value_t = 1)]
     qps: usize,
-    /// PCIe function: PF, or VF<n> (n VFs are enabled; VF n gets 1/(n+1) of every table)
+    /// PCIe function(s): PF, VF<n> (n VFs are enabled; VF n gets 1/(n+1) of every table), or a
+    /// comma list such as PF,VF2 (each is run in turn; the JSON and the plot get one series each)
     #[arg(long, default_value = "PF")]
     func: String,
     /// model, rtl or lockstep
@@ -272,9 +273,12 @@ fn sim_speed(args: &Args) -> Result<(), String> {
 }
 
 fn perftest(args: &Args) -> Result<(), String> {
-    let fname = args.func.to_ascii_uppercase();
-    let f = func(&fname)?;
-    let cfg = BenchConfig { func: f, ..config(args)? };
+    let all_funcs = args.func.to_ascii_uppercase();
+    let funcs: Vec<(String, u8)> = all_funcs
+        .split(',')
+        .map(|n| func(n.trim()).map(|f| (n.trim().to_string(), f)))
+        .collect::<Result<_, _>>()?;
+    let cfg = config(args)?;
     let tests: Vec<Test> = if args.test.is_empty() { Test::ALL.to_vec() } else { args.test.clone() };
     let sizes = match args.size {
         Some(s) if !args.all => vec![s],
@@ -287,7 +291,7 @@ fn perftest(args: &Args) -> Result<(), String> {
     let iters_of = |t: Test, size: u64| {
         args.iters.unwrap_or_else(|| stats::scaled_iters(size, t.size_factor(), args.budget, args.min_iters, args.max_iters))
     };
-    let total = (tests.len() * sizes.len()) as u64;
+    let total = (funcs.len() * tests.len() * sizes.len()) as u64;
     let pb = progress_bar(total);
     let out = |line: String| {
         if pb.is_hidden() {
@@ -299,33 +303,36 @@ fn perftest(args: &Args) -> Result<(), String> {
     let dash = "-".repeat(150);
     let t_all = Instant::now();
     let mut points: Vec<Point> = Vec::new();
-    for &test in &tests {
-        let mut bench = Bench::new(&cfg)?;
-        out(dash.clone());
-        out(format!(
-            " {test}  func {fname}  backend {:?}  {} QP{}  MTU {}  {} MHz  DMA latency {} cycles  wire {} cycles{}",
-            args.backend,
-            if test.is_bw() { args.qps } else { 1 },
-            if test.is_bw() && args.qps > 1 { "s" } else { "" },
-            args.mtu,
-            args.clock_mhz,
-            args.dma_latency,
-            args.wire_latency,
-            if test.is_bw() { format!("  tx-depth {}  cq-mod {}", args.tx_depth, args.cq_mod) } else { String::new() }
-        ));
-        out(dash.clone());
-        out(report::header(test));
-        for &size in &sizes {
-            let iters = iters_of(test, size);
-            pb.set_message(format!("{test} {size} B x {iters}"));
-            let raw = bench.run(test, size, iters).map_err(|e| format!("{test} {size} B: {e}"))?;
-            let qps = if test.is_bw() { args.qps } else { 1 };
-            let p = Point::from_raw(test, &fname, size, iters, qps, &raw, args.clock_mhz);
-            out(report::row(&p));
-            points.push(p);
-            pb.inc(1);
+    for (fname, f) in &funcs {
+        let cfg = BenchConfig { func: *f, ..cfg.clone() };
+        for &test in &tests {
+            let mut bench = Bench::new(&cfg)?;
+            out(dash.clone());
+            out(format!(
+                " {test}  func {fname}  backend {:?}  {} QP{}  MTU {}  {} MHz  DMA latency {} cycles  wire {} cycles{}",
+                args.backend,
+                if test.is_bw() { args.qps } else { 1 },
+                if test.is_bw() && args.qps > 1 { "s" } else { "" },
+                args.mtu,
+                args.clock_mhz,
+                args.dma_latency,
+                args.wire_latency,
+                if test.is_bw() { format!("  tx-depth {}  cq-mod {}", args.tx_depth, args.cq_mod) } else { String::new() }
+            ));
+            out(dash.clone());
+            out(report::header(test));
+            for &size in &sizes {
+                let iters = iters_of(test, size);
+                pb.set_message(format!("{test} {size} B x {iters}"));
+                let raw = bench.run(test, size, iters).map_err(|e| format!("{test} {size} B: {e}"))?;
+                let qps = if test.is_bw() { args.qps } else { 1 };
+                let p = Point::from_raw(test, fname, size, iters, qps, &raw, args.clock_mhz);
+                out(report::row(&p));
+                points.push(p);
+                pb.inc(1);
+            }
+            bench.settle().map_err(|e| format!("{test}: {e}"))?;
         }
-        bench.settle().map_err(|e| format!("{test}: {e}"))?;
     }
     pb.finish_and_clear();
     let wall = t_all.elapsed().as_secs_f64();
@@ -339,7 +346,7 @@ fn perftest(args: &Args) -> Result<(), String> {
             tool: "rnic-bench",
             version: env!("CARGO_PKG_VERSION"),
             backend: format!("{:?}", args.backend).to_lowercase(),
-            func: &fname,
+            func: &all_funcs,
             clock_mhz: args.clock_mhz,
             datapath_bits: 512,
             link_gbps_nominal: 100.0,
