@@ -233,6 +233,23 @@ module rnic_engine
     return t;
   endfunction
 
+  // Go-back-N (sections 10 and 10a): restart the requester at PSN p inside the WQE at comp_ci;
+  // a READ or atomic starts over from its first PSN. One function for the NAK and the timer paths.
+  function automatic qpc_t go_back(qpc_t q, logic [23:0] p, logic send_write);
+    q.sq_ci          = q.comp_ci;
+    q.rd_outstanding = 8'd0;
+    if (send_write) begin
+      q.sq_psn    = p;
+      q.sq_offset = {8'd0, 24'(p - q.comp_wqe_psn)} << (7 + 32'(q.path_mtu));
+      q.acked_psn = p;
+    end else begin
+      q.sq_psn    = q.comp_wqe_psn;
+      q.sq_offset = 32'd0;
+      q.acked_psn = q.comp_wqe_psn;
+    end
+    return q;
+  endfunction
+
   function automatic tx_hdr_t mk_hdr(qpc_t q, logic [QpW-1:0] qpn, logic [7:0] op,
                                      logic [23:0] psn);
     tx_hdr_t h;
@@ -680,9 +697,8 @@ module rnic_engine
   assign s_off = (p_first || p_only) ? 32'd0 : qp_q.resp_offset;
 
   // completer
-  logic [23:0] c_p, c_dp;
+  logic [23:0] c_p;
   assign c_p  = pkt_i.psn;
-  assign c_dp = c_p - qp_q.comp_wqe_psn;
 
   // requester payload of this packet
   logic [33:0] tx_left;
@@ -1822,19 +1838,8 @@ module rnic_engine
                 `SQ_ERR(WcStatusRemOpErr)
               end
               if (retry) begin
-                // rewind (go-back-N)
-                trew_d              = 1'b1;
-                qp_d.sq_ci          = qp_q.comp_ci;
-                qp_d.rd_outstanding = 8'd0;
-                if (w_is_sw) begin
-                  qp_d.sq_psn    = c_p;
-                  qp_d.sq_offset = {8'd0, c_dp} << (7 + 32'(qp_q.path_mtu));
-                  qp_d.acked_psn = c_p;
-                end else begin
-                  qp_d.sq_psn    = qp_q.comp_wqe_psn;
-                  qp_d.sq_offset = 32'd0;
-                  qp_d.acked_psn = qp_q.comp_wqe_psn;
-                end
+                trew_d = 1'b1;
+                qp_d   = go_back(qp_d, c_p, w_is_sw);
                 if (pkt_i.syndrome[6:5] == 2'd1) begin
                   // the requester waits the RNR timer before it sends again
                   qp_d.rnr_wait = 1'b1;
@@ -1989,18 +1994,8 @@ module rnic_engine
         if (qp_q.retry_left == 3'd0) begin
           `SQ_ERR(WcStatusRetryExcErr)
         end else begin
-          qp_d.retry_left     = qp_q.retry_left - 3'd1;
-          qp_d.sq_ci          = qp_q.comp_ci;
-          qp_d.rd_outstanding = 8'd0;
-          if (w_is_sw) begin
-            qp_d.sq_psn    = qp_q.acked_psn;
-            qp_d.sq_offset = {8'd0, 24'(qp_q.acked_psn - qp_q.comp_wqe_psn)} <<
-                             (7 + 32'(qp_q.path_mtu));
-          end else begin
-            qp_d.sq_psn    = qp_q.comp_wqe_psn;
-            qp_d.sq_offset = 32'd0;
-            qp_d.acked_psn = qp_q.comp_wqe_psn;
-          end
+          qp_d.retry_left = qp_q.retry_left - 3'd1;
+          qp_d            = go_back(qp_d, qp_q.acked_psn, w_is_sw);
           push_d  = 1'b1;
           state_d = StEnd;
         end

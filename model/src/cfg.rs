@@ -44,18 +44,14 @@ impl ConfigSpace {
         }
     }
 
-    fn vf_enabled(&self) -> bool {
+    /// VF Enable (SET_VF_RES needs it clear).
+    pub(crate) fn vf_enabled(&self) -> bool {
         self.ctrl as u32 & sriov::CTRL_VFE != 0
     }
 
     /// VF MSE: memory requests to VFs are decoded.
     pub(crate) fn vf_mem_enabled(&self) -> bool {
         self.ctrl as u32 & sriov::CTRL_VF_MSE != 0
-    }
-
-    /// VF Enable (for the engine: SET_VF_RES needs it clear).
-    pub(crate) fn vfs_enabled(&self) -> bool {
-        self.vf_enabled()
     }
 
     /// Whether VF `func` exists now (VF Enable set, 1 <= func <= NumVFs).

@@ -138,7 +138,7 @@ impl Nic {
         if f != 0 {
             return Err(st::DENIED);
         }
-        if self.cfgspace.vfs_enabled() {
+        if self.cfgspace.vf_enabled() {
             return Err(st::BAD_STATE);
         }
         let vfs = cvr::VFS.get(a);

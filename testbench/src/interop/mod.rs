@@ -113,21 +113,12 @@ impl Station {
         Ok(Station { fabric, bridge, ctx, backend })
     }
 
-    /// A CQ of `depth` entries whose ring is cleared. The driver's `create_cq` does not clear the
-    /// ring, and host memory is not cleared when it is reused, so a CQ created on the memory of
-    /// freed objects (an earlier run's CQ or buffer) would take the old bytes for CQEs (see
-    /// docs/interop.md). Clearing right after CREATE_CQ, before any traffic, is safe.
+    /// A CQ of `depth` entries (its ring is zeroed by the allocator, `Device::dma_alloc`).
     ///
     /// # Errors
     /// The driver failed.
     pub fn create_cq(&self, depth: u32) -> Result<Cq, String> {
-        let cq = self.ctx.create_cq(depth).map_err(|e| format!("create_cq: {e}"))?;
-        let len = u64::from(cq.depth()) * rnic_regs::cqe::SIZE as u64;
-        self.ctx
-            .device()
-            .dma_write(cq.ring_addr(), &vec![0u8; len as usize])
-            .map_err(|e| format!("clearing the CQ ring: {e}"))?;
-        Ok(cq)
+        self.ctx.create_cq(depth).map_err(|e| format!("create_cq: {e}"))
     }
 
     /// The bridge's UDP address (QEMU's dgram `remote`).
