@@ -143,6 +143,7 @@ package rnic_reg_pkg;
   // ---- wqe_flag
   localparam int unsigned WqeFlagSignaled = 32'h1;
   localparam int unsigned WqeFlagSolicited = 32'h2;
+  localparam int unsigned WqeFlagFence = 32'h4;
 
   // ---- cqe_flag
   localparam int unsigned CqeFlagWithImm = 32'h1;
@@ -530,6 +531,12 @@ package rnic_reg_pkg;
     logic [7:0] sq_err_status;
     logic [15:0] sq_err_idx;
     logic [0:0] sq_err_valid;
+    logic [23:0] ack_psn;
+    logic [7:0] ack_syn;
+    logic [0:0] ack_pend;
+    logic [31:0] rsp_off;
+    logic [4:0] rsp_cnt;
+    logic [3:0] rsp_rp;
     logic [3:0] atom_wp;
     logic [0:0] nak_latch;
     logic [1:0] resp_in_msg;
@@ -574,7 +581,7 @@ package rnic_reg_pkg;
     logic [2:0] state;
     logic [0:0] valid;
   } qpc_t;
-  localparam int unsigned QpcBits = 829;
+  localparam int unsigned QpcBits = 903;
 
   // ---- cqc: Completion queue context
   typedef struct packed {

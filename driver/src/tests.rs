@@ -1356,6 +1356,7 @@ fn send_wqe_encoding_every_opcode() {
             sgl: sgl.clone(),
             signaled: i % 2 == 0,
             solicited: i % 3 == 0,
+            fence: i % 7 == 0,
         };
         qp.post_send(&wr).unwrap();
         let slot = (i as u64) % u64::from(qp.send_queue_depth());
@@ -1371,6 +1372,9 @@ fn send_wqe_encoding_every_opcode() {
         }
         if wr.solicited {
             flags |= wqe_flag::SOLICITED;
+        }
+        if wr.fence {
+            flags |= wqe_flag::FENCE;
         }
         assert_eq!(send_wqe::FLAGS.get(&b), u64::from(flags));
         assert_eq!(send_wqe::NUM_SGE.get(&b), sgl.len() as u64);
@@ -2113,6 +2117,7 @@ fn decode_send_wqe(b: &[u8]) -> SendWr {
         sgl,
         signaled: flags & wqe_flag::SIGNALED != 0,
         solicited: flags & wqe_flag::SOLICITED != 0,
+        fence: flags & wqe_flag::FENCE != 0,
     }
 }
 
@@ -2128,8 +2133,9 @@ proptest::proptest! {
         ),
         signaled in proptest::bool::ANY,
         solicited in proptest::bool::ANY,
+        fence in proptest::bool::ANY,
     ) {
-        let wr = SendWr { wr_id, opcode, sgl, signaled, solicited };
+        let wr = SendWr { wr_id, opcode, sgl, signaled, solicited, fence };
         let b = encode_send_wqe(&wr);
         proptest::prop_assert_eq!(decode_send_wqe(&b), wr);
         // Nothing is written outside the spec's fields.

@@ -103,6 +103,9 @@ pub struct SendWr {
     pub signaled: bool,
     /// Set the solicited-event bit on the last packet (SEND*, WRITE_WITH_IMM).
     pub solicited: bool,
+    /// `IBV_SEND_FENCE`: start only after every earlier RDMA READ and atomic of the QP has
+    /// completed (the responder may run later requests before it reads a READ's data).
+    pub fence: bool,
 }
 
 impl SendWr {
@@ -114,6 +117,7 @@ impl SendWr {
             sgl,
             signaled: true,
             solicited: false,
+            fence: false,
         }
     }
 
@@ -126,6 +130,12 @@ impl SendWr {
     /// Set the solicited-event bit.
     pub fn with_solicited(mut self, solicited: bool) -> Self {
         self.solicited = solicited;
+        self
+    }
+
+    /// Set the fence indicator (`IBV_SEND_FENCE`).
+    pub fn with_fence(mut self, fence: bool) -> Self {
+        self.fence = fence;
         self
     }
 
@@ -171,6 +181,9 @@ pub fn encode_send_wqe(wr: &SendWr) -> [u8; send_wqe::SIZE] {
     let mut flags = 0;
     if wr.signaled {
         flags |= wqe_flag::SIGNALED;
+    }
+    if wr.fence {
+        flags |= wqe_flag::FENCE;
     }
     if wr.solicited {
         flags |= wqe_flag::SOLICITED;

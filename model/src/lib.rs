@@ -340,6 +340,20 @@ pub(crate) fn psn_diff(a: u32, b: u32) -> i32 {
     ((a.wrapping_sub(b) << 8) as i32) >> 8
 }
 
+/// One entry of the responder's resource ring (section 9a).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RespRes {
+    /// A READ request (else an executed atomic).
+    pub read: bool,
+    /// PSN of the request.
+    pub psn: u32,
+    /// READ: remote virtual address; atomic: the original value.
+    pub va: u64,
+    /// READ: rkey and length.
+    pub rkey: u32,
+    pub len: u32,
+}
+
 /// The model of one NIC.
 pub struct Nic {
     cfg: NicConfig,
@@ -350,8 +364,9 @@ pub struct Nic {
     mtt: Vec<u64>,
     /// PF and VFs (index = function number).
     funcs: Vec<Function>,
-    /// Per QP: results of the last ATOM_HIST atomics executed as responder, `(psn, orig)`.
-    pub(crate) atom_hist: Vec<[Option<(u32, u64)>; params::ATOM_HIST as usize]>,
+    /// Per QP: the responder's resource ring (section 9a): accepted READ requests and executed
+    /// atomics; `qpc.rsp_cnt` entries ending at `qpc.atom_wp` still wait for their responses.
+    pub(crate) atom_hist: Vec<[Option<RespRes>; params::ATOM_HIST as usize]>,
     /// Function of the last command the engine took (round-robin).
     cmd_last: u8,
     /// Function of the command running now.
@@ -648,6 +663,8 @@ impl Nic {
             Some(Task::FlushSq { qpn })
         } else if q.state == qp_state::ERR && q.rq_ci != q.rq_pi {
             Some(Task::FlushRq { qpn })
+        } else if Self::rsp_work(q) {
+            Some(Task::Tx { qpn })
         } else if q.state == qp_state::RTS && q.sq_ci != q.sq_pi {
             Some(Task::Tx { qpn })
         } else {

@@ -53,6 +53,11 @@ impl Nic {
         mem: &mut dyn HostMemory,
     ) -> Result<bool, ModelError> {
         let q = &self.qpc[qpn as usize];
+        // Queued responses first (section 9a): one per task.
+        if Self::rsp_work(q) {
+            self.rsp_step(qpn, mem)?;
+            return Ok(true);
+        }
         if !q.valid || q.state != qp_state::RTS || q.rnr_wait || q.sq_ci == q.sq_pi {
             return Ok(false);
         }
@@ -64,6 +69,9 @@ impl Nic {
         let q = &self.qpc[qpn as usize];
         if w.is_read_or_atomic() && q.rd_outstanding >= q.max_rd_atomic && q.max_rd_atomic > 0 {
             return Ok(false);
+        }
+        if q.sq_offset == 0 && w.flags & wqe_flag::FENCE as u8 != 0 && q.rd_outstanding > 0 {
+            return Ok(false); // fenced: waits for a completion to push it again
         }
         if q.sq_offset == 0 {
             if let Some(status) = self.validate_send_wqe(qpn, &w) {

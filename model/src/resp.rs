@@ -8,7 +8,7 @@ use rnic_regs::{
 
 use crate::cq::Cqe;
 use crate::wire::{Aeth, Bth, Headers, ParsedFrame};
-use crate::{psn_add, psn_diff, HostMemory, ModelError, Nic};
+use crate::{psn_add, psn_diff, HostMemory, ModelError, Nic, Qpc, RespRes};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -40,6 +40,13 @@ fn classify(opcode: u8) -> (Kind, bool, bool, bool) {
 }
 
 impl Nic {
+    /// Whether QP `q` has responses queued (section 9a); a TX task of the QP sends them.
+    pub(crate) fn rsp_work(q: &Qpc) -> bool {
+        q.valid
+            && (q.state == qp_state::RTR || q.state == qp_state::RTS)
+            && (q.rsp_cnt != 0 || q.ack_pend)
+    }
+
     /// Send an ACK-opcode frame with `syndrome` (ACK or NAK), `psn` and the current MSN.
     fn send_ack(&mut self, qpn: u32, syndrome: u32, psn: u32) {
         let msn = self.qpc[qpn as usize].msn;
@@ -58,11 +65,31 @@ impl Nic {
         self.send_frame(qpn, hdr, &[]);
     }
 
-    /// Error NAK: send NAK `code` for `psn`, QP to ERR.
+    /// An ACK, sequence NAK or RNR NAK decided by an RX task: sent at once when no response is
+    /// queued, else it becomes the QP's one pending ACK (the latest replaces an earlier one) and
+    /// goes out after the queued responses (section 9a).
+    fn emit_ack(&mut self, qpn: u32, syndrome: u32, psn: u32) {
+        let q = &mut self.qpc[qpn as usize];
+        if q.rsp_cnt == 0 && !q.ack_pend {
+            self.send_ack(qpn, syndrome, psn);
+        } else {
+            q.ack_pend = true;
+            q.ack_syn = syndrome as u8;
+            q.ack_psn = psn;
+            self.push_qp(qpn);
+        }
+    }
+
+    /// Error NAK: send NAK `code` for `psn` at once, drop the queued responses, QP to ERR.
     fn error_nak(&mut self, qpn: u32, code: u32, psn: u32) {
         self.send_ack(qpn, code, psn);
         self.count(counter::RX_NAK_SENT);
-        self.qpc[qpn as usize].state = qp_state::ERR;
+        let q = &mut self.qpc[qpn as usize];
+        q.state = qp_state::ERR;
+        q.rsp_cnt = 0;
+        q.rsp_rp = q.atom_wp;
+        q.rsp_off = 0;
+        q.ack_pend = false;
         self.push_qp(qpn);
     }
 
@@ -76,8 +103,88 @@ impl Nic {
 
     fn rnr_nak(&mut self, qpn: u32, psn: u32) {
         let timer = self.qpc[qpn as usize].min_rnr_timer as u32;
-        self.send_ack(qpn, aeth::RNR_NAK_BASE | timer, psn);
+        self.emit_ack(qpn, aeth::RNR_NAK_BASE | timer, psn);
         self.count(counter::RX_NAK_SENT);
+    }
+
+    /// Append `e` to QP `qpn`'s resource ring as a response still to send (the caller checked
+    /// that the ring has room: `rsp_cnt < ATOM_HIST`).
+    fn rsp_push(&mut self, qpn: u32, e: RespRes) {
+        let q = &mut self.qpc[qpn as usize];
+        let slot = q.atom_wp as usize;
+        q.atom_wp = ((slot + 1) % params::ATOM_HIST as usize) as u8;
+        q.rsp_cnt += 1;
+        self.atom_hist[qpn as usize][slot] = Some(e);
+        self.push_qp(qpn);
+    }
+
+    /// One step of a TX task on a QP with queued responses (section 9a): one READ response
+    /// packet, one ATOMIC_ACK, or the pending ACK.
+    pub(crate) fn rsp_step(&mut self, qpn: u32, mem: &mut dyn HostMemory) -> Result<(), ModelError> {
+        let q = &self.qpc[qpn as usize];
+        if q.rsp_cnt == 0 {
+            let (syn, psn) = (q.ack_syn as u32, q.ack_psn);
+            self.qpc[qpn as usize].ack_pend = false;
+            self.send_ack(qpn, syn, psn);
+            return Ok(());
+        }
+        let rp = q.rsp_rp as usize;
+        let e = self.atom_hist[qpn as usize][rp].unwrap_or_default();
+        if !e.read {
+            let q = &mut self.qpc[qpn as usize];
+            q.rsp_rp = ((rp + 1) % params::ATOM_HIST as usize) as u8;
+            q.rsp_cnt -= 1;
+            self.send_atomic_ack(qpn, e.psn, e.va);
+            return Ok(());
+        }
+        let mtu = mtu_bytes(q.path_mtu);
+        let off = q.rsp_off;
+        let n = mtu.min(e.len - off);
+        let (first, last) = (off == 0, off + n >= e.len);
+        let psn = psn_add(e.psn, off / mtu);
+        let va = e.va.wrapping_add(off as u64);
+        let (pdn, func, msn) = (q.pdn, q.func, q.msn);
+        // The MR may have gone away since the request was accepted: a remote access error.
+        let Some(mr) = self.check_rkey(e.rkey, pdn, va, n as u64, access::REMOTE_READ) else {
+            self.error_nak(qpn, aeth::NAK_REM_ACCESS, psn);
+            return Ok(());
+        };
+        let opcode = match (first, last) {
+            (true, true) => op::READ_RESP_ONLY,
+            (true, false) => op::READ_RESP_FIRST,
+            (false, true) => op::READ_RESP_LAST,
+            (false, false) => op::READ_RESP_MIDDLE,
+        };
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        buf.resize(n as usize, 0);
+        if let Err(err) = self.mr_read(mem, func, mr, va, &mut buf) {
+            self.scratch = buf;
+            return Err(err);
+        }
+        let hdr = Headers {
+            bth: Bth {
+                opcode,
+                psn,
+                ..Bth::default()
+            },
+            aeth: (opcode != op::READ_RESP_MIDDLE).then_some(Aeth {
+                syndrome: aeth::ACK_UNLIMITED as u8,
+                msn,
+            }),
+            ..Headers::default()
+        };
+        self.send_frame(qpn, hdr, &buf);
+        self.scratch = buf;
+        let q = &mut self.qpc[qpn as usize];
+        if last {
+            q.rsp_off = 0;
+            q.rsp_rp = ((rp + 1) % params::ATOM_HIST as usize) as u8;
+            q.rsp_cnt -= 1;
+        } else {
+            q.rsp_off = off + n;
+        }
+        Ok(())
     }
 
     /// Handle a request packet on QP `qpn` (already past the receive checks).
@@ -95,7 +202,7 @@ impl Nic {
         if d > 0 {
             if !q.nak_latch {
                 let expected = q.rq_psn;
-                self.send_ack(qpn, aeth::NAK_PSN_SEQ, expected);
+                self.emit_ack(qpn, aeth::NAK_PSN_SEQ, expected);
                 self.qpc[qpn as usize].nak_latch = true;
                 self.count(counter::RX_NAK_SENT);
             }
@@ -103,7 +210,7 @@ impl Nic {
         }
         if d < 0 {
             self.count(counter::RX_DUP);
-            return self.duplicate(qpn, kind, p, mem);
+            return self.duplicate(qpn, kind, p);
         }
         let q = &mut self.qpc[qpn as usize];
         q.nak_latch = false;
@@ -141,23 +248,31 @@ impl Nic {
             self.error_nak(qpn, aeth::NAK_INV_REQ, psn);
             return Ok(());
         }
+        // More READ/atomic requests waiting for responses than the resource ring holds: the
+        // requester broke max_dest_rd_atomic.
+        if matches!(kind, Kind::Read | Kind::Atomic) && self.qpc[qpn as usize].rsp_cnt as u64 >= params::ATOM_HIST {
+            self.error_nak(qpn, aeth::NAK_INV_REQ, psn);
+            return Ok(());
+        }
         match kind {
             Kind::Send => self.resp_send(qpn, p, first, last, imm, mem),
             Kind::Write => self.resp_write(qpn, p, first, last, imm, mem),
             Kind::Read => {
                 let r = p.hdr.reth.unwrap_or_default();
                 let pdn = self.qpc[qpn as usize].pdn;
-                let Some(mr) =
-                    self.check_rkey(r.rkey, pdn, r.va, r.dma_len as u64, access::REMOTE_READ)
-                else {
+                if self
+                    .check_rkey(r.rkey, pdn, r.va, r.dma_len as u64, access::REMOTE_READ)
+                    .is_none()
+                {
                     self.error_nak(qpn, aeth::NAK_REM_ACCESS, psn);
                     return Ok(());
-                };
+                }
                 let q = &mut self.qpc[qpn as usize];
+                let mtu = mtu_bytes(q.path_mtu);
                 q.msn = psn_add(q.msn, 1);
-                let npkts = self.read_reply(qpn, psn, r.va, r.dma_len, mr, mem)?;
-                let q = &mut self.qpc[qpn as usize];
-                q.rq_psn = psn_add(q.rq_psn, npkts);
+                q.rq_psn = psn_add(q.rq_psn, r.dma_len.div_ceil(mtu).max(1));
+                q.ack_pend = false;
+                self.rsp_push(qpn, RespRes { read: true, psn, va: r.va, rkey: r.rkey, len: r.dma_len });
                 Ok(())
             }
             Kind::Atomic => self.resp_atomic(qpn, p, mem),
@@ -170,80 +285,41 @@ impl Nic {
         qpn: u32,
         kind: Kind,
         p: &ParsedFrame<'_>,
-        mem: &mut dyn HostMemory,
     ) -> Result<(), ModelError> {
         let psn = p.hdr.bth.psn;
         let q = &self.qpc[qpn as usize];
         match kind {
             Kind::Send | Kind::Write => {
                 let ack_psn = psn_add(q.rq_psn, 0xFF_FFFF);
-                self.send_ack(qpn, aeth::ACK_UNLIMITED, ack_psn);
+                self.emit_ack(qpn, aeth::ACK_UNLIMITED, ack_psn);
             }
             Kind::Read => {
+                // Replayed from its own RETH range, queued like a new READ; ignored when the
+                // rkey fails or the resource ring is full.
                 let r = p.hdr.reth.unwrap_or_default();
-                if let Some(mr) =
-                    self.check_rkey(r.rkey, q.pdn, r.va, r.dma_len as u64, access::REMOTE_READ)
-                {
-                    self.read_reply(qpn, psn, r.va, r.dma_len, mr, mem)?;
+                let ok = self
+                    .check_rkey(r.rkey, q.pdn, r.va, r.dma_len as u64, access::REMOTE_READ)
+                    .is_some();
+                if ok && (q.rsp_cnt as u64) < params::ATOM_HIST {
+                    self.rsp_push(qpn, RespRes { read: true, psn, va: r.va, rkey: r.rkey, len: r.dma_len });
                 }
             }
             Kind::Atomic => {
-                let saved = self.atom_hist[qpn as usize].iter().find(|e| e.is_some_and(|(p, _)| p == psn));
-                if let Some(&Some((_, orig))) = saved {
-                    self.send_atomic_ack(qpn, psn, orig);
+                let saved = self.atom_hist[qpn as usize]
+                    .iter()
+                    .find(|e| e.is_some_and(|e| !e.read && e.psn == psn))
+                    .copied()
+                    .flatten();
+                if let Some(e) = saved {
+                    if q.rsp_cnt == 0 && !q.ack_pend {
+                        self.send_atomic_ack(qpn, psn, e.va);
+                    } else if (q.rsp_cnt as u64) < params::ATOM_HIST {
+                        self.rsp_push(qpn, e);
+                    }
                 }
             }
         }
         Ok(())
-    }
-
-    /// Send the READ response packets for `[va, va + len)` of MR `mr` starting at `psn`;
-    /// returns the number of packets.
-    fn read_reply(
-        &mut self,
-        qpn: u32,
-        psn: u32,
-        va: u64,
-        len: u32,
-        mr: usize,
-        mem: &mut dyn HostMemory,
-    ) -> Result<u32, ModelError> {
-        let q = &self.qpc[qpn as usize];
-        let mtu = mtu_bytes(q.path_mtu);
-        let (msn, func) = (q.msn, q.func);
-        let npkts = len.div_ceil(mtu).max(1);
-        let mut buf = std::mem::take(&mut self.scratch);
-        for i in 0..npkts {
-            let off = i as u64 * mtu as u64;
-            let n = (mtu as u64).min(len as u64 - off) as usize;
-            let opcode = match (npkts, i) {
-                (1, _) => op::READ_RESP_ONLY,
-                (_, 0) => op::READ_RESP_FIRST,
-                (_, i) if i == npkts - 1 => op::READ_RESP_LAST,
-                _ => op::READ_RESP_MIDDLE,
-            };
-            buf.clear();
-            buf.resize(n, 0);
-            if let Err(e) = self.mr_read(mem, func, mr, va.wrapping_add(off), &mut buf) {
-                self.scratch = buf;
-                return Err(e);
-            }
-            let hdr = Headers {
-                bth: Bth {
-                    opcode,
-                    psn: psn_add(psn, i),
-                    ..Bth::default()
-                },
-                aeth: (opcode != op::READ_RESP_MIDDLE).then_some(Aeth {
-                    syndrome: aeth::ACK_UNLIMITED as u8,
-                    msn,
-                }),
-                ..Headers::default()
-            };
-            self.send_frame(qpn, hdr, &buf);
-        }
-        self.scratch = buf;
-        Ok(npkts)
     }
 
     fn send_atomic_ack(&mut self, qpn: u32, psn: u32, orig: u64) {
@@ -269,7 +345,7 @@ impl Nic {
         let q = &mut self.qpc[qpn as usize];
         q.rq_psn = psn_add(q.rq_psn, 1);
         if p.hdr.bth.ackreq {
-            self.send_ack(qpn, aeth::ACK_UNLIMITED, p.hdr.bth.psn);
+            self.emit_ack(qpn, aeth::ACK_UNLIMITED, p.hdr.bth.psn);
         }
     }
 
@@ -450,12 +526,19 @@ impl Nic {
         }
         let q = &mut self.qpc[qpn as usize];
         q.msn = psn_add(q.msn, 1);
-        let slot = q.atom_wp as usize;
-        q.atom_wp = ((slot + 1) % params::ATOM_HIST as usize) as u8;
-        self.atom_hist[qpn as usize][slot] = Some((psn, orig));
-        self.send_atomic_ack(qpn, psn, orig);
-        let q = &mut self.qpc[qpn as usize];
         q.rq_psn = psn_add(q.rq_psn, 1);
+        let e = RespRes { read: false, psn, va: orig, rkey: 0, len: 0 };
+        if q.rsp_cnt == 0 && !q.ack_pend {
+            // Nothing queued: answered at once (the entry stays as history).
+            let slot = q.atom_wp as usize;
+            q.atom_wp = ((slot + 1) % params::ATOM_HIST as usize) as u8;
+            q.rsp_rp = q.atom_wp;
+            self.atom_hist[qpn as usize][slot] = Some(e);
+            self.send_atomic_ack(qpn, psn, orig);
+        } else {
+            q.ack_pend = false;
+            self.rsp_push(qpn, e);
+        }
         Ok(())
     }
 }

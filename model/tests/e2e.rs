@@ -656,21 +656,24 @@ fn duplicates_send_read_atomic() {
     assert_eq!(p.b.counter(counter::RX_DUP), 3);
     let hdrs: Vec<_> = resp.iter().map(|f| wire::parse(f).unwrap().hdr).collect();
     let ops: Vec<u8> = hdrs.iter().map(|h| h.bth.opcode).collect();
+    // All six requests are received before the QP's TX tasks run: the READ responses and atomic
+    // ACKs are queued in request order and the duplicate SEND's ACK, decided while responses
+    // were queued, goes out after them (section 9a).
     assert_eq!(
         ops,
         vec![
             op::ACK,
             op::READ_RESP_ONLY,
             op::ATOMIC_ACK,
-            op::ACK,
             op::READ_RESP_ONLY,
-            op::ATOMIC_ACK
+            op::ATOMIC_ACK,
+            op::ACK
         ]
     );
     // Duplicate SEND is re-ACKed with rq_psn - 1; the duplicate atomic returns the saved value.
-    assert_eq!(hdrs[3].bth.psn, 102);
-    assert_eq!(hdrs[5].atomic_ack, Some(10));
-    assert_eq!(hdrs[4].bth.psn, 101);
+    assert_eq!(hdrs[5].bth.psn, 102);
+    assert_eq!(hdrs[4].atomic_ack, Some(10));
+    assert_eq!(hdrs[3].bth.psn, 101);
     // Executed once: one receive consumed, the add applied once.
     assert_eq!(
         u64::from_le_bytes(p.b.mr_get(&rb, 128, 8).try_into().unwrap()),

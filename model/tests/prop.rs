@@ -62,6 +62,7 @@ fn run_workload(mtu: u8, ops: &[Op], dup_seed: u64) -> Result<(), TestCaseError>
     let mut expect_recv: Vec<(u64, Vec<u8>, u64, u32, bool)> = Vec::new(); // (recv off, bytes, wr_id, imm, with_imm)
     let mut expect_send_wc: Vec<(u64, u8, u32)> = Vec::new();
     let mut lpos = 0u64;
+    let mut reads: Vec<(usize, usize)> = Vec::new();
     let mut rpos = 0u64;
     for (i, o) in ops.iter().enumerate() {
         let wr_id = 1000 + i as u64;
@@ -130,6 +131,11 @@ fn run_workload(mtu: u8, ops: &[Op], dup_seed: u64) -> Result<(), TestCaseError>
                 wr.remote_addr = rbuf.iova + off as u64;
                 wr.rkey = rbuf.lkey();
                 wr.imm = wr_id as u32 ^ 0x5A5A;
+                // B may run this WRITE before it reads an earlier READ's data (IBTA relaxed
+                // READ ordering): fence it when it overlaps one.
+                if reads.iter().any(|&(o, l)| o < off + len && off < o + l) {
+                    wr.flags |= rnic_regs::wqe_flag::FENCE as u8;
+                }
                 shadow_r[off..off + len].copy_from_slice(&src_data[100..100 + len]);
                 if imm {
                     p.b.post_recv(p.qb, wr_id, &[]);
@@ -147,6 +153,7 @@ fn run_workload(mtu: u8, ops: &[Op], dup_seed: u64) -> Result<(), TestCaseError>
                 wr.remote_addr = rbuf.iova + off as u64;
                 wr.rkey = rbuf.lkey();
                 expect_local.push((lpos, shadow_r[off..off + len].to_vec()));
+                reads.push((off, len));
                 lpos += len as u64 + 8;
                 expect_send_wc.push((wr_id, wc_opcode::RDMA_READ, len as u32));
             }

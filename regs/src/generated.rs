@@ -241,10 +241,12 @@ pub mod access {
 pub mod wqe_flag {
     pub const SIGNALED: u32 = 0x1;
     pub const SOLICITED: u32 = 0x2;
+    pub const FENCE: u32 = 0x4;
     /// All (name, value) pairs of this group, for decoding and cross-checks.
     pub const ALL: &[(&str, u32)] = &[
         ("SIGNALED", 0x1),
         ("SOLICITED", 0x2),
+        ("FENCE", 0x4),
     ];
 }
 
@@ -846,6 +848,12 @@ pub struct Qpc {
     pub resp_in_msg: u8,
     pub nak_latch: bool,
     pub atom_wp: u8,
+    pub rsp_rp: u8,
+    pub rsp_cnt: u8,
+    pub rsp_off: u32,
+    pub ack_pend: bool,
+    pub ack_syn: u8,
+    pub ack_psn: u32,
     pub sq_err_valid: bool,
     pub sq_err_idx: u16,
     pub sq_err_status: u8,
@@ -899,6 +907,12 @@ impl Qpc {
         ("resp_in_msg", 2),
         ("nak_latch", 1),
         ("atom_wp", 4),
+        ("rsp_rp", 4),
+        ("rsp_cnt", 5),
+        ("rsp_off", 32),
+        ("ack_pend", 1),
+        ("ack_syn", 8),
+        ("ack_psn", 24),
         ("sq_err_valid", 1),
         ("sq_err_idx", 16),
         ("sq_err_status", 8),

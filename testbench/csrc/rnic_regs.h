@@ -134,6 +134,7 @@ constexpr uint32_t REMOTE_ATOMIC = 0x8;
 namespace wqe_flag {
 constexpr uint32_t SIGNALED = 0x1;
 constexpr uint32_t SOLICITED = 0x2;
+constexpr uint32_t FENCE = 0x4;
 }  // namespace wqe_flag
 namespace cqe_flag {
 constexpr uint32_t WITH_IMM = 0x1;
