@@ -147,7 +147,7 @@ module rnic_engine
     StRespStart, StErrNak, StRnrNak, StAckChk,
     StSend, StSendChk, StSendChk2, StSendDone, StSendFin,
     StWrite, StWrite2, StWrite3, StWrite4, StWrite5, StWriteImm, StWriteFin,
-    StRead, StRead2, StReadResp, StReadPl, StReadNext,
+    StRead, StRead2, StRsp, StRsp2, StRsp3,
     StAtomic, StAtomic2, StAtomic3, StAtomic4,
     // completer
     StCompStart, StCompFetch, StCompLoop, StCompOp, StCompRr2, StCompRr3, StCompAa2, StCompAa3,
@@ -263,6 +263,12 @@ module rnic_engine
     return h;
   endfunction
 
+  // A QP with queued responses (section 9a): a ring pop gives it a TX task that sends one.
+  function automatic logic rsp_work(qpc_t q);
+    return q.valid && (q.state == QpStateRtr || q.state == QpStateRts) &&
+           (q.rsp_cnt != 5'd0 || q.ack_pend);
+  endfunction
+
   function automatic logic s24_neg(logic [23:0] v);
     return v[23];
   endfunction
@@ -312,13 +318,18 @@ module rnic_engine
     .clk_i, .req_i(mtt_req), .we_i(mtt_we), .addr_i(mtt_addr), .wdata_i(mtt_wdata),
     .rdata_o(mtt_rdata));
 
-  // Responder atomic history (section 9): per QP the results of the last AtomHist atomics, one
-  // RAM word per QP. It is read with the QPC at the start of every RX task and written when an
-  // atomic executes (slot qpc.atom_wp), or cleared by CREATE_QP, MODIFY_QP to RESET and reset.
+  // Responder resources (sections 9, 9a): per QP a ring of AtomHist entries, one RAM word per
+  // QP: accepted READ requests (until their responses are sent) and executed atomics (their
+  // results, kept for duplicates). It is read with the QPC at the start of every RX task and at
+  // every ring pop, written when a READ or atomic is accepted (slot qpc.atom_wp), and cleared by
+  // CREATE_QP, MODIFY_QP to RESET and reset.
   typedef struct packed {
     logic        v;
+    logic        rd;      // READ request (else an atomic)
     logic [23:0] psn;
-    logic [63:0] orig;
+    logic [63:0] va;      // READ: remote address; atomic: original value
+    logic [31:0] rkey;    // READ only
+    logic [31:0] len;     // READ only
   } atom_ent_t;
   localparam int unsigned NumAtom = int'(AtomHist);
   typedef atom_ent_t [NumAtom-1:0] atom_hist_t;
@@ -337,9 +348,9 @@ module rnic_engine
     atom_hit  = 1'b0;
     atom_orig = '0;
     for (int unsigned k = 0; k < NumAtom; k++) begin
-      if (atom_rdata[k].v && atom_rdata[k].psn == pkt_i.psn) begin
+      if (atom_rdata[k].v && !atom_rdata[k].rd && atom_rdata[k].psn == pkt_i.psn) begin
         atom_hit  = 1'b1;
-        atom_orig = atom_rdata[k].orig;
+        atom_orig = atom_rdata[k].va;
       end
     end
   end
@@ -480,6 +491,8 @@ module rnic_engine
   logic [23:0]       last_q, last_d;      // completer: last PSN of the WQE at comp_ci
   logic [33:0]       lsum_q, lsum_d;      // L of the WQE
   logic [7:0]        err_syn_q, err_syn_d;
+  logic [23:0]       err_psn_q, err_psn_d;    // PSN of an error NAK
+  atom_ent_t         rsp_e_q, rsp_e_d;        // the response-queue entry a TX task answers
   logic [7:0]        sq_st_q, sq_st_d;    // SQ error status
   state_e            cret_q, cret_d;      // return of "complete"
   logic              lastpkt_q, lastpkt_d;
@@ -793,6 +806,8 @@ module rnic_engine
     last_d       = last_q;
     lsum_d       = lsum_q;
     err_syn_d    = err_syn_q;
+    err_psn_d    = err_psn_q;
+    rsp_e_d      = rsp_e_q;
     sq_st_d      = sq_st_q;
     cret_d       = cret_q;
     lastpkt_d    = lastpkt_q;
@@ -867,7 +882,19 @@ module rnic_engine
             wqe_nb_d = 2'(NB); wqe_b_d = '0; ret_d = (RET); state_d = StWqeIss; end
     `define CALL_HDR(RET) begin ret_d = (RET); state_d = StHdr; end
     `define CALL_CQE(CQN, RET) begin cqe_cqn_d = CqW'(CQN); ret_d = (RET); state_d = StCqeRd; end
-    `define ERR_NAK(SYN) begin err_syn_d = 8'(SYN); state_d = StErrNak; end
+    `define ERR_NAK(SYN) begin err_syn_d = 8'(SYN); err_psn_d = pkt_i.psn; state_d = StErrNak; end
+    // An ACK, sequence NAK or RNR NAK decided by an RX task (section 9a): sent at once when no
+    // response is queued, else it becomes the QP's one pending ACK, sent after the queue.
+    `define EMIT_ACK(SYN, PSN) \
+      if (qp_q.rsp_cnt == 5'd0 && !qp_q.ack_pend) begin \
+        hdr_d = mk_hdr(qp_q, qpn_q, BthOpcodeAck, (PSN)); \
+        hdr_d.syndrome = 8'(SYN); \
+        hdr_d.msn      = qp_q.msn; \
+        `CALL_HDR(StEnd) \
+      end else begin \
+        qp_d.ack_pend = 1'b1; qp_d.ack_syn = 8'(SYN); qp_d.ack_psn = (PSN); \
+        push_d = 1'b1; state_d = StEnd; \
+      end
     `define SQ_ERR(ST) begin sq_st_d = 8'(ST); state_d = StSqErr; end
 
     unique case (state_q)
@@ -947,6 +974,8 @@ module rnic_engine
         in_ring_d[ring_rdata] = 1'b0;
         qpc_req  = 1'b1;
         qpc_addr = ring_rdata;
+        atom_req  = 1'b1;
+        atom_addr = ring_rdata;
         state_d  = StPopChk;
       end
 
@@ -967,6 +996,10 @@ module rnic_engine
             trace_valid_o = 1'b1;
             trace_kind_o  = TraceFlushRq;
             state_d       = StFlushRq;
+          end else if (rsp_work(qpc_rdata)) begin
+            trace_valid_o = 1'b1;
+            trace_kind_o  = TraceTx;
+            state_d       = StRsp;
           end else if (qpc_rdata.valid && qpc_rdata.state == QpStateRts &&
                        qpc_rdata.sq_ci != qpc_rdata.sq_pi) begin
             trace_valid_o = 1'b1;
@@ -1422,33 +1455,40 @@ module rnic_engine
           if (!qp_q.nak_latch) begin
             qp_d.nak_latch = 1'b1;
             cnt_inc[CounterRxNakSent] = 1'b1;
-            hdr_d = mk_hdr(qp_q, qpn_q, BthOpcodeAck, qp_q.rq_psn);
-            hdr_d.syndrome = 8'(AethNakPsnSeq);
-            hdr_d.msn      = qp_q.msn;
-            `CALL_HDR(StEnd)
+            `EMIT_ACK(AethNakPsnSeq, qp_q.rq_psn)
           end
         end else if (s24_neg(r_d)) begin
           // duplicate
           cnt_inc[CounterRxDup] = 1'b1;
           state_d = StEnd;
           if (p_send || p_write) begin
-            hdr_d = mk_hdr(qp_q, qpn_q, BthOpcodeAck, qp_q.rq_psn - 24'd1);
-            hdr_d.syndrome = 8'(AethAckUnlimited);
-            hdr_d.msn      = qp_q.msn;
-            `CALL_HDR(StEnd)
+            `EMIT_ACK(AethAckUnlimited, qp_q.rq_psn - 24'd1)
           end else if (p_read) begin
             replay_d = 1'b1;
             state_d  = StRead;
-          end else if (p_atomic && atom_hit) begin
+          end else if (p_atomic && atom_hit && qp_q.rsp_cnt == 5'd0 && !qp_q.ack_pend) begin
             hdr_d = mk_hdr(qp_q, qpn_q, BthOpcodeAtomicAck, pkt_i.psn);
             hdr_d.syndrome = 8'(AethAckUnlimited);
             hdr_d.msn      = qp_q.msn;
             hdr_d.orig     = atom_orig;
             `CALL_HDR(StEnd)
+          end else if (p_atomic && atom_hit && qp_q.rsp_cnt != 5'(NumAtom)) begin
+            // queued behind the responses before it
+            atom_req   = 1'b1;
+            atom_we    = 1'b1;
+            atom_wdata = atom_rdata;
+            atom_wdata[qp_q.atom_wp] = '{v: 1'b1, rd: 1'b0, psn: pkt_i.psn, va: atom_orig,
+                                         rkey: 32'd0, len: 32'd0};
+            qp_d.atom_wp = qp_q.atom_wp + 4'd1;
+            qp_d.rsp_cnt = qp_q.rsp_cnt + 5'd1;
+            push_d       = 1'b1;
           end
         end else begin
           qp_d.nak_latch = 1'b0;
           if (!seq_ok || !acc_ok || !len_ok) begin
+            `ERR_NAK(AethNakInvReq)
+          end else if ((p_read || p_atomic) && qp_q.rsp_cnt == 5'(NumAtom)) begin
+            // more READ/atomic requests waiting than the resource ring holds
             `ERR_NAK(AethNakInvReq)
           end else if (p_send) begin
             state_d = StSend;
@@ -1462,12 +1502,16 @@ module rnic_engine
         end
       end
 
-      // error NAK: send it, QP to ERR
+      // error NAK: send it at once, drop the queued responses, QP to ERR
       StErrNak: begin
-        qp_d.state = QpStateErr;
+        qp_d.state    = QpStateErr;
+        qp_d.rsp_cnt  = 5'd0;
+        qp_d.rsp_rp   = qp_q.atom_wp;
+        qp_d.rsp_off  = 32'd0;
+        qp_d.ack_pend = 1'b0;
         push_d     = 1'b1;
         cnt_inc[CounterRxNakSent] = 1'b1;
-        hdr_d = mk_hdr(qp_q, qpn_q, BthOpcodeAck, pkt_i.psn);
+        hdr_d = mk_hdr(qp_q, qpn_q, BthOpcodeAck, err_psn_q);
         hdr_d.syndrome = err_syn_q;
         hdr_d.msn      = qp_q.msn;
         `CALL_HDR(StEnd)
@@ -1475,10 +1519,7 @@ module rnic_engine
 
       StRnrNak: begin
         cnt_inc[CounterRxNakSent] = 1'b1;
-        hdr_d = mk_hdr(qp_q, qpn_q, BthOpcodeAck, pkt_i.psn);
-        hdr_d.syndrome = 8'(AethRnrNakBase) | {3'd0, qp_q.min_rnr_timer};
-        hdr_d.msn      = qp_q.msn;
-        `CALL_HDR(StEnd)
+        `EMIT_ACK(8'(AethRnrNakBase) | {3'd0, qp_q.min_rnr_timer}, pkt_i.psn)
       end
 
       // after a SEND*/WRITE* frame
@@ -1486,10 +1527,7 @@ module rnic_engine
         qp_d.rq_psn = qp_q.rq_psn + 24'd1;
         state_d = StEnd;
         if (pkt_i.ackreq) begin
-          hdr_d = mk_hdr(qp_q, qpn_q, BthOpcodeAck, pkt_i.psn);
-          hdr_d.syndrome = 8'(AethAckUnlimited);
-          hdr_d.msn      = qp_q.msn;
-          `CALL_HDR(StEnd)
+          `EMIT_ACK(AethAckUnlimited, pkt_i.psn)
         end
       end
 
@@ -1643,54 +1681,26 @@ module rnic_engine
         `CALL_MR(pkt_i.rkey, pkt_i.va, pkt_i.dma_len, 4'(AccessRemoteRead), StRead2)
       end
 
+      // Accepted (or replayed) READ: queued; the QP's TX tasks send the responses (section 9a).
       StRead2: begin
+        state_d = StEnd;
         if (!mr_ok_q) begin
-          if (replay_q) state_d = StEnd;
-          else `ERR_NAK(AethNakRemAccess)
-        end else begin
-          if (!replay_q) qp_d.msn = qp_q.msn + 24'd1;
-          npk_d   = (pkt_i.dma_len == 32'd0) ? 32'd1 :
-                    32'(div_mtu_ceil(34'(pkt_i.dma_len), qp_q.path_mtu));
-          i_d     = 32'd0;
-          segs_d  = segs_one(pkt_i.va, pkt_i.dma_len, pkt_i.rkey);
-          state_d = StReadResp;
-        end
-      end
-
-      StReadResp: begin
-        logic [32:0] rem;
-        logic [12:0] n;
-        logic [7:0]  rop;
-        rem = 33'(pkt_i.dma_len) - (33'(i_q) << (7 + 32'(qp_q.path_mtu)));
-        n   = (rem > 33'(mtu)) ? mtu : rem[12:0];
-        if (npk_q == 32'd1)              rop = BthOpcodeReadRespOnly;
-        else if (i_q == 32'd0)           rop = BthOpcodeReadRespFirst;
-        else if (i_q == npk_q - 32'd1)   rop = BthOpcodeReadRespLast;
-        else                             rop = BthOpcodeReadRespMiddle;
-        hdr_d = mk_hdr(qp_q, qpn_q, rop, pkt_i.psn + 24'(i_q));
-        hdr_d.syndrome    = 8'(AethAckUnlimited);
-        hdr_d.msn         = qp_q.msn;
-        hdr_d.payload_len = n;
-        plen_d            = n;   // remembered for StReadPl
-        w_off_d           = 32'(i_q) << (7 + 32'(qp_q.path_mtu));
-        `CALL_HDR(StReadPl)
-      end
-
-      StReadPl: begin
-        if (hdr_q.payload_len != 13'd0) begin
-          `CALL_WALK(WkGatherTx, w_off_q, hdr_q.payload_len, 4'(AccessRemoteRead), StReadNext)
-        end else begin
-          state_d = StReadNext;
-        end
-      end
-
-      StReadNext: begin
-        i_d = i_q + 32'd1;
-        if (i_q + 32'd1 == npk_q) begin
-          if (!replay_q) qp_d.rq_psn = qp_q.rq_psn + 24'(npk_q);
-          state_d = StEnd;
-        end else begin
-          state_d = StReadResp;
+          if (!replay_q) `ERR_NAK(AethNakRemAccess)
+        end else if (!replay_q || qp_q.rsp_cnt != 5'(NumAtom)) begin
+          if (!replay_q) begin
+            qp_d.msn      = qp_q.msn + 24'd1;
+            qp_d.rq_psn   = qp_q.rq_psn + ((pkt_i.dma_len == 32'd0) ? 24'd1 :
+                            24'(div_mtu_ceil(34'(pkt_i.dma_len), qp_q.path_mtu)));
+            qp_d.ack_pend = 1'b0;
+          end
+          atom_req   = 1'b1;
+          atom_we    = 1'b1;
+          atom_wdata = atom_rdata;
+          atom_wdata[qp_q.atom_wp] = '{v: 1'b1, rd: 1'b1, psn: pkt_i.psn, va: pkt_i.va,
+                                       rkey: pkt_i.rkey, len: pkt_i.dma_len};
+          qp_d.atom_wp = qp_q.atom_wp + 4'd1;
+          qp_d.rsp_cnt = qp_q.rsp_cnt + 5'd1;
+          push_d       = 1'b1;
         end
       end
 
@@ -1731,13 +1741,23 @@ module rnic_engine
         atom_req   = 1'b1;
         atom_we    = 1'b1;
         atom_wdata = atom_rdata;
-        atom_wdata[qp_q.atom_wp] = '{v: 1'b1, psn: pkt_i.psn, orig: w_va_q};
+        atom_wdata[qp_q.atom_wp] = '{v: 1'b1, rd: 1'b0, psn: pkt_i.psn, va: w_va_q,
+                                     rkey: 32'd0, len: 32'd0};
         qp_d.rq_psn     = qp_q.rq_psn + 24'd1;
-        hdr_d = mk_hdr(qp_q, qpn_q, BthOpcodeAtomicAck, pkt_i.psn);
-        hdr_d.syndrome = 8'(AethAckUnlimited);
-        hdr_d.msn      = qp_q.msn + 24'd1;
-        hdr_d.orig     = w_va_q;
-        `CALL_HDR(StEnd)
+        if (qp_q.rsp_cnt == 5'd0 && !qp_q.ack_pend) begin
+          // nothing queued: answered at once (the entry stays as history)
+          qp_d.rsp_rp    = qp_q.atom_wp + 4'd1;
+          hdr_d = mk_hdr(qp_q, qpn_q, BthOpcodeAtomicAck, pkt_i.psn);
+          hdr_d.syndrome = 8'(AethAckUnlimited);
+          hdr_d.msn      = qp_q.msn + 24'd1;
+          hdr_d.orig     = w_va_q;
+          `CALL_HDR(StEnd)
+        end else begin
+          qp_d.rsp_cnt  = qp_q.rsp_cnt + 5'd1;
+          qp_d.ack_pend = 1'b0;
+          push_d        = 1'b1;
+          state_d       = StEnd;
+        end
       end
 
       //////////////////////////////////////////
@@ -2002,6 +2022,80 @@ module rnic_engine
       end
 
       //////////////////////////////////////////
+      // Response queue (section 9a)          //
+      //////////////////////////////////////////
+      // One response per TX task: the oldest queued READ's next packet, a queued ATOMIC_ACK, or
+      // (queue empty) the pending ACK.
+      StRsp: begin
+        atom_ent_t e;
+        e       = atom_rdata[qp_q.rsp_rp];
+        rsp_e_d = e;
+        push_d  = 1'b1;
+        if (qp_q.rsp_cnt == 5'd0) begin
+          qp_d.ack_pend  = 1'b0;
+          hdr_d = mk_hdr(qp_q, qpn_q, BthOpcodeAck, qp_q.ack_psn);
+          hdr_d.syndrome = qp_q.ack_syn;
+          hdr_d.msn      = qp_q.msn;
+          `CALL_HDR(StEnd)
+        end else if (!e.rd) begin
+          qp_d.rsp_rp    = qp_q.rsp_rp + 4'd1;
+          qp_d.rsp_cnt   = qp_q.rsp_cnt - 5'd1;
+          hdr_d = mk_hdr(qp_q, qpn_q, BthOpcodeAtomicAck, e.psn);
+          hdr_d.syndrome = 8'(AethAckUnlimited);
+          hdr_d.msn      = qp_q.msn;
+          hdr_d.orig     = e.va;
+          `CALL_HDR(StEnd)
+        end else begin
+          logic [31:0] n;
+          n = (e.len - qp_q.rsp_off > 32'(mtu)) ? 32'(mtu) : e.len - qp_q.rsp_off;
+          plen_d = 13'(n);
+          // The MR may have gone away since the request was accepted: checked per packet.
+          `CALL_MR(e.rkey, e.va + 64'(qp_q.rsp_off), n, 4'(AccessRemoteRead), StRsp2)
+        end
+      end
+
+      StRsp2: begin
+        logic first, last;
+        logic [7:0] rop;
+        logic [23:0] psn;
+        first = qp_q.rsp_off == 32'd0;
+        last  = 33'(qp_q.rsp_off) + 33'(plen_q) >= 33'(rsp_e_q.len);
+        psn   = rsp_e_q.psn + 24'(qp_q.rsp_off >> (7 + 32'(qp_q.path_mtu)));
+        if (first && last) rop = BthOpcodeReadRespOnly;
+        else if (first)    rop = BthOpcodeReadRespFirst;
+        else if (last)     rop = BthOpcodeReadRespLast;
+        else               rop = BthOpcodeReadRespMiddle;
+        if (!mr_ok_q) begin
+          err_syn_d = 8'(AethNakRemAccess);
+          err_psn_d = psn;
+          state_d   = StErrNak;
+        end else begin
+          hdr_d = mk_hdr(qp_q, qpn_q, rop, psn);
+          hdr_d.syndrome    = 8'(AethAckUnlimited);
+          hdr_d.msn         = qp_q.msn;
+          hdr_d.payload_len = plen_q;
+          segs_d  = segs_one(rsp_e_q.va, rsp_e_q.len, rsp_e_q.rkey);
+          w_off_d = qp_q.rsp_off;
+          if (last) begin
+            qp_d.rsp_off = 32'd0;
+            qp_d.rsp_rp  = qp_q.rsp_rp + 4'd1;
+            qp_d.rsp_cnt = qp_q.rsp_cnt - 5'd1;
+          end else begin
+            qp_d.rsp_off = qp_q.rsp_off + 32'(plen_q);
+          end
+          `CALL_HDR(StRsp3)
+        end
+      end
+
+      StRsp3: begin
+        if (hdr_q.payload_len != 13'd0) begin
+          `CALL_WALK(WkGatherTx, w_off_q, hdr_q.payload_len, 4'(AccessRemoteRead), StEnd)
+        end else begin
+          state_d = StEnd;
+        end
+      end
+
+      //////////////////////////////////////////
       // Requester (section 8)                //
       //////////////////////////////////////////
       StTx: begin
@@ -2020,6 +2114,9 @@ module rnic_engine
         if ((w_is_rd || w_is_atomic) && qp_q.max_rd_atomic != 8'd0 &&
             qp_q.rd_outstanding >= qp_q.max_rd_atomic) begin
           state_d = StEnd;   // waits for a completion to push it again
+        end else if (qp_q.sq_offset == 32'd0 && (swqe.flags & 8'(WqeFlagFence)) != 8'd0 &&
+                     qp_q.rd_outstanding != 8'd0) begin
+          state_d = StEnd;   // fenced: likewise
         end else if (qp_q.sq_offset != 32'd0 && swqe.opcode <= 8'd6) begin
           state_d = StTxGo;
         end else if (swqe.opcode > 8'd6) begin
@@ -2561,6 +2658,8 @@ module rnic_engine
       last_q      <= '0;
       lsum_q      <= '0;
       err_syn_q   <= '0;
+      err_psn_q   <= '0;
+      rsp_e_q     <= '0;
       sq_st_q     <= '0;
       cret_q      <= StIdle;
       lastpkt_q   <= 1'b0;
@@ -2656,6 +2755,8 @@ module rnic_engine
       last_q      <= last_d;
       lsum_q      <= lsum_d;
       err_syn_q   <= err_syn_d;
+      err_psn_q   <= err_psn_d;
+      rsp_e_q     <= rsp_e_d;
       sq_st_q     <= sq_st_d;
       cret_q      <= cret_d;
       lastpkt_q   <= lastpkt_d;
