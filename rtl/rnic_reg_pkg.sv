@@ -282,7 +282,8 @@ package rnic_reg_pkg;
   localparam int unsigned CounterAckTimeout = 32'hD;
   localparam int unsigned CounterRnrTimer = 32'hE;
   localparam int unsigned CounterTxSpoof = 32'hF;
-  localparam int unsigned CounterNum = 32'h10;
+  localparam int unsigned CounterEswDrop = 32'h10;
+  localparam int unsigned CounterNum = 32'h11;
 
   // ---- BAR0 registers (byte offsets)
   localparam logic [31:0] RegDevId = 32'h0;

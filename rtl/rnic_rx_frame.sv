@@ -35,6 +35,8 @@ module rnic_rx_frame
   input  logic [511:0]  rx_tdata_i,
   input  logic [63:0]   rx_tkeep_i,
   input  logic          rx_tlast_i,
+  // A whole frame fits now and no frame is half way in (the embedded switch's loop, rnic_esw).
+  output logic          room_o,
 
   output logic          pkt_valid_o,
   output rx_pkt_t       pkt_o,
@@ -90,12 +92,19 @@ module rnic_rx_frame
   logic [16:0]         icrc_pos;
   logic [DescW:0]      desc_busy;
 
+  // Ready and room depend on registers only (kept apart from the datapath below, so that the
+  // embedded switch's muxing in front of this port is not a combinational loop).
   always_comb begin
     widx      = in_frame_q ? beat_q : 7'd0;
     desc_busy = dwr_q - drd_q + {{DescW{1'b0}}, fin_q};
     store     = widx < 7'(MaxFrameWords);
     rx_tready_o = (in_frame_q || (desc_busy < (DescW + 1)'(DescDepth))) &&
                   (!store || used_q < (PtrW + 1)'(BufWords));
+    room_o    = !in_frame_q && (desc_busy < (DescW + 1)'(DescDepth)) &&
+                ({1'b0, used_q} + (PtrW + 2)'(MaxFrameWords) <= (PtrW + 2)'(BufWords));
+  end
+
+  always_comb begin
     fire      = rx_tvalid_i && rx_tready_o;
 
     beat_bytes = 7'($countones(rx_tkeep_i));

@@ -62,6 +62,14 @@ module rnic_top
   input  logic [DataW/8-1:0]   rx_tkeep_i,
   input  logic                 rx_tlast_i,
 
+  // Embedded-switch monitor (lockstep): beats of looped frames entering the receive framer, and
+  // a pulse per looped frame dropped for want of room (section 4b).
+  output logic                 lb_valid_o,
+  output logic [DataW-1:0]     lb_tdata_o,
+  output logic [DataW/8-1:0]   lb_tkeep_o,
+  output logic                 lb_tlast_o,
+  output logic                 esw_drop_o,
+
   output logic                 trace_valid_o,
   output logic [3:0]           trace_kind_o,
   output logic [23:0]          trace_qpn_o,
@@ -84,7 +92,7 @@ module rnic_top
   logic [23:0]  db_idx;
   logic [63:0]  db_val;
   logic         rd_pend, eng_idle;
-  logic [CounterNum-1:0] cnt_inc;
+  logic [CounterNum-1:0] cnt_inc, eng_cnt_inc;
   logic [7:0]   cmd_func, db_func;
   logic         vf_en;
   logic [NumVf:0]       func_on;
@@ -103,6 +111,12 @@ module rnic_top
   logic [511:0] pl_data;
   logic [6:0]   pl_bytes;
   logic         tx_sent;
+  logic         eg_tvalid, eg_tready, eg_tlast;
+  logic [511:0] eg_tdata;
+  logic [63:0]  eg_tkeep;
+  logic         rf_tvalid, rf_tready, rf_tlast, rf_room, esw_loop, esw_drop;
+  logic [511:0] rf_tdata;
+  logic [63:0]  rf_tkeep;
 
   logic         pkt_valid, pkt_done;
   rx_pkt_t      pkt;
@@ -162,7 +176,7 @@ module rnic_top
     .db_pop_o     (db_pop),
     .rd_pend_i    (rd_pend),
     .idle_o       (eng_idle),
-    .cnt_inc_o    (cnt_inc),
+    .cnt_inc_o    (eng_cnt_inc),
     .vf_en_i      (vf_en),
     .vfres_vfs_o  (vfres_vfs),
     .vfres_q_o    (vfres_q),
@@ -217,15 +231,56 @@ module rnic_top
     .in_tdata_i  (fr_tdata),
     .in_tkeep_i  (fr_tkeep),
     .in_tlast_i  (fr_tlast),
-    .tx_tvalid_o, .tx_tready_i, .tx_tdata_o, .tx_tkeep_o, .tx_tlast_o
+    .tx_tvalid_o (eg_tvalid),
+    .tx_tready_i (eg_tready),
+    .tx_tdata_o  (eg_tdata),
+    .tx_tkeep_o  (eg_tkeep),
+    .tx_tlast_o  (eg_tlast)
   );
+
+  rnic_esw #(.NumFunc(NumVf + 1), .DataW(DataW)) u_esw (
+    .clk_i, .rst_ni,
+    .func_mac_i  (func_mac),
+    .func_on_i   (func_on),
+    .eg_tvalid_i (eg_tvalid),
+    .eg_tready_o (eg_tready),
+    .eg_tdata_i  (eg_tdata),
+    .eg_tkeep_i  (eg_tkeep),
+    .eg_tlast_i  (eg_tlast),
+    .tx_tvalid_o, .tx_tready_i, .tx_tdata_o, .tx_tkeep_o, .tx_tlast_o,
+    .rx_tvalid_i, .rx_tready_o, .rx_tdata_i, .rx_tkeep_i, .rx_tlast_i,
+    .rf_tvalid_o (rf_tvalid),
+    .rf_tready_i (rf_tready),
+    .rf_tdata_o  (rf_tdata),
+    .rf_tkeep_o  (rf_tkeep),
+    .rf_tlast_o  (rf_tlast),
+    .rf_room_i   (rf_room),
+    .loop_o      (esw_loop),
+    .drop_o      (esw_drop)
+  );
+
+  assign lb_valid_o = esw_loop;
+  assign lb_tdata_o = rf_tdata;
+  assign lb_tkeep_o = rf_tkeep;
+  assign lb_tlast_o = rf_tlast;
+  assign esw_drop_o = esw_drop;
+
+  always_comb begin
+    cnt_inc = eng_cnt_inc;
+    cnt_inc[CounterEswDrop] = eng_cnt_inc[CounterEswDrop] | esw_drop;
+  end
 
   rnic_rx_frame #(.NumFunc(NumVf + 1)) u_rx_frame (
     .clk_i, .rst_ni,
     .func_mac_i   (func_mac),
     .func_ip_i    (func_ip),
     .func_on_i    (func_on),
-    .rx_tvalid_i, .rx_tready_o, .rx_tdata_i, .rx_tkeep_i, .rx_tlast_i,
+    .rx_tvalid_i  (rf_tvalid),
+    .rx_tready_o  (rf_tready),
+    .rx_tdata_i   (rf_tdata),
+    .rx_tkeep_i   (rf_tkeep),
+    .rx_tlast_i   (rf_tlast),
+    .room_o       (rf_room),
     .pkt_valid_o  (pkt_valid),
     .pkt_o        (pkt),
     .pkt_done_i   (pkt_done),

@@ -773,6 +773,21 @@ impl Nic {
             .collect()
     }
 
+    /// The embedded switch's decision for a frame this NIC emits (section 4b): true when its
+    /// destination MAC is the (non-zero) MAC of a function that exists here, so the frame loops
+    /// back into this NIC's receive path instead of leaving on the uplink.
+    pub fn is_local_dest(&self, frame: &[u8]) -> bool {
+        let Some(d) = frame.get(..6) else { return false };
+        let dmac = d.iter().fold(0u64, |a, &b| (a << 8) | u64::from(b));
+        dmac != 0 && self.rx_ports().iter().flatten().any(|&(mac, _)| mac == dmac)
+    }
+
+    /// The embedded switch dropped a looped frame for want of receive-buffer room (a choice the
+    /// model cannot predict; the RTL reports it): count it.
+    pub fn esw_drop(&mut self) {
+        self.count(counter::ESW_DROP);
+    }
+
     /// True when there is no pending command, doorbell, received frame or QP task.
     pub fn is_idle(&self) -> bool {
         self.funcs.iter().all(|f| f.cmd_pending.is_none())

@@ -519,7 +519,8 @@ pub mod counter {
     pub const ACK_TIMEOUT: u32 = 0xd;
     pub const RNR_TIMER: u32 = 0xe;
     pub const TX_SPOOF: u32 = 0xf;
-    pub const NUM: u32 = 0x10;
+    pub const ESW_DROP: u32 = 0x10;
+    pub const NUM: u32 = 0x11;
     /// All (name, value) pairs of this group, for decoding and cross-checks.
     pub const ALL: &[(&str, u32)] = &[
         ("TX_PKTS", 0x0),
@@ -538,7 +539,8 @@ pub mod counter {
         ("ACK_TIMEOUT", 0xd),
         ("RNR_TIMER", 0xe),
         ("TX_SPOOF", 0xf),
-        ("NUM", 0x10),
+        ("ESW_DROP", 0x10),
+        ("NUM", 0x11),
     ];
 }
 

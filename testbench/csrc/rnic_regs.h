@@ -265,7 +265,8 @@ constexpr uint32_t RX_DROP_RESP = 0xc;
 constexpr uint32_t ACK_TIMEOUT = 0xd;
 constexpr uint32_t RNR_TIMER = 0xe;
 constexpr uint32_t TX_SPOOF = 0xf;
-constexpr uint32_t NUM = 0x10;
+constexpr uint32_t ESW_DROP = 0x10;
+constexpr uint32_t NUM = 0x11;
 }  // namespace counter
 namespace reg {
 constexpr uint32_t DEV_ID = 0x0;

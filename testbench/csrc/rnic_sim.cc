@@ -283,6 +283,11 @@ void RnicSim::tick(const PortsIn& in, PortsOut& out) {
   out.tx_tkeep = t.tx_tkeep_o;
   out.tx_tlast = t.tx_tlast_o;
   out.rx_tready = t.rx_tready_o;
+  out.lb_valid = t.lb_valid_o;
+  if (out.lb_valid) get_wide(out.lb_tdata, t.lb_tdata_o);
+  out.lb_tkeep = t.lb_tkeep_o;
+  out.lb_tlast = t.lb_tlast_o;
+  out.esw_drop = t.esw_drop_o;
   out.trace_valid = t.trace_valid_o;
   out.trace_kind = t.trace_kind_o;
   out.trace_qpn = t.trace_qpn_o;

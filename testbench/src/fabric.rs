@@ -461,10 +461,14 @@ impl Fabric {
                     }
                 }
                 match ev {
-                    Observed::TxFrame { bytes } => {
+                    Observed::TxFrame { bytes, local } => {
                         log_frame(i, *cycle, bytes);
                         if let Some(cap) = &mut self.capture {
                             let _ = cap.write(*cycle, bytes);
+                        }
+                        // looped back by the embedded switch: it never reaches the link
+                        if *local {
+                            continue;
                         }
                         match &mut self.external {
                             Some(port) => {
@@ -549,6 +553,14 @@ impl Fabric {
                             log_frame(i, 0, &f);
                             if let Some(cap) = &mut self.capture {
                                 let _ = cap.write(self.link.sent, &f);
+                            }
+                            // The embedded switch: a frame for a function of the same NIC loops
+                            // back (section 4b; the model has no buffer limit, so never drops).
+                            let Slot::Model { nic, .. } = &mut self.slots[i] else { unreachable!() };
+                            if nic.is_local_dest(&f) {
+                                nic.rx_enqueue(f);
+                                moved = true;
+                                continue;
                             }
                             match &mut self.external {
                                 Some(port) => {

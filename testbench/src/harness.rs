@@ -80,6 +80,9 @@ pub struct PairOptions {
     pub funcs: [u8; 2],
     /// VFs enabled on a NIC whose endpoint runs on a VF.
     pub vfs: u16,
+    /// NIC of each side's endpoint: `[0, 1]` (default) links two NICs; `[0, 0]` puts both on
+    /// NIC 0, so their traffic goes through its embedded switch (then `funcs` must differ).
+    pub nics: [usize; 2],
     /// Fabric configuration (backend, link delay, capture).
     pub fabric: FabricConfig,
 }
@@ -103,6 +106,7 @@ impl Default for PairOptions {
             min_rnr_timer: 1,
             funcs: [0, 0],
             vfs: rnic_regs::params::NUM_VF as u16,
+            nics: [0, 1],
             fabric: FabricConfig::default(),
         }
     }
@@ -151,15 +155,23 @@ pub struct Pair {
 /// Errors of the harness: the driver's, with what was being set up.
 pub type HarnessResult<T> = Result<T, String>;
 
-fn open(fabric: &FabricRef, i: usize, o: &PairOptions) -> HarnessResult<(Context, Pd, Cq, Mr)> {
-    let f = o.funcs[i];
+/// Side `side`'s endpoint: function `o.funcs[side]` of NIC `o.nics[side]`. `pf` is the PF
+/// context of that NIC if the other side already opened it (one context per function).
+fn open(fabric: &FabricRef, side: usize, o: &PairOptions, pf: &mut Option<Context>) -> HarnessResult<(Context, Pd, Cq, Mr)> {
+    let (i, f) = (o.nics[side], o.funcs[side]);
+    let same_nic = o.nics[0] == o.nics[1];
+    if pf.is_none() {
+        *pf = Some(if f != 0 || (same_nic && o.funcs[1 - side] != 0) {
+            enable_vfs(fabric, i, o.vfs)?
+        } else {
+            let ctx = Context::open(Fabric::device(fabric, i, 0)).map_err(|e| format!("NIC {i}: open: {e}"))?;
+            ctx.set_port(nic_mac(i), nic_ip(i)).map_err(|e| format!("NIC {i}: set_port: {e}"))?;
+            ctx
+        });
+    }
     let ctx = if f == 0 {
-        let ctx = Context::open(Fabric::device(fabric, i, 0)).map_err(|e| format!("NIC {i}: open: {e}"))?;
-        ctx.set_port(nic_mac(i), nic_ip(i)).map_err(|e| format!("NIC {i}: set_port: {e}"))?;
-        ctx
+        pf.clone().expect("opened above")
     } else {
-        // The PF sets the VF up; its context is not needed afterwards.
-        enable_vfs(fabric, i, o.vfs)?;
         Context::open(Fabric::device(fabric, i, f)).map_err(|e| format!("NIC {i}: open VF {f}: {e}"))?
     };
     let pd = ctx.alloc_pd().map_err(|e| format!("NIC {i}: alloc_pd: {e}"))?;
@@ -180,8 +192,15 @@ impl Pair {
     /// Any setup step failed; the message names it.
     pub fn new(o: &PairOptions) -> HarnessResult<Pair> {
         let fabric = Fabric::new(o.fabric.clone()).map_err(|e| e.to_string())?;
-        let (actx, apd, acq, amr) = open(&fabric, 0, o)?;
-        let (bctx, bpd, bcq, bmr) = open(&fabric, 1, o)?;
+        if o.nics == [o.nics[0]; 2] && o.funcs[0] == o.funcs[1] {
+            return Err(format!("both endpoints on function {} of NIC {}: give them different functions", o.funcs[0], o.nics[0]));
+        }
+        let mut pf = None;
+        let (actx, apd, acq, amr) = open(&fabric, 0, o, &mut pf)?;
+        if o.nics[0] != o.nics[1] {
+            pf = None;
+        }
+        let (bctx, bpd, bcq, bmr) = open(&fabric, 1, o, &mut pf)?;
         let mut aq = Vec::new();
         let mut bq = Vec::new();
         for _ in 0..o.qps {
@@ -193,8 +212,8 @@ impl Pair {
             // Distinct, non-trivial PSNs per QP so PSN handling is really exercised.
             let psn_a = (0x10_0000 + 0x1357 * k as u32) & 0xFF_FFFF;
             let psn_b = (0xFF_FF00 + 0x2468 * k as u32) & 0xFF_FFFF;
-            connect(qa, qb.qpn(), 1, o.funcs[1], psn_b, psn_a, o)?;
-            connect(qb, qa.qpn(), 0, o.funcs[0], psn_a, psn_b, o)?;
+            connect(qa, qb.qpn(), o.nics[1], o.funcs[1], psn_b, psn_a, o)?;
+            connect(qb, qa.qpn(), o.nics[0], o.funcs[0], psn_a, psn_b, o)?;
         }
         Ok(Pair {
             fabric,

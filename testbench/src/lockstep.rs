@@ -24,8 +24,12 @@ pub enum Observed {
     RxAccepted { frame: Vec<u8> },
     /// The engine started a task (trace port).
     Task { kind: u8, qpn: u32, func: u8 },
-    /// The RTL sent a frame.
-    TxFrame { bytes: Vec<u8> },
+    /// The RTL sent a frame: on the uplink, or (`local`) looped back by the embedded switch into
+    /// its own receive framer (logged when its last beat entered; an `RxAccepted` follows).
+    TxFrame { bytes: Vec<u8>, local: bool },
+    /// The embedded switch dropped a looped frame for want of receive-buffer room (section 4b):
+    /// the next predicted frame is consumed unseen and the model counts `ESW_DROP`.
+    EswDrop,
     /// The RTL wrote host memory.
     DmaWrite { func: u8, addr: u64, data: Vec<u8> },
     /// The RTL sent an MSI-X message.
@@ -254,8 +258,16 @@ impl<M: HostMemory> Checker<M> {
                 self.stats.tasks += 1;
                 self.collect_outputs();
             }
-            Observed::TxFrame { bytes } => {
-                self.remember(cycle, format!("tx {}", describe_frame(bytes)));
+            Observed::EswDrop => {
+                self.remember(cycle, "embedded switch dropped a looped frame".into());
+                if self.exp_frames.pop_front().is_none() {
+                    return Err(self.mismatch(cycle, 0, Stream::Frame, "no frame".into(), "a looped frame dropped by the switch".into()));
+                }
+                self.model.esw_drop();
+            }
+            Observed::TxFrame { bytes, local } => {
+                let to = if *local { "looped" } else { "tx" };
+                self.remember(cycle, format!("{to} {}", describe_frame(bytes)));
                 self.stats.frames += 1;
                 let Some(exp) = self.exp_frames.pop_front() else {
                     let mut m = self.mismatch(cycle, 0, Stream::Frame, "no frame".into(), describe_frame(bytes));

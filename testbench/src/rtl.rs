@@ -112,6 +112,16 @@ pub mod ffi {
         pub tx_tlast: bool,
         /// `rx_tready_o`.
         pub rx_tready: bool,
+        /// `lb_valid_o`: a beat of a looped frame entered the receive framer.
+        pub lb_valid: bool,
+        /// `lb_tdata_o` (copied only when `lb_valid`).
+        pub lb_tdata: [u64; 8],
+        /// `lb_tkeep_o`.
+        pub lb_tkeep: u64,
+        /// `lb_tlast_o`.
+        pub lb_tlast: bool,
+        /// `esw_drop_o`.
+        pub esw_drop: bool,
         /// `trace_valid_o`.
         pub trace_valid: bool,
         /// `trace_kind_o` (`rnic_regs::trace::*`).
@@ -483,6 +493,8 @@ pub struct RtlNic {
     rx_q: VecDeque<Vec<u8>>,
     rx_off: usize,
     tx_buf: Vec<u8>,
+    /// Beats of the looped frame entering the receive framer (embedded switch).
+    lb_buf: Vec<u8>,
     dma: DmaModel,
     fault: Option<RtlError>,
     dead: bool,
@@ -566,6 +578,7 @@ impl RtlNic {
             rx_q: VecDeque::with_capacity(64),
             rx_off: 0,
             tx_buf: Vec::with_capacity(16 * 1024),
+            lb_buf: Vec::new(),
             dma,
             fault: None,
             dead: false,
@@ -701,6 +714,7 @@ impl RtlNic {
         self.rx_q.clear();
         self.rx_off = 0;
         self.tx_buf.clear();
+        self.lb_buf.clear();
         self.dma.clear();
         let cycle = self.cycle;
         self.sim.pin_mut().reset(cycles).map_err(|e| {
@@ -1086,7 +1100,25 @@ impl RtlNic {
             if out.tx_tlast {
                 self.stats.tx_frames += 1;
                 let bytes = std::mem::replace(&mut self.tx_buf, Vec::with_capacity(16 * 1024));
-                self.events.push((c, Observed::TxFrame { bytes }));
+                self.events.push((c, Observed::TxFrame { bytes, local: false }));
+            }
+        }
+        // 5b. Embedded switch: a looped frame's beats into the receive framer, and drops.
+        let out = &self.out;
+        if out.esw_drop {
+            self.events.push((c, Observed::EswDrop));
+        }
+        if out.lb_valid {
+            let n = out.lb_tkeep.trailing_ones() as usize;
+            let start = self.lb_buf.len();
+            self.lb_buf.resize(start + n.min(BEAT_BYTES), 0);
+            words_to_bytes(&out.lb_tdata, &mut self.lb_buf[start..]);
+            if out.lb_tlast {
+                self.stats.tx_frames += 1;
+                self.stats.rx_frames += 1;
+                let bytes = std::mem::take(&mut self.lb_buf);
+                self.events.push((c, Observed::TxFrame { bytes: bytes.clone(), local: true }));
+                self.events.push((c, Observed::RxAccepted { frame: bytes }));
             }
         }
         let out = &self.out;

@@ -1383,7 +1383,7 @@ fn checker_reports_unpredicted_outputs() {
     let (mut chk, _, cycle, _) = checker_with_predicted_cqe();
     // A frame nobody predicted (any bytes: the model predicted no frame at all).
     let frame = pattern(60, 80);
-    let m = chk.step(cycle + 7, &Observed::TxFrame { bytes: frame }).expect_err("an unpredicted frame");
+    let m = chk.step(cycle + 7, &Observed::TxFrame { bytes: frame, local: false }).expect_err("an unpredicted frame");
     assert_eq!((m.stream, m.cycle), (Stream::Frame, cycle + 7));
     let text = m.to_string();
     assert!(text.contains(&format!("at cycle {}", cycle + 7)) && text.contains("Frame"), "{text}");

@@ -47,9 +47,14 @@ fn every_verb_in_lockstep_zero_length() {
 }
 
 fn run_on(backend: Backend, funcs: [u8; 2], mtu: Mtu, len: usize) {
+    run_on_nics(backend, [0, 1], funcs, mtu, len);
+}
+
+fn run_on_nics(backend: Backend, nics: [usize; 2], funcs: [u8; 2], mtu: Mtu, len: usize) {
     let mut o = PairOptions::on(backend);
     o.mtu = mtu;
     o.funcs = funcs;
+    o.nics = nics;
     let pair = Pair::new(&o).unwrap_or_else(|e| panic!("setup on {backend:?} {funcs:?}: {e}"));
     let ra = pair.a.ctx.resources();
     assert_eq!(ra.func, funcs[0], "the endpoint runs on the function asked for");
@@ -71,4 +76,33 @@ fn every_verb_between_pf_and_vf_in_lockstep() {
 #[test]
 fn every_verb_between_vfs_on_model() {
     run_on(Backend::Model, [2, 7], Mtu::Mtu4096, 9000);
+}
+
+// Both endpoints on NIC 0: every frame goes through its embedded switch and none reaches the
+// link (section 4b).
+fn on_one_nic(backend: Backend, funcs: [u8; 2], mtu: Mtu, len: usize) {
+    let mut o = PairOptions::on(backend);
+    o.mtu = mtu;
+    o.funcs = funcs;
+    o.nics = [0, 0];
+    let pair = Pair::new(&o).unwrap_or_else(|e| panic!("setup on {backend:?} {funcs:?}: {e}"));
+    every_verb(&pair, len, &mut |l| eprintln!("{l}")).unwrap_or_else(|e| panic!("{backend:?} {funcs:?}: {e}"));
+    pair.settle().unwrap_or_else(|e| panic!("{backend:?} {funcs:?}: {e}"));
+    let f = pair.fabric.borrow();
+    assert_eq!(f.frames_sent(), 0, "traffic between functions of one NIC never reaches the uplink");
+}
+
+#[test]
+fn every_verb_between_vfs_of_one_nic_in_lockstep() {
+    on_one_nic(Backend::Lockstep, [2, 5], Mtu::Mtu1024, 20_000);
+}
+
+#[test]
+fn every_verb_between_pf_and_vf_of_one_nic_in_lockstep() {
+    on_one_nic(Backend::Lockstep, [0, 4], Mtu::Mtu4096, 30_000);
+}
+
+#[test]
+fn every_verb_between_vfs_of_one_nic_on_model() {
+    on_one_nic(Backend::Model, [1, 8], Mtu::Mtu256, 9000);
 }
