@@ -202,7 +202,12 @@ fn side(ctx: Context, seed: u64) -> Side {
 }
 
 /// Connect `a` (NIC na, function fa) and `b` (NIC nb, function fb) with short timers.
-fn connect(a: &QueuePair, (na, fa): (usize, u8), b: &QueuePair, (nb, fb): (usize, u8)) {
+fn connect(a: &QueuePair, na: (usize, u8), b: &QueuePair, nb: (usize, u8)) {
+    connect_with(a, na, b, nb, 4, 2);
+}
+
+/// [`connect`] with a local ACK timeout code and retry count.
+fn connect_with(a: &QueuePair, (na, fa): (usize, u8), b: &QueuePair, (nb, fb): (usize, u8), timeout: u8, retry_cnt: u8) {
     for (q, peer, (n, f), psn) in [(a, b.qpn(), (nb, fb), 0x100), (b, a.qpn(), (na, fa), 0x900)] {
         q.to_init(FULL).unwrap();
         q.to_rtr(&RtrAttr {
@@ -215,7 +220,7 @@ fn connect(a: &QueuePair, (na, fa): (usize, u8), b: &QueuePair, (nb, fb): (usize
             min_rnr_timer: 1,
         })
         .unwrap();
-        q.to_rts(&RtsAttr { sq_psn: psn, timeout: 4, retry_cnt: 2, rnr_retry: 2, max_rd_atomic: 4 }).unwrap();
+        q.to_rts(&RtsAttr { sq_psn: psn, timeout, retry_cnt, rnr_retry: 2, max_rd_atomic: 4 }).unwrap();
     }
 }
 
@@ -588,4 +593,229 @@ fn vfs_saturating_the_link_share_it_equally() {
         a.cq.wait(DEPTH, 100_000).expect("the outstanding WRITEs complete");
     }
     check(&f);
+}
+
+/// One endpoint of the mixed-traffic test: a 64 KiB MR laid out as source [0, 16K), WRITE
+/// target [16K, 32K), READ destination [32K, 48K) and receive buffers [48K, 64K).
+struct Ep {
+    id: (usize, u8),
+    _ctx: Context,
+    _pd: Pd,
+    cq: Cq,
+    mr: Mr,
+    qp: QueuePair,
+    /// Expected final contents of the WRITE target and READ destination.
+    exp_wt: Vec<u8>,
+    exp_rd: Vec<u8>,
+}
+
+const SRC: u64 = 0;
+const WT: u64 = 16 << 10;
+const RD: u64 = 32 << 10;
+const RV: u64 = 48 << 10;
+const REGION: usize = 16 << 10;
+
+fn ep(ctx: Context, id: (usize, u8)) -> Ep {
+    let pd = ctx.alloc_pd().expect("pd");
+    let cq = ctx.create_cq(256).expect("cq");
+    let mr = pd.reg_mr(64 << 10, FULL).expect("mr");
+    let seed = 1000 * id.0 as u64 + u64::from(id.1);
+    let image = pattern(seed, 64 << 10);
+    mr.write(0, &image).expect("fill");
+    let qp = pd.create_qp(&QpInitAttr { send_cq: &cq, recv_cq: &cq, max_send_wr: 32, max_recv_wr: 32 }).expect("qp");
+    let exp_wt = image[WT as usize..][..REGION].to_vec();
+    let exp_rd = image[RD as usize..][..REGION].to_vec();
+    Ep { id, _ctx: ctx, _pd: pd, cq, mr, qp, exp_wt, exp_rd }
+}
+
+#[test]
+fn eight_vfs_with_traffic_across_nics_and_through_the_embedded_switch() {
+    // 8 VFs on each NIC, all busy at once, in lockstep: on each NIC two pairs of its own VFs
+    // talk through the embedded switch (their frames never reach the link), and four VFs of NIC
+    // 0 talk to four VFs of NIC 1. Each pair runs a random mix of RDMA WRITE, multi-packet RDMA
+    // READ (up to 16 KiB, longer than the receive buffer, so READ responses must be paced) and
+    // SEND with receive-side checks; at the end every WRITE target and READ destination holds
+    // exactly the bytes expected, and both host memories agree with the model's.
+    let f = fabric();
+    let _pf0 = enable_vfs(&f, 0, 8).unwrap();
+    let _pf1 = enable_vfs(&f, 1, 8).unwrap();
+    let open = |n: usize, func: u8| ep(Context::open(Fabric::device(&f, n, func)).expect("open VF"), (n, func));
+    let wiring: [((usize, u8), (usize, u8)); 8] = [
+        ((0, 1), (0, 2)),
+        ((0, 3), (0, 4)),
+        ((1, 5), (1, 6)),
+        ((1, 7), (1, 8)),
+        ((0, 5), (1, 1)),
+        ((0, 6), (1, 2)),
+        ((0, 7), (1, 3)),
+        ((0, 8), (1, 4)),
+    ];
+    let mut pairs: Vec<(Ep, Ep)> = wiring.iter().map(|&(a, b)| (open(a.0, a.1), open(b.0, b.1))).collect();
+    for (a, b) in &pairs {
+        // 16 pairs share each engine: a 16 KiB READ can wait longer than connect()'s 65 us.
+        connect_with(&a.qp, a.id, &b.qp, b.id, 12, 7);
+    }
+    let sent_before = f.borrow().frames_sent();
+    let mut rng = SplitMix64::new(std::env::var("RNIC_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5EED_8F));
+    const OPS: usize = 60;
+    const SLOTS: u64 = 8; // receive buffers of 2 KiB per endpoint
+    // (posted, completed on a, completed receives on a) per pair; expected SEND payloads in order
+    let mut posted = vec![0usize; pairs.len()];
+    let mut done = vec![0usize; pairs.len()];
+    let mut sends: Vec<std::collections::VecDeque<(u64, usize)>> = vec![Default::default(); pairs.len()];
+    let mut recvd = vec![0usize; pairs.len()];
+    let mut sends_total = vec![0usize; pairs.len()];
+    let mut bytes = 0u64;
+    for (a, _) in &pairs {
+        for k in 0..SLOTS {
+            a.qp.post_recv(&RecvWr { wr_id: k, sgl: vec![a.mr.sge(RV + k * 2048, 2048).unwrap()] }).unwrap();
+        }
+    }
+    let start = f.borrow().cycle();
+    loop {
+        let mut all = true;
+        for (k, (a, b)) in pairs.iter_mut().enumerate() {
+            // keep up to 6 requests in flight from a, and SENDs from b
+            while posted[k] < OPS && posted[k] - done[k] < 6 {
+                let kind = rng.next_u64() % 3;
+                let len = 1 + (rng.next_u64() % if kind == 2 { 2048 } else { REGION as u64 }) as usize;
+                let off = rng.next_u64() % (REGION - len + 1) as u64;
+                let id = posted[k] as u64;
+                match kind {
+                    0 => {
+                        let w = WrOpcode::Write { remote_addr: b.mr.addr() + WT + off, rkey: b.mr.rkey() };
+                        a.qp.post_send(&SendWr::new(id, w, vec![a.mr.sge(SRC + off, len as u32).unwrap()])).unwrap();
+                        let src = a.mr.read_vec(SRC + off, len).unwrap();
+                        b.exp_wt[off as usize..][..len].copy_from_slice(&src);
+                    }
+                    1 => {
+                        let w = WrOpcode::Read { remote_addr: b.mr.addr() + SRC + off, rkey: b.mr.rkey() };
+                        // The READ destination only ever receives the peer's source bytes at the
+                        // same offset, so any completion order leaves the same image.
+                        a.qp.post_send(&SendWr::new(id, w, vec![a.mr.sge(RD + off, len as u32).unwrap()])).unwrap();
+                        let src = b.mr.read_vec(SRC + off, len).unwrap();
+                        a.exp_rd[off as usize..][..len].copy_from_slice(&src);
+                    }
+                    _ => {
+                        b.qp.post_send(&SendWr::new(1 << 32 | id, WrOpcode::Send, vec![b.mr.sge(SRC + off, len as u32).unwrap()])).unwrap();
+                        sends[k].push_back((off, len));
+                        sends_total[k] += 1;
+                    }
+                }
+                bytes += len as u64;
+                posted[k] += 1;
+            }
+            for cq_owner in [&*a, &*b] {
+                while let Some(wc) = cq_owner.cq.poll_one().unwrap() {
+                    assert_eq!(wc.status, WcStatus::Success, "{:?}: {wc:?}", cq_owner.id);
+                    if wc.opcode == rnic_driver::WcOpcode::Recv {
+                        let (off, len) = sends[k].pop_front().expect("a receive for a SEND that was posted");
+                        assert_eq!(wc.byte_len as usize, len, "SEND length at {:?}", a.id);
+                        let got = a.mr.read_vec(RV + wc.wr_id * 2048, len).unwrap();
+                        assert!(got == b.mr.read_vec(SRC + off, len).unwrap(), "SEND payload at {:?}", a.id);
+                        a.qp.post_recv(&RecvWr { wr_id: wc.wr_id, sgl: vec![a.mr.sge(RV + wc.wr_id * 2048, 2048).unwrap()] }).unwrap();
+                        recvd[k] += 1;
+                    } else {
+                        done[k] += 1;
+                    }
+                }
+            }
+            all &= done[k] == OPS && recvd[k] == sends_total[k];
+        }
+        if all {
+            break;
+        }
+        assert!(f.borrow().cycle() - start < 20_000_000, "traffic stalled: done {done:?} of {OPS}, receives {recvd:?} of {sends_total:?}");
+        f.borrow_mut().run_cycles(500).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let cycles = f.borrow().cycle() - start;
+    for (a, b) in &pairs {
+        assert!(b.mr.read_vec(WT, REGION).unwrap() == b.exp_wt, "WRITE target of {:?}", b.id);
+        assert!(a.mr.read_vec(RD, REGION).unwrap() == a.exp_rd, "READ destination of {:?}", a.id);
+    }
+    check(&f);
+    f.borrow_mut().check_memories().unwrap_or_else(|e| panic!("{e}"));
+    let link_frames = f.borrow().frames_sent() - sent_before;
+    let drops: Vec<u64> = (0..2).map(|n| f.borrow_mut().counter(n, counter::ESW_DROP).unwrap()).collect();
+    eprintln!(
+        "8 VF pairs (4 through the embedded switches, 4 across the link): {} messages, {bytes} bytes in {cycles} cycles ({:.2} Gb/s at 250 MHz); {link_frames} frames on the link; ESW_DROP {drops:?}",
+        OPS * pairs.len(),
+        bytes as f64 * 8.0 / (cycles as f64 / 250e6) / 1e9
+    );
+}
+
+#[test]
+fn embedded_switch_drops_looped_frames_without_room_and_rc_recovers() {
+    // VF 1 of NIC 0 WRITEs to and READs from VF 2 of NIC 0 through the embedded switch while
+    // the uplink floods NIC 0 with 1 KiB frames for a QP that does not exist (dropped as
+    // RX_DROP_QP). Host reads take 1,000 cycles, so a task emitting a looped frame spends long
+    // enough fetching its payload for the flood to fill the receive buffer: the switch must
+    // drop the looped frame (ESW_DROP, reported to the model, which counts it too) instead of
+    // waiting on the engine that is emitting it. RC retransmission recovers every drop; all data
+    // arrive exactly, in lockstep.
+    let cfg = FabricConfig { backend: Backend::Lockstep, nics: 2, dma_read_latency: 1000, ..FabricConfig::default() };
+    let f = Fabric::new(cfg).expect("fabric");
+    let _pf0 = enable_vfs(&f, 0, 2).unwrap();
+    let mut a = ep(Context::open(Fabric::device(&f, 0, 1)).unwrap(), (0, 1));
+    let b = ep(Context::open(Fabric::device(&f, 0, 2)).unwrap(), (0, 2));
+    // short ACK timeout (262 us) so that drops are recovered quickly
+    connect_with(&a.qp, a.id, &b.qp, b.id, 6, 7);
+    a.exp_wt = b.exp_wt.clone(); // a.exp_wt: the expected image of b's WRITE target
+    let junk = rnic_testbench::craft::build(
+        &rnic_testbench::craft::to_nic(0, rnic_regs::bth_opcode::SEND_ONLY, 0x3FF, 0),
+        &[0xA5; 1024],
+    );
+    let mut rng = SplitMix64::new(7);
+    let (mut posted, mut done, mut injected) = (0u64, 0u64, 0u64);
+    const OPS: u64 = 40;
+    let start = f.borrow().cycle();
+    while done < OPS {
+        while posted < OPS && posted - done < 4 {
+            let len = 1 + (rng.next_u64() % 8192) as usize;
+            let off = rng.next_u64() % (REGION - len + 1) as u64;
+            if posted % 2 == 0 {
+                let w = WrOpcode::Write { remote_addr: b.mr.addr() + WT + off, rkey: b.mr.rkey() };
+                a.qp.post_send(&SendWr::new(posted, w, vec![a.mr.sge(SRC + off, len as u32).unwrap()])).unwrap();
+                let src = a.mr.read_vec(SRC + off, len).unwrap();
+                a.exp_wt[off as usize..][..len].copy_from_slice(&src);
+            } else {
+                let w = WrOpcode::Read { remote_addr: b.mr.addr() + SRC + off, rkey: b.mr.rkey() };
+                a.qp.post_send(&SendWr::new(posted, w, vec![a.mr.sge(RD + off, len as u32).unwrap()])).unwrap();
+                let src = b.mr.read_vec(SRC + off, len).unwrap();
+                a.exp_rd[off as usize..][..len].copy_from_slice(&src);
+            }
+            posted += 1;
+        }
+        // a burst of 12 frames every 40,000 cycles (a READ retry re-requests the whole READ, so
+        // a flood on every READ's path would never let one through: see docs/architecture.md)
+        if (f.borrow().cycle() - start) % 40_000 < 500 {
+            for _ in 0..12 {
+                f.borrow_mut().inject(0, junk.clone());
+                injected += 1;
+            }
+        }
+        f.borrow_mut().run_cycles(500).unwrap_or_else(|e| panic!("{e}"));
+        while let Some(wc) = a.cq.poll_one().unwrap() {
+            assert_eq!(wc.status, WcStatus::Success, "VF 1: {wc:?}");
+            done += 1;
+        }
+        if f.borrow().cycle() - start > 6_000_000 {
+            let c: Vec<(u32, u64)> = [counter::ESW_DROP, counter::ACK_TIMEOUT, counter::RX_DUP, counter::RX_NAK_SENT, counter::TX_PKTS]
+                .iter()
+                .map(|&k| (k, f.borrow_mut().counter(0, k).unwrap()))
+                .collect();
+            panic!("VF traffic stalled: {done} of {OPS}; counters {c:?}; QP {:?}", a.qp.query());
+        }
+    }
+    assert!(b.mr.read_vec(WT, REGION).unwrap() == a.exp_wt, "WRITE target of VF 2");
+    assert!(a.mr.read_vec(RD, REGION).unwrap() == a.exp_rd, "READ destination of VF 1");
+    f.borrow_mut().run_cycles(50_000).unwrap_or_else(|e| panic!("{e}"));
+    check(&f);
+    f.borrow_mut().check_memories().unwrap_or_else(|e| panic!("{e}"));
+    let drops = f.borrow_mut().counter(0, counter::ESW_DROP).unwrap();
+    let timeouts = f.borrow_mut().counter(0, counter::ACK_TIMEOUT).unwrap();
+    let junked = f.borrow_mut().counter(0, counter::RX_DROP_QP).unwrap();
+    eprintln!("looped frames dropped by NIC 0's switch: {drops}; ACK timeouts: {timeouts}; flood frames {injected}, dropped as RX_DROP_QP {junked}");
+    assert_eq!(junked, injected, "every flood frame reached the engine and was dropped there");
+    assert!(drops > 0, "the flood must make the switch drop looped frames (else this test tests nothing)");
 }
