@@ -27,6 +27,7 @@ module tb_frame_top
 
   input  logic                      rx_tvalid_i,
   output logic                      rx_tready_o,
+  output logic                      room_o,   // embedded-switch admission (rnic_esw)
   input  logic [511:0]              rx_tdata_i,
   input  logic [63:0]               rx_tkeep_i,
   input  logic                      rx_tlast_i,
@@ -64,7 +65,7 @@ module tb_frame_top
 
   rnic_rx_frame #(.NumFunc(1)) u_rx (
     .clk_i, .rst_ni, .func_mac_i(port_mac_i), .func_ip_i(port_ip_i), .func_on_i(1'b1),
-    .rx_tvalid_i, .rx_tready_o, .rx_tdata_i, .rx_tkeep_i, .rx_tlast_i,
+    .rx_tvalid_i, .rx_tready_o, .rx_tdata_i, .rx_tkeep_i, .rx_tlast_i, .room_o,
     .pkt_valid_o, .pkt_o(pkt), .pkt_done_i,
     .pl_rd_en_i, .pl_rd_off_i, .pl_rd_data_o
   );

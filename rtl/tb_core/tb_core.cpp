@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // Smoke test of the RNIC core (rnic_top) on its own: C++ host memory and DMA responder, MMIO
-// driver, and the transmit stream looped back into the receive stream (both QPs on this NIC, dest
-// MAC/IP = port MAC/IP). It runs admin commands (good and bad), a SEND/RECV, an RDMA WRITE, an
+// driver, and the transmit stream looped back into the receive stream (both QPs on this NIC). The
+// QPs address a peer MAC (kPeerMac) so that frames leave on the uplink instead of through the
+// embedded switch, and the loop rewrites the destination MAC to the port's (outside the ICRC). It runs admin commands (good and bad), a SEND/RECV, an RDMA WRITE, an
 // RDMA READ and a FETCH_ADD, and checks the bytes moved and the CQEs.
 //
 // Build: make -C rtl/tb_core   (Verilator into rtl/tb_core/obj_dir)
@@ -27,6 +28,8 @@ constexpr uint32_t kRegDevId = R::reg::DEV_ID, kRegDevCaps = R::reg::DEV_CAPS,
                    kRegCmdArg0 = R::reg::CMD_ARG0, kRegCmdOp = R::reg::CMD_OP,
                    kRegCmdStatus = R::reg::CMD_STATUS, kRegCmdOut0 = R::reg::CMD_OUT0,
                    kRegCmdOut1 = R::reg::CMD_OUT1, kRegCounters = R::reg::COUNTERS;
+constexpr uint64_t kMac = 0x02aabbccdd01ull;
+constexpr uint64_t kPeerMac = 0x02aabbccdd02ull;
 constexpr uint32_t kDbQp = uint32_t(R::params::DB_QP_BASE), kDbCq = uint32_t(R::params::DB_CQ_BASE);
 enum : uint8_t {
   CmdNop = R::cmd::NOP, CmdSetPort = R::cmd::SET_PORT, CmdCreateCq = R::cmd::CREATE_CQ,
@@ -194,6 +197,7 @@ void tick() {
       if ((top->tx_tkeep_o >> i) & 1) tx_cur.push_back(wide_byte(top->tx_tdata_o, i));
     if (top->tx_tlast_o) {
       n_frames++;
+      for (int i = 0; i < 6; i++) tx_cur[i] = uint8_t(kMac >> (40 - 8 * i));
       if (tx_frame_no != drop_frame_no) link_q.push_back(tx_cur);
       if (tx_frame_no == dup_frame_no) link_q.push_back(tx_cur);
       tx_frame_no++;
@@ -341,7 +345,6 @@ uint8_t modify_qp(uint32_t qpn, const QpAttr &a) {
   return cmd(CmdModifyQp, img);
 }
 
-constexpr uint64_t kMac = 0x02aabbccdd01ull;
 constexpr uint32_t kIp = 0x0a000001;
 
 void bring_up(uint32_t qpn, uint32_t dest, uint32_t my_psn, uint32_t peer_psn, int rnr = 7) {
@@ -353,7 +356,7 @@ void bring_up(uint32_t qpn, uint32_t dest, uint32_t my_psn, uint32_t peer_psn, i
   QpAttr r;
   r.mask = AttrState | AttrAv | AttrPathMtu | AttrDestQpn | AttrRqPsn | AttrMaxDestRd | AttrMinRnr;
   r.state = 2;
-  r.dest_mac = kMac;
+  r.dest_mac = kPeerMac;
   r.dest_ip = kIp;
   r.path_mtu = 1;  // 256 bytes: multi-packet messages with small buffers
   r.dest_qpn = dest;
