@@ -157,7 +157,7 @@ module rnic_engine
     // flushes
     StFlushSq, StFlushSq2, StFlushSq3, StFlushRq, StFlushRq2, StFlushRq3,
     StTmrLd, StTmr, StTmr2,
-    StVrRd, StVrChk,
+    StVrRd, StVrChk, StMrScan, StMrScanChk,
     // subroutines
     StMrRd, StMrChk,
     StWkSeg, StWkMr, StWkMtt, StWkRdIss, StWkWrRd, StWkWrCap, StWkWrBeat, StWkDrain, StWkRet,
@@ -684,6 +684,24 @@ module rnic_engine
   assign win_mtt_src = in_win(cfunc_q, cw_b, cw_e, a_mtt.src, 65'({a_mtt.count, 3'd0}));
   assign mtt_ent     = fifo_head[{mtt_j_q[2:0], 6'd0} +: 64];
   assign win_mtt_ent = in_win(cfunc_q, cw_b, cw_e, mtt_ent, 65'd1 << MinLogPage);
+  logic        win_mtt_rd;
+  assign win_mtt_rd  = in_win(cfunc_q, cw_b, cw_e, mtt_rdata, 65'd1 << MinLogPage);
+
+  // REG_MR: the context it writes
+  mrc_t mr_new;
+  always_comb begin
+    mr_new          = '0;
+    mr_new.valid    = 1'b1;
+    mr_new.func     = cfunc_q;
+    mr_new.mtt_end  = 24'({41'd0, a_mr.mtt_base} + mr_npages);
+    mr_new.pdn      = a_mr.pdn;
+    mr_new.key      = a_mr.key;
+    mr_new.access   = a_mr.access;
+    mr_new.iova     = a_mr.iova;
+    mr_new.length   = a_mr.length;
+    mr_new.mtt_base = a_mr.mtt_base;
+    mr_new.log_page = a_mr.log_page;
+  end
 
   // REG_MR page count
   logic [64:0] mr_end;
@@ -1135,19 +1153,12 @@ module rnic_engine
                      32'(a_mr.mtt_base) < rq_mtt[31:0] ||
                      {41'd0, a_mr.mtt_base} + mr_npages > 65'(rq_mtt[31:0]) + 65'(rq_mtt[63:32]))
                                                              cst_d = CmdStatusBadParam;
-            else begin
-              mrc_req = 1'b1; mrc_we = 1'b1; mrc_addr = MrW'(a_mr.index);
-              mrc_wdata = '0;
-              mrc_wdata.valid    = 1'b1;
-              mrc_wdata.func     = cfunc_q;
-              mrc_wdata.mtt_end  = 24'({41'd0, a_mr.mtt_base} + mr_npages);
-              mrc_wdata.pdn      = a_mr.pdn;
-              mrc_wdata.key      = a_mr.key;
-              mrc_wdata.access   = a_mr.access;
-              mrc_wdata.iova     = a_mr.iova;
-              mrc_wdata.length   = a_mr.length;
-              mrc_wdata.mtt_base = a_mr.mtt_base;
-              mrc_wdata.log_page = a_mr.log_page;
+            else if (cfunc_q != 8'd0) begin
+              // a VF's MTT entries must all lie in its window: scan them first
+              mtt_idx_d = (MttW+1)'(a_mr.mtt_base);
+              state_d   = StMrScan;
+            end else begin
+              mrc_req = 1'b1; mrc_we = 1'b1; mrc_addr = MrW'(a_mr.index); mrc_wdata = mr_new;
             end
           end
           CmdDeregMr: begin
@@ -1316,6 +1327,27 @@ module rnic_engine
           state_d = StCmdDone;
         end else begin
           state_d = StVrRd;
+        end
+      end
+
+      // REG_MR of a VF: read MTT[mtt_base .. mtt_end) and check each page against the window
+      // (two cycles per entry); the MR is written only when every entry is inside.
+      StMrScan: begin
+        mtt_req  = 1'b1;
+        mtt_addr = MttW'(mtt_idx_q);
+        state_d  = StMrScanChk;
+      end
+
+      StMrScanChk: begin
+        if (!win_mtt_rd) begin
+          cst_d   = CmdStatusBadAddr;
+          state_d = StCmdDone;
+        end else if (25'(mtt_idx_q) + 25'd1 == 25'(mr_new.mtt_end)) begin
+          mrc_req = 1'b1; mrc_we = 1'b1; mrc_addr = MrW'(a_mr.index); mrc_wdata = mr_new;
+          state_d = StCmdDone;
+        end else begin
+          mtt_idx_d = mtt_idx_q + 1'b1;
+          state_d   = StMrScan;
         end
       end
 

@@ -317,6 +317,12 @@ impl Nic {
         if mtt_base < first || mtt_base + npages > first + n {
             return Err(st::BAD_PARAM);
         }
+        // Every page the MR translates through must lie in the caller's window (an entry may
+        // be stale: never written by this function, or written under an older window).
+        let pages = &self.mtt[mtt_base as usize..(mtt_base + npages) as usize];
+        if pages.iter().any(|&e| !self.in_window(e, 1 << params::MIN_LOG_PAGE)) {
+            return Err(st::BAD_ADDR);
+        }
         self.mrc[i as usize] = Mrc {
             valid: true,
             func: self.cur_func,
@@ -664,6 +670,10 @@ mod tests {
             a
         };
         assert_eq!(run(&mut nic, &mut mem, 1, cmd::REG_MR, &mr(13)), st::BAD_PARAM);
+        // REG_MR checks the entries it translates through: 1538 was never written (0).
+        let mut three = mr(12);
+        crm::LENGTH.set(&mut three, 0x3000);
+        assert_eq!(run(&mut nic, &mut mem, 1, cmd::REG_MR, &three), st::BAD_ADDR, "stale MTT entry");
         assert_eq!(run(&mut nic, &mut mem, 1, cmd::REG_MR, &mr(12)), st::OK);
         // A new window applies to addresses learned afterwards; VF 2 has none yet.
         assert_eq!(run(&mut nic, &mut mem, 2, cmd::CREATE_CQ, &cq(12, w, 4)), st::BAD_ADDR);

@@ -706,6 +706,11 @@ impl Fabric {
         self.primary_mem(nic).free_bytes()
     }
 
+    /// VF `func`'s DMA window `(base, end)` on NIC `nic`'s host, if [`Fabric::dma_window`] gave it one.
+    pub fn vf_window(&mut self, nic: usize, func: u8) -> Option<(u64, u64)> {
+        self.primary_mem(nic).window(func)
+    }
+
     /// Give VF `func` of NIC `nic` a DMA window of `len` bytes of host memory (2 MiB aligned),
     /// like a hypervisor giving a VM memory: `func`'s [`Device::dma_alloc`] allocates inside it
     /// from now on, and every DMA the NIC makes for `func` (RTL and model) is checked against it
