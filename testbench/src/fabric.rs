@@ -711,6 +711,16 @@ impl Fabric {
         self.primary_mem(nic).window(func)
     }
 
+    /// Tell the host memories of NIC `nic` that VF `func`'s DMA window is `[base, base + len)`
+    /// (for tests that issue SET_VF_DMA themselves); every later DMA for `func` is checked
+    /// against it. Allocation is unchanged.
+    pub fn set_vf_window(&mut self, nic: usize, func: u8, base: u64, len: u64) {
+        if let Slot::Lockstep { chk, .. } = &mut self.slots[nic] {
+            chk.mem.set_window(func, base, len);
+        }
+        self.primary_mem(nic).set_window(func, base, len);
+    }
+
     /// Give VF `func` of NIC `nic` a DMA window of `len` bytes of host memory (2 MiB aligned),
     /// like a hypervisor giving a VM memory: `func`'s [`Device::dma_alloc`] allocates inside it
     /// from now on, and every DMA the NIC makes for `func` (RTL and model) is checked against it

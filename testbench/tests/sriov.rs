@@ -540,6 +540,33 @@ fn isolation_attacks_from_one_vf_fail_and_change_nothing() {
 }
 
 #[test]
+fn host_memory_fails_the_test_on_a_vf_dma_outside_its_window() {
+    // The NIC keeps to the windows, so to show the bench's own per-request check is live, tell
+    // the host memories (not the NIC) that VF 1's window is one page of VF 2's: the next DMA the
+    // NIC makes for VF 1 (reading its SQ) panics with the function, range and window.
+    let f = fabric();
+    let pf0 = enable_vfs(&f, 0, 2).expect("NIC 0 VFs");
+    let pf1 = enable_vfs(&f, 1, 2).expect("NIC 1 VFs");
+    let open = |n: usize, func: u8| Context::open(Fabric::device(&f, n, func)).expect("open VF");
+    let me = side(open(0, 1), 61);
+    let peer = side(open(1, 1), 62);
+    connect(&me.qp, (0, 1), &peer.qp, (1, 1));
+    let (w, _) = f.borrow_mut().vf_window(0, 2).expect("VF 2 has a window");
+    f.borrow_mut().set_vf_window(0, 1, w, 4096);
+    let write = WrOpcode::Write { remote_addr: peer.mr.addr(), rkey: peer.mr.rkey() };
+    me.qp.post_send(&SendWr::new(1, write, vec![me.mr.sge(0, 64).unwrap()])).unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| me.cq.wait(1, 100_000)));
+    let msg = match caught {
+        Ok(r) => panic!("the DMA for VF 1 outside the window it was told was not caught: {r:?}"),
+        Err(p) => p.downcast_ref::<String>().cloned().unwrap_or_default(),
+    };
+    assert!(msg.starts_with("DMA isolation broken: the NIC's DMA read for function 1"), "{msg}");
+    assert!(msg.contains(&format!("window [{w:#x}, {:#x})", w + 4096)), "{msg}");
+    // The NIC still has work for VF 1 that would trip the check again: drop nothing that talks to it.
+    std::mem::forget((me, peer, pf0, pf1, f));
+}
+
+#[test]
 fn random_vf_counts_profiles_and_resource_requests() {
     // Random numbers of VFs and profiles; every function creates CQs and PDs at random indices.
     // The expected status comes from the contract's formula; lockstep checks the RTL and the
