@@ -4,7 +4,9 @@
 //! does, VFs answer at their own function numbers, and every configuration read is predicted by
 //! the model. Slice B: VF BARs with their own command interfaces and resource ranges, the PF's
 //! admin commands, and an isolation suite that attacks one VF from another and checks the
-//! defined error and that nothing of the victim changed.
+//! defined error and that nothing of the victim changed. Slice C's DMA windows: the same suite
+//! hands the NIC addresses outside the attacker's window (BAD_ADDR, the victim's whole window and
+//! the PF's memory unchanged), and the host memory's own per-request window check is shown to fire.
 
 use std::rc::Rc;
 
