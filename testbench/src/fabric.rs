@@ -721,7 +721,7 @@ impl Fabric {
         self.primary_mem(nic).set_window(func, base, len);
     }
 
-    /// Give VF `func` of NIC `nic` a DMA window of `len` bytes of host memory (2 MiB aligned),
+    /// Give VF `func` of NIC `nic` a DMA window of `len` bytes of host memory (64 KiB aligned),
     /// like a hypervisor giving a VM memory: `func`'s [`Device::dma_alloc`] allocates inside it
     /// from now on, and every DMA the NIC makes for `func` (RTL and model) is checked against it
     /// — outside it the test panics. Returns `(base, len)` of the window; the caller tells the
@@ -730,7 +730,7 @@ impl Fabric {
     /// # Errors
     /// Out of host memory.
     pub fn dma_window(&mut self, nic: usize, func: u8, len: u64) -> Result<(u64, u64), DeviceError> {
-        let align = 2 << 20;
+        let align = 64 << 10;
         let mem = self.primary_mem(nic);
         mem.alloc_window(func, len, align).map_err(|_| DeviceError::OutOfMemory { len, align })?;
         let (base, end) = mem.window(func).expect("the window just given");

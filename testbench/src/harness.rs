@@ -33,7 +33,7 @@ pub fn func_ip(i: usize, f: u8) -> Ipv4Addr {
 
 /// Enable `vfs` VFs on NIC `nic` the way a PF driver does: an even VF resource profile, each VF's
 /// MAC/IP ([`func_mac`], [`func_ip`]; untrusted, spoof-checked) and DMA window (an equal,
-/// 2 MiB-aligned slice of the free host memory, [`Fabric::dma_window`]; the PF keeps one slice),
+/// 64 KiB-aligned slice of the free host memory, [`Fabric::dma_window`]; the PF keeps one slice),
 /// then VF Enable. Returns the PF's context.
 ///
 /// # Errors
@@ -45,7 +45,7 @@ pub fn enable_vfs(fabric: &FabricRef, nic: usize, vfs: u16) -> HarnessResult<Con
     pf.set_vf_resources(vfs, p).map_err(|e| format!("NIC {nic}: set_vf_resources: {e}"))?;
     // Each VF gets an equal slice of the host memory that is still free (the PF keeps one
     // share) as its DMA window; its driver's allocations come from there.
-    let slice = (fabric.borrow_mut().dma_free_bytes(nic) / (u64::from(vfs) + 1)) & !((2 << 20) - 1);
+    let slice = (fabric.borrow_mut().dma_free_bytes(nic) / (u64::from(vfs) + 1)) & !0xFFFF;
     for f in 1..=vfs as u8 {
         pf.set_vf_port(f, func_mac(nic, f), func_ip(nic, f), false, true)
             .map_err(|e| format!("NIC {nic}: set_vf_port {f}: {e}"))?;
