@@ -157,7 +157,7 @@ module rnic_engine
     // flushes
     StFlushSq, StFlushSq2, StFlushSq3, StFlushRq, StFlushRq2, StFlushRq3,
     StTmrLd, StTmr, StTmr2,
-    StVrRd, StVrChk,
+    StVrRd, StVrChk, StMrScan, StMrScanChk,
     // subroutines
     StMrRd, StMrChk,
     StWkSeg, StWkMr, StWkMtt, StWkRdIss, StWkWrRd, StWkWrCap, StWkWrBeat, StWkDrain, StWkRet,
@@ -399,6 +399,8 @@ module rnic_engine
   logic [NumFunc-1:0][47:0] amac_q, amac_d;
   logic [NumFunc-1:0][31:0] aip_q, aip_d;
   logic [NumFunc-1:0]       fspoof_q, fspoof_d;
+  // DMA windows [dwb, dwe) set by SET_VF_DMA (reset: empty; the PF's entry is never used).
+  logic [NumFunc-1:0][63:0] dwb_q, dwb_d, dwe_q, dwe_d;
   logic [7:0]               cfunc_q, cfunc_d;
   logic [7:0]               dbf_q, dbf_d;        // function of the doorbell being executed
   logic [15:0]              vfs_q, vfs_d;
@@ -615,6 +617,7 @@ module rnic_engine
   cmd_set_port_t  a_port;
   cmd_set_vf_port_t a_vfp;
   cmd_set_vf_res_t  a_vfr;
+  cmd_set_vf_dma_t  a_vfd;
   logic [23:0]    a_idx;
   assign a_cq   = cmd_create_cq_t'(args_q);
   assign a_mr   = cmd_reg_mr_t'(args_q);
@@ -624,6 +627,7 @@ module rnic_engine
   assign a_port = cmd_set_port_t'(args_q);
   assign a_vfp  = cmd_set_vf_port_t'(args_q);
   assign a_vfr  = cmd_set_vf_res_t'(args_q);
+  assign a_vfd  = cmd_set_vf_dma_t'(args_q);
 
   // The calling function's resource ranges ({count, first}; docs/architecture.md, Functions).
   logic [63:0] rq_qp, rq_cq, rq_mr, rq_pd, rq_mtt;
@@ -675,6 +679,41 @@ module rnic_engine
     end else begin
       mq_trans_ok = 1'b0;
     end
+  end
+
+  // DMA window of the calling function: [a, a + n) inside it (the PF's is all of memory).
+  function automatic logic in_win(logic [7:0] f, logic [63:0] b, logic [63:0] e,
+                                  logic [63:0] a, logic [64:0] n);
+    return f == 8'd0 || (a >= b && {1'b0, a} + n <= {1'b0, e});
+  endfunction
+  logic [63:0] cw_b, cw_e;
+  logic        win_cq, win_qp, win_mtt_src, win_mtt_ent;
+  logic [63:0] mtt_ent;
+  assign cw_b        = dwb_q[FuncSelW'(cfunc_q)];
+  assign cw_e        = dwe_q[FuncSelW'(cfunc_q)];
+  assign win_cq      = in_win(cfunc_q, cw_b, cw_e, a_cq.base, 65'(CqeSize) << a_cq.log_size);
+  assign win_qp      = in_win(cfunc_q, cw_b, cw_e, a_cqp.sq_base, 65'(SendWqeSize) << a_cqp.log_sq_size) &&
+                       in_win(cfunc_q, cw_b, cw_e, a_cqp.rq_base, 65'(RecvWqeSize) << a_cqp.log_rq_size);
+  assign win_mtt_src = in_win(cfunc_q, cw_b, cw_e, a_mtt.src, 65'({a_mtt.count, 3'd0}));
+  assign mtt_ent     = fifo_head[{mtt_j_q[2:0], 6'd0} +: 64];
+  assign win_mtt_ent = in_win(cfunc_q, cw_b, cw_e, mtt_ent, 65'd1 << MinLogPage);
+  logic        win_mtt_rd;
+  assign win_mtt_rd  = in_win(cfunc_q, cw_b, cw_e, mtt_rdata, 65'd1 << MinLogPage);
+
+  // REG_MR: the context it writes
+  mrc_t mr_new;
+  always_comb begin
+    mr_new          = '0;
+    mr_new.valid    = 1'b1;
+    mr_new.func     = cfunc_q;
+    mr_new.mtt_end  = 24'({41'd0, a_mr.mtt_base} + mr_npages);
+    mr_new.pdn      = a_mr.pdn;
+    mr_new.key      = a_mr.key;
+    mr_new.access   = a_mr.access;
+    mr_new.iova     = a_mr.iova;
+    mr_new.length   = a_mr.length;
+    mr_new.mtt_base = a_mr.mtt_base;
+    mr_new.log_page = a_mr.log_page;
   end
 
   // REG_MR page count
@@ -732,6 +771,8 @@ module rnic_engine
     amac_d       = amac_q;
     aip_d        = aip_q;
     fspoof_d     = fspoof_q;
+    dwb_d        = dwb_q;
+    dwe_d        = dwe_q;
     cfunc_d      = cfunc_q;
     dbf_d        = dbf_q;
     vfs_d        = vfs_q;
@@ -1058,6 +1099,16 @@ module rnic_engine
               fspoof_d[FuncSelW'(a_vfp.vf)] = a_vfp.spoofchk;
             end
           end
+          CmdSetVfDma: begin
+            if (cfunc_q != 8'd0)                                  cst_d = CmdStatusDenied;
+            else if (a_vfd.vf == 8'd0 || 32'(a_vfd.vf) > NumVf ||
+                     {1'b0, a_vfd.base} + {1'b0, a_vfd.len} > 65'({64{1'b1}}))
+                                                                  cst_d = CmdStatusBadParam;
+            else begin
+              dwb_d[FuncSelW'(a_vfd.vf)] = a_vfd.base;
+              dwe_d[FuncSelW'(a_vfd.vf)] = a_vfd.base + a_vfd.len;
+            end
+          end
           CmdSetVfRes: begin
             if (cfunc_q != 8'd0)  cst_d = CmdStatusDenied;
             else if (vf_en_i)     cst_d = CmdStatusBadState;
@@ -1081,6 +1132,7 @@ module rnic_engine
             else if (cq_q.valid)                                cst_d = CmdStatusBadState;
             else if (a_cq.log_size < 5'd1 || a_cq.log_size > 5'(MaxCqLogSize) || a_cq.base[4:0] != 5'd0)
                                                                 cst_d = CmdStatusBadParam;
+            else if (!win_cq)                                   cst_d = CmdStatusBadAddr;
             else begin
               cqc_req = 1'b1; cqc_we = 1'b1; cqc_addr = CqW'(a_cq.cqn);
               cqc_wdata = '0;
@@ -1116,6 +1168,7 @@ module rnic_engine
             else if (32'(a_mtt.start) < rq_mtt[31:0] ||
                      33'(a_mtt.start) + 33'(a_mtt.count) > 33'(rq_mtt[31:0]) + 33'(rq_mtt[63:32]))
                                                                           cst_d = CmdStatusNoQuota;
+            else if (!win_mtt_src)                                        cst_d = CmdStatusBadAddr;
             else begin
               mtt_idx_d = (MttW+1)'(a_mtt.start);
               mtt_cnt_d = a_mtt.count;
@@ -1129,22 +1182,16 @@ module rnic_engine
             else if (mr_q.valid)                             cst_d = CmdStatusBadState;
             else if (a_mr.pdn >= 24'(NumPd) || !pd_q.valid || pd_q.func != cfunc_q ||
                      a_mr.log_page < 6'(MinLogPage) || a_mr.log_page > 6'(MaxLogPage) || a_mr.length == 64'd0 ||
+                     (cfunc_q != 8'd0 && a_mr.log_page != 6'(MinLogPage)) ||
                      32'(a_mr.mtt_base) < rq_mtt[31:0] ||
                      {41'd0, a_mr.mtt_base} + mr_npages > 65'(rq_mtt[31:0]) + 65'(rq_mtt[63:32]))
                                                              cst_d = CmdStatusBadParam;
-            else begin
-              mrc_req = 1'b1; mrc_we = 1'b1; mrc_addr = MrW'(a_mr.index);
-              mrc_wdata = '0;
-              mrc_wdata.valid    = 1'b1;
-              mrc_wdata.func     = cfunc_q;
-              mrc_wdata.mtt_end  = 24'({41'd0, a_mr.mtt_base} + mr_npages);
-              mrc_wdata.pdn      = a_mr.pdn;
-              mrc_wdata.key      = a_mr.key;
-              mrc_wdata.access   = a_mr.access;
-              mrc_wdata.iova     = a_mr.iova;
-              mrc_wdata.length   = a_mr.length;
-              mrc_wdata.mtt_base = a_mr.mtt_base;
-              mrc_wdata.log_page = a_mr.log_page;
+            else if (cfunc_q != 8'd0) begin
+              // a VF's MTT entries must all lie in its window: scan them first
+              mtt_idx_d = (MttW+1)'(a_mr.mtt_base);
+              state_d   = StMrScan;
+            end else begin
+              mrc_req = 1'b1; mrc_we = 1'b1; mrc_addr = MrW'(a_mr.index); mrc_wdata = mr_new;
             end
           end
           CmdDeregMr: begin
@@ -1167,6 +1214,7 @@ module rnic_engine
                      a_cqp.log_rq_size < 5'd1 || a_cqp.log_rq_size > 5'(MaxWqLogSize) ||
                      a_cqp.sq_base[6:0] != 7'd0 || a_cqp.rq_base[5:0] != 6'd0)
                                                                     cst_d = CmdStatusBadParam;
+            else if (!win_qp)                                       cst_d = CmdStatusBadAddr;
             else begin
               qpc_req = 1'b1; qpc_we = 1'b1; qpc_addr = QpW'(a_cqp.qpn);
               tmr_set = 1'b1; tmr_set_qpn = QpW'(a_cqp.qpn);
@@ -1315,6 +1363,27 @@ module rnic_engine
         end
       end
 
+      // REG_MR of a VF: read MTT[mtt_base .. mtt_end) and check each page against the window
+      // (two cycles per entry); the MR is written only when every entry is inside.
+      StMrScan: begin
+        mtt_req  = 1'b1;
+        mtt_addr = MttW'(mtt_idx_q);
+        state_d  = StMrScanChk;
+      end
+
+      StMrScanChk: begin
+        if (!win_mtt_rd) begin
+          cst_d   = CmdStatusBadAddr;
+          state_d = StCmdDone;
+        end else if (25'(mtt_idx_q) + 25'd1 == 25'(mr_new.mtt_end)) begin
+          mrc_req = 1'b1; mrc_we = 1'b1; mrc_addr = MrW'(a_mr.index); mrc_wdata = mr_new;
+          state_d = StCmdDone;
+        end else begin
+          mtt_idx_d = mtt_idx_q + 1'b1;
+          state_d   = StMrScan;
+        end
+      end
+
       // WRITE_MTT: 64-byte DMA reads (8 entries each), written into the MTT one entry per cycle.
       StMttIss: begin
         rd_req_d  = 1'b1;
@@ -1332,17 +1401,25 @@ module rnic_engine
       end
 
       StMttWr: begin
-        mtt_req   = 1'b1;
-        mtt_we    = 1'b1;
-        mtt_addr  = MttW'(mtt_idx_q);
-        mtt_wdata = fifo_head[{mtt_j_q[2:0], 6'd0} +: 64];
-        mtt_idx_d = mtt_idx_q + 1'b1;
-        mtt_cnt_d = mtt_cnt_q - 16'd1;
-        mtt_j_d   = mtt_j_q + 4'd1;
-        if (mtt_cnt_q == 16'd1 || mtt_j_q == 4'd7) begin
-          fifo_pop  = 1'b1;
-          mtt_src_d = mtt_src_q + 64'd64;
-          state_d   = (mtt_cnt_q == 16'd1) ? StCmdDone : StMttIss;
+        // An entry whose 4 KiB page leaves the caller's window ends the command (BAD_ADDR);
+        // the entries before it stay written.
+        if (!win_mtt_ent) begin
+          cst_d    = CmdStatusBadAddr;
+          fifo_pop = 1'b1;
+          state_d  = StCmdDone;
+        end else begin
+          mtt_req   = 1'b1;
+          mtt_we    = 1'b1;
+          mtt_addr  = MttW'(mtt_idx_q);
+          mtt_wdata = mtt_ent;
+          mtt_idx_d = mtt_idx_q + 1'b1;
+          mtt_cnt_d = mtt_cnt_q - 16'd1;
+          mtt_j_d   = mtt_j_q + 4'd1;
+          if (mtt_cnt_q == 16'd1 || mtt_j_q == 4'd7) begin
+            fifo_pop  = 1'b1;
+            mtt_src_d = mtt_src_q + 64'd64;
+            state_d   = (mtt_cnt_q == 16'd1) ? StCmdDone : StMttIss;
+          end
         end
       end
 
@@ -2585,6 +2662,8 @@ module rnic_engine
       amac_q      <= '0;
       aip_q       <= '0;
       fspoof_q    <= '0;
+      dwb_q       <= '0;
+      dwe_q       <= '0;
       cfunc_q     <= '0;
       dbf_q       <= '0;
       vfs_q       <= '0;
@@ -2682,6 +2761,8 @@ module rnic_engine
       amac_q      <= amac_d;
       aip_q       <= aip_d;
       fspoof_q    <= fspoof_d;
+      dwb_q       <= dwb_d;
+      dwe_q       <= dwe_d;
       cfunc_q     <= cfunc_d;
       dbf_q       <= dbf_d;
       vfs_q       <= vfs_d;

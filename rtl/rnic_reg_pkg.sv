@@ -154,6 +154,7 @@ package rnic_reg_pkg;
     CmdSetPort = 8'h1,
     CmdSetVfRes = 8'h2,
     CmdSetVfPort = 8'h3,
+    CmdSetVfDma = 8'h4,
     CmdCreateCq = 8'h10,
     CmdDestroyCq = 8'h11,
     CmdAllocPd = 8'h20,
@@ -176,6 +177,7 @@ package rnic_reg_pkg;
     CmdStatusBadParam = 8'h4,
     CmdStatusNoQuota = 8'h5,
     CmdStatusDenied = 8'h6,
+    CmdStatusBadAddr = 8'h7,
     CmdStatusBusy = 8'hFF
   } cmd_status_e;
 
@@ -514,6 +516,16 @@ package rnic_reg_pkg;
     logic [0:0] trust;
     logic [7:0] vf;
   } cmd_set_vf_port_t;
+
+  // ---- cmd_set_vf_dma: SET_VF_DMA argument image: VF `vf` may DMA to [base, base + len)
+  localparam int unsigned CmdSetVfDmaSize = 48;
+  typedef struct packed {
+    logic [191:0] rsvd192;
+    logic [63:0] len;
+    logic [63:0] base;
+    logic [55:0] rsvd8;
+    logic [7:0] vf;
+  } cmd_set_vf_dma_t;
 
   // ---- cmd_set_port: SET_PORT argument image
   localparam int unsigned CmdSetPortSize = 48;

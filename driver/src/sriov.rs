@@ -251,4 +251,24 @@ impl Context {
         log::info!(target: &self.inner.log_target, "sriov: vf {vf} port {mac:02x?} / {ip}, trust {trust}, spoofchk {spoofchk}");
         Ok(())
     }
+
+    /// PF admin: VF `vf` may DMA only to `[base, base + len)` (SET_VF_DMA), like an IOMMU domain
+    /// the hypervisor gives a VF. Every address the VF later hands the NIC (queue and CQ rings,
+    /// the WRITE_MTT source and each MTT page) must lie inside it, else the VF's command fails
+    /// with [`CommandStatus::BadAddr`](crate::CommandStatus::BadAddr). The window applies to
+    /// addresses learned after this call; after reset a VF's window is empty.
+    ///
+    /// # Errors
+    /// [`Error::CommandFailed`] with `DENIED` on a VF, `BAD_PARAM` for VF 0, a VF number past
+    /// TotalVFs, or a window that wraps past 2^64 - 1.
+    pub fn set_vf_dma(&self, vf: u8, base: u64, len: u64) -> Result<()> {
+        use rnic_regs::cmd_set_vf_dma as c;
+        let mut img = [0u8; crate::CMD_IMAGE_SIZE];
+        c::VF.set(&mut img, u64::from(vf));
+        c::BASE.set(&mut img, base);
+        c::LEN.set(&mut img, len);
+        self.inner.command(crate::Command::SetVfDma, crate::Object::Vf(vf), &img)?;
+        log::info!(target: &self.inner.log_target, "sriov: vf {vf} DMA window [{base:#x}, +{len:#x})");
+        Ok(())
+    }
 }

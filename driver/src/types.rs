@@ -185,6 +185,8 @@ pub enum Command {
     SetVfRes,
     /// PF only: a VF's MAC, IPv4 address and trust.
     SetVfPort,
+    /// PF only: a VF's DMA window.
+    SetVfDma,
     /// Create a completion queue.
     CreateCq,
     /// Destroy a completion queue.
@@ -219,6 +221,7 @@ impl Command {
             Command::SetPort => cmd::SET_PORT,
             Command::SetVfRes => cmd::SET_VF_RES,
             Command::SetVfPort => cmd::SET_VF_PORT,
+            Command::SetVfDma => cmd::SET_VF_DMA,
             Command::CreateCq => cmd::CREATE_CQ,
             Command::DestroyCq => cmd::DESTROY_CQ,
             Command::AllocPd => cmd::ALLOC_PD,
@@ -241,6 +244,7 @@ impl Command {
             cmd::SET_PORT => Command::SetPort,
             cmd::SET_VF_RES => Command::SetVfRes,
             cmd::SET_VF_PORT => Command::SetVfPort,
+            cmd::SET_VF_DMA => Command::SetVfDma,
             cmd::CREATE_CQ => Command::CreateCq,
             cmd::DESTROY_CQ => Command::DestroyCq,
             cmd::ALLOC_PD => Command::AllocPd,
@@ -282,6 +286,8 @@ pub enum CommandStatus {
     NoQuota,
     /// This function may not issue the command.
     Denied,
+    /// An address (queue, CQ, MTT source or MTT page) is outside this function's DMA window.
+    BadAddr,
     /// A value the spec does not define.
     Other(u8),
 }
@@ -296,6 +302,7 @@ impl CommandStatus {
             cmd_status::BAD_PARAM => CommandStatus::BadParam,
             cmd_status::NO_QUOTA => CommandStatus::NoQuota,
             cmd_status::DENIED => CommandStatus::Denied,
+            cmd_status::BAD_ADDR => CommandStatus::BadAddr,
             other => CommandStatus::Other(other),
         }
     }
@@ -313,6 +320,10 @@ impl CommandStatus {
                 "the index is outside this function's share (Context::resources); ask the PF for a larger VF profile"
             }
             CommandStatus::Denied => "only the PF (or a trusted VF, for SET_PORT) may issue this command",
+            CommandStatus::BadAddr => {
+                "an address is outside this function's DMA window: allocate DMA memory through this \
+                 function's Device, or have the PF give the VF a window that holds it (Context::set_vf_dma)"
+            }
             CommandStatus::Other(_) => "the device returned an undefined status; this is a device bug",
         }
     }
@@ -327,6 +338,7 @@ impl fmt::Display for CommandStatus {
             CommandStatus::BadParam => f.write_str("BAD_PARAM"),
             CommandStatus::NoQuota => f.write_str("NO_QUOTA"),
             CommandStatus::Denied => f.write_str("DENIED"),
+            CommandStatus::BadAddr => f.write_str("BAD_ADDR"),
             CommandStatus::Other(v) => write!(f, "status {v:#04x}"),
         }
     }

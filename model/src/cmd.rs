@@ -3,7 +3,7 @@
 
 use rnic_regs::{
     cmd, cmd_create_cq as ccq, cmd_create_qp as cqp, cmd_index, cmd_qp_args as qa,
-    cmd_reg_mr as crm, cmd_set_port, cmd_set_vf_port as cvp, cmd_set_vf_res as cvr,
+    cmd_reg_mr as crm, cmd_set_port, cmd_set_vf_dma as cvd, cmd_set_vf_port as cvp, cmd_set_vf_res as cvr,
     cmd_status as st, cmd_write_mtt as cwm, counter, params, qp_attr as attr, qp_state, Cqc, Mrc,
     Qpc,
 };
@@ -55,6 +55,22 @@ impl Nic {
                     fs.trust = cvp::TRUST.get(&a) != 0;
                     fs.spoofchk = cvp::SPOOFCHK.get(&a) != 0;
                     Ok(())
+                }
+            }
+            cmd::SET_VF_DMA => {
+                let vf = cvd::VF.get(&a);
+                let base = cvd::BASE.get(&a);
+                if f != 0 {
+                    Err(st::DENIED)
+                } else if vf == 0 || vf > u64::from(self.cfg.num_vf) {
+                    Err(st::BAD_PARAM)
+                } else if let Some(end) = base.checked_add(cvd::LEN.get(&a)) {
+                    let fs = &mut self.funcs[vf as usize];
+                    fs.dma_base = base;
+                    fs.dma_end = end;
+                    Ok(())
+                } else {
+                    Err(st::BAD_PARAM)
                 }
             }
             cmd::CREATE_CQ => self.cmd_create_cq(&a),
@@ -163,6 +179,14 @@ impl Nic {
         Ok(())
     }
 
+    /// Whether `[addr, addr + len)` lies inside the calling function's DMA window (the PF's is
+    /// all of memory). `len` is at least 1 at every caller.
+    pub(crate) fn in_window(&self, addr: u64, len: u64) -> bool {
+        let f = &self.funcs[self.cur_func as usize];
+        self.cur_func == 0
+            || (addr >= f.dma_base && u128::from(addr) + u128::from(len) <= u128::from(f.dma_end))
+    }
+
     /// A CQ index of the calling function (other indices do not exist for it).
     fn cq_index(&self, i: u64) -> Result<usize, u8> {
         if i < self.cfg.num_cq as u64 && self.owns(self.cur_func, Res::Cq, i) {
@@ -223,6 +247,9 @@ impl Nic {
         if !(1..=rnic_regs::params::MAX_CQ_LOG_SIZE).contains(&(log_size as u64)) || !base.is_multiple_of(32) {
             return Err(st::BAD_PARAM);
         }
+        if !self.in_window(base, (rnic_regs::cqe::SIZE as u64) << log_size) {
+            return Err(st::BAD_ADDR);
+        }
         self.cqc[i] = Cqc {
             valid: true,
             func: self.cur_func,
@@ -249,11 +276,21 @@ impl Nic {
         if start < first || start + count > first + n {
             return Ok(Err(st::NO_QUOTA));
         }
+        let src = cwm::SRC.get(a);
+        if !self.in_window(src, 8 * count) {
+            return Ok(Err(st::BAD_ADDR));
+        }
         let mut buf = [0u8; 8 * params::MTT_WRITE_MAX as usize];
         let buf = &mut buf[..8 * count as usize];
-        mem.read(self.cur_func, cwm::SRC.get(a), buf)?;
+        mem.read(self.cur_func, src, buf)?;
+        // Each entry is a page of 2^MIN_LOG_PAGE bytes that must lie inside the window; the
+        // entries before a bad one stay written.
         for (k, c) in buf.chunks_exact(8).enumerate() {
-            self.mtt[start as usize + k] = u64::from_le_bytes(c.try_into().unwrap());
+            let e = u64::from_le_bytes(c.try_into().unwrap());
+            if !self.in_window(e, 1 << params::MIN_LOG_PAGE) {
+                return Ok(Err(st::BAD_ADDR));
+            }
+            self.mtt[start as usize + k] = e;
         }
         Ok(Ok(()))
     }
@@ -268,7 +305,9 @@ impl Nic {
         let iova = crm::IOVA.get(a);
         let length = crm::LENGTH.get(a);
         let mtt_base = crm::MTT_BASE.get(a);
-        if !self.pd_ok(pdn) || !(rnic_regs::params::MIN_LOG_PAGE..=rnic_regs::params::MAX_LOG_PAGE).contains(&(log_page as u64)) || length == 0 {
+        // A VF's pages are the 2^MIN_LOG_PAGE pages WRITE_MTT checked against its window.
+        let max_log_page = if self.cur_func == 0 { params::MAX_LOG_PAGE } else { params::MIN_LOG_PAGE };
+        if !self.pd_ok(pdn) || !(params::MIN_LOG_PAGE..=max_log_page).contains(&(log_page as u64)) || length == 0 {
             return Err(st::BAD_PARAM);
         }
         // An MR whose end wraps the 64-bit space is a bad parameter too.
@@ -277,6 +316,12 @@ impl Nic {
         let (first, n) = self.range(self.cur_func, Res::Mtt);
         if mtt_base < first || mtt_base + npages > first + n {
             return Err(st::BAD_PARAM);
+        }
+        // Every page the MR translates through must lie in the caller's window (an entry may
+        // be stale: never written by this function, or written under an older window).
+        let pages = &self.mtt[mtt_base as usize..(mtt_base + npages) as usize];
+        if pages.iter().any(|&e| !self.in_window(e, 1 << params::MIN_LOG_PAGE)) {
+            return Err(st::BAD_ADDR);
         }
         self.mrc[i as usize] = Mrc {
             valid: true,
@@ -314,6 +359,11 @@ impl Nic {
             || !rq_base.is_multiple_of(64)
         {
             return Err(st::BAD_PARAM);
+        }
+        if !self.in_window(sq_base, (rnic_regs::send_wqe::SIZE as u64) << lsq)
+            || !self.in_window(rq_base, (rnic_regs::recv_wqe::SIZE as u64) << lrq)
+        {
+            return Err(st::BAD_ADDR);
         }
         self.atom_hist[i] = Default::default();
         self.qpc[i] = Qpc {
@@ -489,5 +539,145 @@ impl Nic {
                 c.armed = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rnic_regs::{
+        cfg, cmd, cmd_create_cq as ccq, cmd_create_qp as cqp, cmd_index, cmd_reg_mr as crm,
+        cmd_set_vf_dma as cvd, cmd_set_vf_res as cvr, cmd_status as st, cmd_write_mtt as cwm,
+        reg, sriov,
+    };
+
+    use crate::{HostMemory, MemError, Nic, NicConfig, Task};
+
+    /// Flat memory at `BASE` that accepts any function (the window check under test is the NIC's).
+    struct Mem(Vec<u8>);
+    const BASE: u64 = 0x10_0000;
+
+    impl HostMemory for Mem {
+        fn read(&mut self, func: u8, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+            let s = (addr - BASE) as usize;
+            buf.copy_from_slice(self.0.get(s..s + buf.len()).ok_or(MemError { func, addr, len: buf.len() as u64 })?);
+            Ok(())
+        }
+        fn write(&mut self, func: u8, addr: u64, data: &[u8]) -> Result<(), MemError> {
+            let s = (addr - BASE) as usize;
+            self.0.get_mut(s..s + data.len()).ok_or(MemError { func, addr, len: data.len() as u64 })?.copy_from_slice(data);
+            Ok(())
+        }
+    }
+
+    fn run(nic: &mut Nic, mem: &mut Mem, f: u8, op: u8, a: &[u8; 48]) -> u8 {
+        for i in 0..6 {
+            nic.mmio_write(f, reg::CMD_ARG0 + 8 * i as u64, u64::from_le_bytes(a[8 * i..8 * i + 8].try_into().unwrap()));
+        }
+        nic.mmio_write(f, reg::CMD_OP, u64::from(op));
+        nic.run_task(Task::Cmd { func: f }, mem).unwrap();
+        nic.mmio_read(f, reg::CMD_STATUS) as u8
+    }
+
+    fn window(vf: u64, base: u64, len: u64) -> [u8; 48] {
+        let mut a = [0u8; 48];
+        cvd::VF.set(&mut a, vf);
+        cvd::BASE.set(&mut a, base);
+        cvd::LEN.set(&mut a, len);
+        a
+    }
+
+    #[test]
+    fn vf_dma_window_checks_every_address_the_vf_hands_the_nic() {
+        let c = NicConfig { num_qp: 16, num_cq: 16, num_mr: 16, num_pd: 4, num_mtt: 2048, num_vf: 2 };
+        let mut nic = Nic::new(c);
+        let mut mem = Mem(vec![0; 1 << 20]);
+        let mut vr = [0u8; 48];
+        for (fld, v) in [(cvr::VFS, 2), (cvr::QPS, 4), (cvr::CQS, 4), (cvr::MRS, 4), (cvr::PDS, 1), (cvr::MTTS, 256)] {
+            fld.set(&mut vr, v);
+        }
+        assert_eq!(run(&mut nic, &mut mem, 0, cmd::SET_VF_RES, &vr), st::OK);
+        nic.cfg_write(0, cfg::EXT_CAP + sriov::NUM_VFS, 2);
+        nic.cfg_write(0, cfg::EXT_CAP + sriov::CTRL, sriov::CTRL_VFE | sriov::CTRL_VF_MSE);
+        // VF 1 owns CQ/QP/MR 8..12, PD 2, MTT 1536..1792.
+        let cq = |cqn: u64, base: u64, log: u64| {
+            let mut a = [0u8; 48];
+            ccq::CQN.set(&mut a, cqn);
+            ccq::BASE.set(&mut a, base);
+            ccq::LOG_SIZE.set(&mut a, log);
+            a
+        };
+        let w = BASE + 0x4_0000; // VF 1's window: [w, w + 64 KiB)
+        // SET_VF_DMA: PF only, VF 1..=NumVf, no wrap.
+        assert_eq!(run(&mut nic, &mut mem, 1, cmd::SET_VF_DMA, &window(1, w, 0x1_0000)), st::DENIED);
+        assert_eq!(run(&mut nic, &mut mem, 0, cmd::SET_VF_DMA, &window(0, w, 0x1_0000)), st::BAD_PARAM);
+        assert_eq!(run(&mut nic, &mut mem, 0, cmd::SET_VF_DMA, &window(3, w, 0x1_0000)), st::BAD_PARAM);
+        assert_eq!(run(&mut nic, &mut mem, 0, cmd::SET_VF_DMA, &window(1, u64::MAX - 9, 10)), st::BAD_PARAM);
+        // Default window: empty.
+        assert_eq!(run(&mut nic, &mut mem, 1, cmd::CREATE_CQ, &cq(8, w, 4)), st::BAD_ADDR);
+        assert_eq!(run(&mut nic, &mut mem, 0, cmd::SET_VF_DMA, &window(1, u64::MAX - 10, 10)), st::OK, "ends at 2^64 - 1");
+        assert_eq!(run(&mut nic, &mut mem, 0, cmd::SET_VF_DMA, &window(1, w, 0x1_0000)), st::OK);
+        // CQ ring: 16 CQEs of 32 bytes must fit.
+        assert_eq!(run(&mut nic, &mut mem, 1, cmd::CREATE_CQ, &cq(8, w - 32, 4)), st::BAD_ADDR);
+        assert_eq!(run(&mut nic, &mut mem, 1, cmd::CREATE_CQ, &cq(8, w + 0x1_0000 - 256, 4)), st::BAD_ADDR);
+        assert_eq!(run(&mut nic, &mut mem, 1, cmd::CREATE_CQ, &cq(8, w + 0x1_0000 - 512, 4)), st::OK);
+        // The PF's window is everything; the checks before BAD_ADDR keep their order.
+        assert_eq!(run(&mut nic, &mut mem, 0, cmd::CREATE_CQ, &cq(1, BASE, 4)), st::OK);
+        assert_eq!(run(&mut nic, &mut mem, 1, cmd::CREATE_CQ, &cq(9, w + 16, 4)), st::BAD_PARAM);
+        // QP rings: SQ 2^log * 128 bytes, RQ 2^log * 64 bytes.
+        let mut pd = [0u8; 48];
+        cmd_index::INDEX.set(&mut pd, 2);
+        assert_eq!(run(&mut nic, &mut mem, 1, cmd::ALLOC_PD, &pd), st::OK);
+        let qp = |sq: u64, rq: u64| {
+            let mut a = [0u8; 48];
+            cqp::QPN.set(&mut a, 8);
+            cqp::PDN.set(&mut a, 2);
+            cqp::SEND_CQN.set(&mut a, 8);
+            cqp::RECV_CQN.set(&mut a, 8);
+            cqp::LOG_SQ_SIZE.set(&mut a, 2);
+            cqp::LOG_RQ_SIZE.set(&mut a, 2);
+            cqp::SQ_BASE.set(&mut a, sq);
+            cqp::RQ_BASE.set(&mut a, rq);
+            a
+        };
+        assert_eq!(run(&mut nic, &mut mem, 1, cmd::CREATE_QP, &qp(w, BASE)), st::BAD_ADDR, "RQ in the PF's memory");
+        assert_eq!(run(&mut nic, &mut mem, 1, cmd::CREATE_QP, &qp(w + 0x1_0000 - 256, w)), st::BAD_ADDR, "SQ past the end");
+        assert_eq!(run(&mut nic, &mut mem, 1, cmd::CREATE_QP, &qp(w, w + 0x1000)), st::OK);
+        // WRITE_MTT: the source and every entry's 4 KiB page; entries before a bad one stay.
+        let entries = [w, w + 0x1000, w + 0x1_0000 - 0x800, w + 0x2000];
+        for (k, e) in entries.iter().enumerate() {
+            mem.write(0, w + 0x8000 + 8 * k as u64, &e.to_le_bytes()).unwrap();
+        }
+        let mtt = |src: u64, count: u64| {
+            let mut a = [0u8; 48];
+            cwm::START.set(&mut a, 1536);
+            cwm::COUNT.set(&mut a, count);
+            cwm::SRC.set(&mut a, src);
+            a
+        };
+        assert_eq!(run(&mut nic, &mut mem, 1, cmd::WRITE_MTT, &mtt(BASE, 2)), st::BAD_ADDR, "source outside");
+        assert_eq!(nic.mtt[1536], 0);
+        assert_eq!(run(&mut nic, &mut mem, 1, cmd::WRITE_MTT, &mtt(w + 0x8000, 4)), st::BAD_ADDR, "third page crosses the end");
+        assert_eq!(nic.mtt[1536..1540], [w, w + 0x1000, 0, 0]);
+        assert_eq!(run(&mut nic, &mut mem, 1, cmd::WRITE_MTT, &mtt(w + 0x8000, 2)), st::OK);
+        // A VF's MR uses the 4 KiB pages its MTT entries were checked as.
+        let mr = |log_page: u64| {
+            let mut a = [0u8; 48];
+            crm::INDEX.set(&mut a, 8);
+            crm::PDN.set(&mut a, 2);
+            crm::LOG_PAGE.set(&mut a, log_page);
+            crm::LENGTH.set(&mut a, 0x2000);
+            crm::MTT_BASE.set(&mut a, 1536);
+            a
+        };
+        assert_eq!(run(&mut nic, &mut mem, 1, cmd::REG_MR, &mr(13)), st::BAD_PARAM);
+        // REG_MR checks the entries it translates through: 1538 was never written (0).
+        let mut three = mr(12);
+        crm::LENGTH.set(&mut three, 0x3000);
+        assert_eq!(run(&mut nic, &mut mem, 1, cmd::REG_MR, &three), st::BAD_ADDR, "stale MTT entry");
+        assert_eq!(run(&mut nic, &mut mem, 1, cmd::REG_MR, &mr(12)), st::OK);
+        // A new window applies to addresses learned afterwards; VF 2 has none yet.
+        assert_eq!(run(&mut nic, &mut mem, 2, cmd::CREATE_CQ, &cq(12, w, 4)), st::BAD_ADDR);
+        assert_eq!(run(&mut nic, &mut mem, 0, cmd::SET_VF_DMA, &window(2, w, 0x1000)), st::OK);
+        assert_eq!(run(&mut nic, &mut mem, 2, cmd::CREATE_CQ, &cq(12, w, 4)), st::OK);
     }
 }

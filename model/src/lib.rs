@@ -194,6 +194,10 @@ pub(crate) struct Function {
     pub spoofchk: bool,
     pub admin_mac: u64,
     pub admin_ip: u32,
+    /// DMA window `[dma_base, dma_end)` the PF set with SET_VF_DMA (reset: empty; the PF's own
+    /// window is all of memory and not stored).
+    pub dma_base: u64,
+    pub dma_end: u64,
     pub cmd_args: [u64; 6],
     /// Opcode of the queued command (CMD_STATUS reads BUSY while set).
     pub cmd_pending: Option<u8>,

@@ -265,6 +265,7 @@ pub mod cmd {
     pub const SET_PORT: u8 = 0x1;
     pub const SET_VF_RES: u8 = 0x2;
     pub const SET_VF_PORT: u8 = 0x3;
+    pub const SET_VF_DMA: u8 = 0x4;
     pub const CREATE_CQ: u8 = 0x10;
     pub const DESTROY_CQ: u8 = 0x11;
     pub const ALLOC_PD: u8 = 0x20;
@@ -282,6 +283,7 @@ pub mod cmd {
         ("SET_PORT", 0x1),
         ("SET_VF_RES", 0x2),
         ("SET_VF_PORT", 0x3),
+        ("SET_VF_DMA", 0x4),
         ("CREATE_CQ", 0x10),
         ("DESTROY_CQ", 0x11),
         ("ALLOC_PD", 0x20),
@@ -305,6 +307,7 @@ pub mod cmd_status {
     pub const BAD_PARAM: u8 = 0x4;
     pub const NO_QUOTA: u8 = 0x5;
     pub const DENIED: u8 = 0x6;
+    pub const BAD_ADDR: u8 = 0x7;
     pub const BUSY: u8 = 0xff;
     /// All (name, value) pairs of this group, for decoding and cross-checks.
     pub const ALL: &[(&str, u8)] = &[
@@ -315,6 +318,7 @@ pub mod cmd_status {
         ("BAD_PARAM", 0x4),
         ("NO_QUOTA", 0x5),
         ("DENIED", 0x6),
+        ("BAD_ADDR", 0x7),
         ("BUSY", 0xff),
     ];
 }
@@ -793,6 +797,16 @@ pub mod cmd_set_vf_port {
     pub const MAC: Field = Field { name: "mac", bit: 64, width: 48 };
     pub const IP: Field = Field { name: "ip", bit: 128, width: 32 };
     pub const FIELDS: &[Field] = &[VF, TRUST, SPOOFCHK, MAC, IP];
+}
+
+/// SET_VF_DMA argument image: VF `vf` may DMA to [base, base + len)
+pub mod cmd_set_vf_dma {
+    use super::Field;
+    pub const SIZE: usize = 48;
+    pub const VF: Field = Field { name: "vf", bit: 0, width: 8 };
+    pub const BASE: Field = Field { name: "base", bit: 64, width: 64 };
+    pub const LEN: Field = Field { name: "len", bit: 128, width: 64 };
+    pub const FIELDS: &[Field] = &[VF, BASE, LEN];
 }
 
 /// SET_PORT argument image

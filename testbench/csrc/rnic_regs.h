@@ -144,6 +144,7 @@ constexpr uint32_t NOP = 0x0;
 constexpr uint32_t SET_PORT = 0x1;
 constexpr uint32_t SET_VF_RES = 0x2;
 constexpr uint32_t SET_VF_PORT = 0x3;
+constexpr uint32_t SET_VF_DMA = 0x4;
 constexpr uint32_t CREATE_CQ = 0x10;
 constexpr uint32_t DESTROY_CQ = 0x11;
 constexpr uint32_t ALLOC_PD = 0x20;
@@ -164,6 +165,7 @@ constexpr uint32_t BAD_STATE = 0x3;
 constexpr uint32_t BAD_PARAM = 0x4;
 constexpr uint32_t NO_QUOTA = 0x5;
 constexpr uint32_t DENIED = 0x6;
+constexpr uint32_t BAD_ADDR = 0x7;
 constexpr uint32_t BUSY = 0xff;
 }  // namespace cmd_status
 namespace qp_attr {
@@ -426,6 +428,12 @@ constexpr Field SPOOFCHK{9, 1};
 constexpr Field MAC{64, 48};
 constexpr Field IP{128, 32};
 }  // namespace cmd_set_vf_port
+namespace cmd_set_vf_dma {
+constexpr uint32_t SIZE = 48;
+constexpr Field VF{0, 8};
+constexpr Field BASE{64, 64};
+constexpr Field LEN{128, 64};
+}  // namespace cmd_set_vf_dma
 namespace cmd_set_port {
 constexpr uint32_t SIZE = 48;
 constexpr Field MAC{0, 48};

@@ -680,12 +680,21 @@ impl Fabric {
         }
     }
 
-    /// Allocate DMA memory on NIC `nic`'s host.
+    /// Allocate DMA memory on NIC `nic`'s host (for the PF).
     ///
     /// # Errors
     /// Out of host memory.
     pub fn dma_alloc(&mut self, nic: usize, len: u64, align: u64) -> Result<u64, DeviceError> {
-        let iova = self.primary_mem(nic).alloc(len, align).map_err(|_| DeviceError::OutOfMemory { len, align })?;
+        self.dma_alloc_func(nic, 0, len, align)
+    }
+
+    /// Allocate DMA memory for function `func` of NIC `nic`: inside the function's DMA window
+    /// when it has one ([`Fabric::dma_window`]), else from the host's memory.
+    ///
+    /// # Errors
+    /// Out of host memory (or out of the window).
+    pub fn dma_alloc_func(&mut self, nic: usize, func: u8, len: u64, align: u64) -> Result<u64, DeviceError> {
+        let iova = self.primary_mem(nic).alloc_func(func, len, align).map_err(|_| DeviceError::OutOfMemory { len, align })?;
         // The Device contract says allocations are zeroed (a reused block must not show old CQEs
         // to a new CQ, found by the interop suite); both memories of a lockstep NIC get the zeros.
         self.dma_write(nic, iova, &vec![0; len as usize])?;
@@ -694,9 +703,53 @@ impl Fabric {
 
     /// Free DMA memory.
     pub fn dma_free(&mut self, nic: usize, iova: u64, len: u64) {
-        if let Err(e) = self.primary_mem(nic).free(iova, len) {
-            log::warn!("NIC {nic}: dma_free({iova:#x}, {len}): {e}");
+        self.dma_free_func(nic, 0, iova, len)
+    }
+
+    /// Free DMA memory of [`Fabric::dma_alloc_func`].
+    pub fn dma_free_func(&mut self, nic: usize, func: u8, iova: u64, len: u64) {
+        if let Err(e) = self.primary_mem(nic).free_func(func, iova, len) {
+            log::warn!("NIC {nic}: fn {func}: dma_free({iova:#x}, {len}): {e}");
         }
+    }
+
+    /// Free bytes of NIC `nic`'s host memory (outside the VF windows).
+    pub fn dma_free_bytes(&mut self, nic: usize) -> u64 {
+        self.primary_mem(nic).free_bytes()
+    }
+
+    /// VF `func`'s DMA window `(base, end)` on NIC `nic`'s host, if [`Fabric::dma_window`] gave it one.
+    pub fn vf_window(&mut self, nic: usize, func: u8) -> Option<(u64, u64)> {
+        self.primary_mem(nic).window(func)
+    }
+
+    /// Tell the host memories of NIC `nic` that VF `func`'s DMA window is `[base, base + len)`
+    /// (for tests that issue SET_VF_DMA themselves); every later DMA for `func` is checked
+    /// against it. Allocation is unchanged.
+    pub fn set_vf_window(&mut self, nic: usize, func: u8, base: u64, len: u64) {
+        if let Slot::Lockstep { chk, .. } = &mut self.slots[nic] {
+            chk.mem.set_window(func, base, len);
+        }
+        self.primary_mem(nic).set_window(func, base, len);
+    }
+
+    /// Give VF `func` of NIC `nic` a DMA window of `len` bytes of host memory (64 KiB aligned),
+    /// like a hypervisor giving a VM memory: `func`'s [`Device::dma_alloc`] allocates inside it
+    /// from now on, and every DMA the NIC makes for `func` (RTL and model) is checked against it
+    /// — outside it the test panics. Returns `(base, len)` of the window; the caller tells the
+    /// NIC with `Context::set_vf_dma`. A VF that already has a window keeps it (and gets it back).
+    ///
+    /// # Errors
+    /// Out of host memory.
+    pub fn dma_window(&mut self, nic: usize, func: u8, len: u64) -> Result<(u64, u64), DeviceError> {
+        let align = 64 << 10;
+        let mem = self.primary_mem(nic);
+        mem.alloc_window(func, len, align).map_err(|_| DeviceError::OutOfMemory { len, align })?;
+        let (base, end) = mem.window(func).expect("the window just given");
+        if let Slot::Lockstep { chk, .. } = &mut self.slots[nic] {
+            chk.mem.set_window(func, base, end - base);
+        }
+        Ok((base, end - base))
     }
 
     /// Host (driver) read of DMA memory.
@@ -782,11 +835,11 @@ impl Device for SimDevice {
     }
 
     fn dma_alloc(&self, len: u64, align: u64) -> Result<u64, DeviceError> {
-        self.fabric.borrow_mut().dma_alloc(self.nic, len, align)
+        self.fabric.borrow_mut().dma_alloc_func(self.nic, self.func, len, align)
     }
 
     fn dma_free(&self, iova: u64, len: u64) {
-        self.fabric.borrow_mut().dma_free(self.nic, iova, len)
+        self.fabric.borrow_mut().dma_free_func(self.nic, self.func, iova, len)
     }
 
     fn dma_read(&self, iova: u64, buf: &mut [u8]) -> Result<(), DeviceError> {

@@ -32,8 +32,9 @@ pub fn func_ip(i: usize, f: u8) -> Ipv4Addr {
 }
 
 /// Enable `vfs` VFs on NIC `nic` the way a PF driver does: an even VF resource profile, each VF's
-/// MAC/IP ([`func_mac`], [`func_ip`]; untrusted, spoof-checked), then VF Enable. Returns the PF's
-/// context.
+/// MAC/IP ([`func_mac`], [`func_ip`]; untrusted, spoof-checked) and DMA window (an equal,
+/// 64 KiB-aligned slice of the free host memory, [`Fabric::dma_window`]; the PF keeps one slice),
+/// then VF Enable. Returns the PF's context.
 ///
 /// # Errors
 /// Any step failed; the message names it.
@@ -42,9 +43,14 @@ pub fn enable_vfs(fabric: &FabricRef, nic: usize, vfs: u16) -> HarnessResult<Con
     pf.set_port(nic_mac(nic), nic_ip(nic)).map_err(|e| format!("NIC {nic}: PF set_port: {e}"))?;
     let p = VfProfile::even(&pf.caps(), vfs);
     pf.set_vf_resources(vfs, p).map_err(|e| format!("NIC {nic}: set_vf_resources: {e}"))?;
+    // Each VF gets an equal slice of the host memory that is still free (the PF keeps one
+    // share) as its DMA window; its driver's allocations come from there.
+    let slice = (fabric.borrow_mut().dma_free_bytes(nic) / (u64::from(vfs) + 1)) & !0xFFFF;
     for f in 1..=vfs as u8 {
         pf.set_vf_port(f, func_mac(nic, f), func_ip(nic, f), false, true)
             .map_err(|e| format!("NIC {nic}: set_vf_port {f}: {e}"))?;
+        let (base, len) = fabric.borrow_mut().dma_window(nic, f, slice).map_err(|e| format!("NIC {nic}: VF {f} DMA window of {slice} bytes: {e}"))?;
+        pf.set_vf_dma(f, base, len).map_err(|e| format!("NIC {nic}: set_vf_dma {f}: {e}"))?;
     }
     pf.enable_vfs(vfs).map_err(|e| format!("NIC {nic}: enable_vfs: {e}"))?;
     Ok(pf)

@@ -8,6 +8,13 @@
 //! The mapping is anonymous and private, so untouched pages cost nothing: the default 256 MiB only
 //! uses what the test writes. Fresh memory reads as zero; [`HostMem::alloc`] does not clear
 //! memory that was freed and allocated again.
+//!
+//! **DMA windows** (docs/architecture.md section 4, Functions): every access on behalf of a VF
+//! (function `f != 0`, i.e. every DMA request the NIC makes for a VF) must lie inside the window
+//! the test bench gave that VF ([`HostMem::alloc_window`] / [`HostMem::set_window`]); a VF without
+//! one may reach nothing, as on the NIC after reset. A violation means the NIC broke isolation,
+//! so it panics with the function, the range and the window. A VF's window has its own allocator
+//! ([`HostMem::alloc_func`]) so a VF's driver gets memory inside it.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -108,6 +115,82 @@ pub struct HostMem {
     free: BTreeMap<u64, u64>,
     /// Live allocations: offset -> length.
     used: BTreeMap<u64, u64>,
+    /// DMA window `[base, end)` (IOVAs) of each VF that has one.
+    windows: BTreeMap<u8, (u64, u64)>,
+    /// Allocators inside the windows of [`HostMem::alloc_window`]: func -> (free, used).
+    arenas: BTreeMap<u8, (BTreeMap<u64, u64>, BTreeMap<u64, u64>)>,
+}
+
+/// First-fit allocation of `len` bytes aligned to `align` from the free blocks `free` (offsets
+/// into the mapping); records it in `used` and returns the offset.
+fn alloc_in(free: &mut BTreeMap<u64, u64>, used: &mut BTreeMap<u64, u64>, len: u64, align: u64) -> Result<u64, HostMemError> {
+    let align = align.max(1);
+    if len == 0 || !align.is_power_of_two() {
+        return Err(HostMemError::BadAlloc { len, align });
+    }
+    // IOVA_BASE is 2^36-aligned, so offset alignment equals IOVA alignment up to 2^36.
+    let mut found = None;
+    for (&start, &blen) in free.iter() {
+        let aligned = (IOVA_BASE + start).checked_next_multiple_of(align);
+        let Some(off) = aligned.map(|a| a - IOVA_BASE) else {
+            continue;
+        };
+        if off.checked_add(len).is_some_and(|e| e <= start + blen) {
+            found = Some((start, blen, off));
+            break;
+        }
+    }
+    let Some((start, blen, off)) = found else {
+        return Err(HostMemError::OutOfMemory {
+            len,
+            align,
+            free: free.values().sum(),
+            largest: free.values().copied().max().unwrap_or(0),
+        });
+    };
+    free.remove(&start);
+    if off > start {
+        free.insert(start, off - start);
+    }
+    let end = off + len;
+    if end < start + blen {
+        free.insert(end, start + blen - end);
+    }
+    used.insert(off, len);
+    Ok(off)
+}
+
+/// Frees the allocation at `iova` of `len` bytes from `free`/`used`, coalescing.
+fn free_in(free: &mut BTreeMap<u64, u64>, used: &mut BTreeMap<u64, u64>, iova: u64, len: u64) -> Result<(), HostMemError> {
+    let bad = |why: String| HostMemError::BadFree { iova, len, why };
+    let off = iova
+        .checked_sub(IOVA_BASE)
+        .ok_or_else(|| bad("below the IOVA base".into()))?;
+    let Some(&alen) = used.get(&off) else {
+        return Err(bad(
+            "not the start of a live allocation (double free?)".into()
+        ));
+    };
+    if alen != len {
+        return Err(bad(format!("the allocation is {alen} bytes long")));
+    }
+    used.remove(&off);
+    let mut start = off;
+    let mut flen = len;
+    // Coalesce with the previous and the next free block.
+    if let Some((&ps, &pl)) = free.range(..off).next_back() {
+        if ps + pl == off {
+            free.remove(&ps);
+            start = ps;
+            flen += pl;
+        }
+    }
+    if let Some(&nl) = free.get(&(off + len)) {
+        free.remove(&(off + len));
+        flen += nl;
+    }
+    free.insert(start, flen);
+    Ok(())
 }
 
 impl std::fmt::Debug for HostMem {
@@ -138,6 +221,8 @@ impl HostMem {
             map,
             free,
             used: BTreeMap::new(),
+            windows: BTreeMap::new(),
+            arenas: BTreeMap::new(),
         })
     }
 
@@ -171,40 +256,7 @@ impl HostMem {
     /// [`HostMemError::BadAlloc`] for `len == 0` or a bad alignment, [`HostMemError::OutOfMemory`]
     /// when no free block fits.
     pub fn alloc(&mut self, len: u64, align: u64) -> Result<u64, HostMemError> {
-        let align = align.max(1);
-        if len == 0 || !align.is_power_of_two() {
-            return Err(HostMemError::BadAlloc { len, align });
-        }
-        // IOVA_BASE is 2^36-aligned, so offset alignment equals IOVA alignment up to 2^36.
-        let mut found = None;
-        for (&start, &blen) in &self.free {
-            let aligned = (IOVA_BASE + start).checked_next_multiple_of(align);
-            let Some(off) = aligned.map(|a| a - IOVA_BASE) else {
-                continue;
-            };
-            if off.checked_add(len).is_some_and(|e| e <= start + blen) {
-                found = Some((start, blen, off));
-                break;
-            }
-        }
-        let Some((start, blen, off)) = found else {
-            return Err(HostMemError::OutOfMemory {
-                len,
-                align,
-                free: self.free_bytes(),
-                largest: self.free.values().copied().max().unwrap_or(0),
-            });
-        };
-        self.free.remove(&start);
-        if off > start {
-            self.free.insert(start, off - start);
-        }
-        let end = off + len;
-        if end < start + blen {
-            self.free.insert(end, start + blen - end);
-        }
-        self.used.insert(off, len);
-        Ok(IOVA_BASE + off)
+        alloc_in(&mut self.free, &mut self.used, len, align).map(|off| IOVA_BASE + off)
     }
 
     /// Frees the allocation at `iova` of `len` bytes (the length given to [`HostMem::alloc`]).
@@ -213,35 +265,82 @@ impl HostMem {
     /// [`HostMemError::BadFree`] if `iova` is not the start of a live allocation or `len` differs
     /// from its length; nothing is freed then.
     pub fn free(&mut self, iova: u64, len: u64) -> Result<(), HostMemError> {
-        let bad = |why: String| HostMemError::BadFree { iova, len, why };
-        let off = iova
-            .checked_sub(IOVA_BASE)
-            .ok_or_else(|| bad("below the IOVA base".into()))?;
-        let Some(&alen) = self.used.get(&off) else {
-            return Err(bad(
-                "not the start of a live allocation (double free?)".into()
-            ));
-        };
-        if alen != len {
-            return Err(bad(format!("the allocation is {alen} bytes long")));
+        free_in(&mut self.free, &mut self.used, iova, len)
+    }
+
+    /// Gives VF `func` a DMA window of `len` bytes allocated (aligned to `align`) from the main
+    /// allocator, with its own allocator for [`HostMem::alloc_func`]; returns its base. A VF
+    /// that already has a window keeps it (its base is returned).
+    ///
+    /// # Errors
+    /// As [`HostMem::alloc`].
+    pub fn alloc_window(&mut self, func: u8, len: u64, align: u64) -> Result<u64, HostMemError> {
+        if let Some(&(base, _)) = self.windows.get(&func) {
+            return Ok(base);
         }
-        self.used.remove(&off);
-        let mut start = off;
-        let mut flen = len;
-        // Coalesce with the previous and the next free block.
-        if let Some((&ps, &pl)) = self.free.range(..off).next_back() {
-            if ps + pl == off {
-                self.free.remove(&ps);
-                start = ps;
-                flen += pl;
-            }
+        let base = self.alloc(len, align)?;
+        let mut free = BTreeMap::new();
+        free.insert(base - IOVA_BASE, len);
+        self.arenas.insert(func, (free, BTreeMap::new()));
+        self.set_window(func, base, len);
+        Ok(base)
+    }
+
+    /// Records VF `func`'s DMA window `[base, base + len)` (what the PF set with SET_VF_DMA), to
+    /// check the NIC's accesses for it against.
+    pub fn set_window(&mut self, func: u8, base: u64, len: u64) {
+        self.windows.insert(func, (base, base.saturating_add(len)));
+    }
+
+    /// VF `func`'s DMA window `(base, end)`, if it has one.
+    pub fn window(&self, func: u8) -> Option<(u64, u64)> {
+        self.windows.get(&func).copied()
+    }
+
+    /// Allocates for function `func`: inside its window when it has one from
+    /// [`HostMem::alloc_window`], else from the main allocator.
+    ///
+    /// # Errors
+    /// As [`HostMem::alloc`] (out of memory means the window is full).
+    pub fn alloc_func(&mut self, func: u8, len: u64, align: u64) -> Result<u64, HostMemError> {
+        match self.arenas.get_mut(&func) {
+            Some((free, used)) => alloc_in(free, used, len, align).map(|off| IOVA_BASE + off),
+            None => self.alloc(len, align),
         }
-        if let Some(&nl) = self.free.get(&(off + len)) {
-            self.free.remove(&(off + len));
-            flen += nl;
+    }
+
+    /// Frees an allocation of [`HostMem::alloc_func`] for `func`.
+    ///
+    /// # Errors
+    /// As [`HostMem::free`].
+    pub fn free_func(&mut self, func: u8, iova: u64, len: u64) -> Result<(), HostMemError> {
+        match self.arenas.get_mut(&func) {
+            Some((free, used)) => free_in(free, used, iova, len),
+            None => self.free(iova, len),
         }
-        self.free.insert(start, flen);
-        Ok(())
+    }
+
+    /// Panics when `[addr, addr + len)`, accessed on behalf of VF `func`, is not inside its DMA
+    /// window: the NIC reached memory of another function.
+    fn check_window(&self, func: u8, addr: u64, len: u64, what: &str) {
+        if func == 0 || len == 0 {
+            return;
+        }
+        let inside = self
+            .windows
+            .get(&func)
+            .is_some_and(|&(b, e)| addr >= b && u128::from(addr) + u128::from(len) <= u128::from(e));
+        if !inside {
+            let w = match self.windows.get(&func) {
+                Some((b, e)) => format!("[{b:#x}, {e:#x})"),
+                None => "empty (the PF gave it none)".into(),
+            };
+            panic!(
+                "DMA isolation broken: the NIC's DMA {what} for function {func} at [{addr:#x}, {:#x}) ({len} bytes) \
+                 is outside the function's window {w}",
+                u128::from(addr) + u128::from(len)
+            );
+        }
     }
 
     /// Offset of `[addr, addr + len)` in the mapping, or the out-of-range error for `func`.
@@ -279,20 +378,28 @@ impl HostMem {
 
     /// Reads `buf.len()` bytes at `iova` on behalf of function `func` (reported in errors).
     ///
+    /// # Panics
+    /// A VF's access outside its DMA window (module documentation).
+    ///
     /// # Errors
     /// [`HostMemError::OutOfRange`] if any byte is outside the memory; `buf` is untouched then.
     pub fn read_func(&self, func: u8, iova: u64, buf: &mut [u8]) -> Result<(), HostMemError> {
         let off = self.offset(func, iova, buf.len() as u64)?;
+        self.check_window(func, iova, buf.len() as u64, "read");
         buf.copy_from_slice(&self.map[off..off + buf.len()]);
         Ok(())
     }
 
     /// Writes `data` at `iova` on behalf of function `func` (reported in errors).
     ///
+    /// # Panics
+    /// A VF's access outside its DMA window (module documentation).
+    ///
     /// # Errors
     /// [`HostMemError::OutOfRange`] if any byte is outside the memory; nothing is written then.
     pub fn write_func(&mut self, func: u8, iova: u64, data: &[u8]) -> Result<(), HostMemError> {
         let off = self.offset(func, iova, data.len() as u64)?;
+        self.check_window(func, iova, data.len() as u64, "write");
         self.map[off..off + data.len()].copy_from_slice(data);
         Ok(())
     }
@@ -467,6 +574,31 @@ mod tests {
         assert!(HostMemory::write(&mut m, 0, IOVA_BASE, &[1, 2, 3]).is_ok());
         assert!(HostMemory::read(&mut m, 0, IOVA_BASE, &mut buf[..3]).is_ok());
         assert_eq!(&buf[..3], &[1, 2, 3]);
+    }
+
+    #[test]
+    fn vf_windows_allocate_inside_and_catch_accesses_outside() {
+        let mut m = HostMem::new(1 << 20).unwrap();
+        let pf = m.alloc(4096, 4096).unwrap();
+        let w = m.alloc_window(2, 64 << 10, 4096).unwrap();
+        assert_eq!(m.alloc_window(2, 4096, 1).unwrap(), w, "a window is given once");
+        let a = m.alloc_func(2, 60 << 10, 4096).unwrap();
+        assert!((w..w + (64 << 10)).contains(&a));
+        assert!(matches!(m.alloc_func(2, 8 << 10, 1), Err(HostMemError::OutOfMemory { .. })), "the window is full");
+        m.free_func(2, a, 60 << 10).unwrap();
+        let mut buf = [0u8; 8];
+        m.read_func(2, w + (64 << 10) - 8, &mut buf).unwrap();
+        m.read_func(0, pf, &mut buf).unwrap();
+        let outside = |f: u8, addr: u64| {
+            std::panic::catch_unwind(|| {
+                let mut b = [0u8; 8];
+                m.read_func(f, addr, &mut b).unwrap();
+            })
+            .is_err()
+        };
+        assert!(outside(2, pf), "VF 2 reading the PF's memory");
+        assert!(outside(2, w + (64 << 10) - 4), "crossing the window's end");
+        assert!(outside(3, w), "VF 3 has no window");
     }
 
     #[test]

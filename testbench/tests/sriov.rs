@@ -4,7 +4,9 @@
 //! does, VFs answer at their own function numbers, and every configuration read is predicted by
 //! the model. Slice B: VF BARs with their own command interfaces and resource ranges, the PF's
 //! admin commands, and an isolation suite that attacks one VF from another and checks the
-//! defined error and that nothing of the victim changed.
+//! defined error and that nothing of the victim changed. Slice C's DMA windows: the same suite
+//! hands the NIC addresses outside the attacker's window (BAD_ADDR, the victim's whole window and
+//! the PF's memory unchanged), and the host memory's own per-request window check is shown to fire.
 
 use std::rc::Rc;
 
@@ -15,7 +17,8 @@ use rnic_driver::{
 };
 use rnic_regs::{
     cfg, cmd, cmd_create_cq, cmd_create_qp, cmd_index, cmd_qp_args, cmd_reg_mr, cmd_set_port,
-    cmd_set_vf_port, cmd_set_vf_res, cmd_write_mtt, counter, params, qp_attr, sriov,
+    cmd_set_vf_dma, cmd_set_vf_port, cmd_set_vf_res, cmd_write_mtt, counter, params, qp_attr,
+    sriov,
 };
 use rnic_testbench::fabric::{Backend, Fabric, FabricConfig, FabricRef};
 use rnic_testbench::faults::SplitMix64;
@@ -312,6 +315,25 @@ fn isolation_attacks_from_one_vf_fail_and_change_nothing() {
     let victim_mem = victim.mr.read_vec(0, victim.mr.len() as usize).unwrap();
     let vpeer_mem = vpeer.mr.read_vec(0, vpeer.mr.len() as usize).unwrap();
     let victim_q = victim.qp.query().unwrap();
+    // The victim VF's whole DMA window and a buffer of the PF, byte for byte (section 7).
+    let (vw, vw_end) = f.borrow_mut().vf_window(0, 2).expect("VF 2 has a DMA window");
+    let (aw, aw_end) = f.borrow_mut().vf_window(0, 1).expect("VF 1 has a DMA window");
+    let pf_buf = f.borrow_mut().dma_alloc(0, 4096, 4096).unwrap();
+    f.borrow_mut().dma_write(0, pf_buf, &pattern(77, 4096)).unwrap();
+    let snapshot = || {
+        let mut v = vec![0u8; (vw_end - vw) as usize];
+        let mut p = vec![0u8; 4096];
+        let mut fab = f.borrow_mut();
+        fab.dma_read(0, vw, &mut v).unwrap();
+        fab.dma_read(0, pf_buf, &mut p).unwrap();
+        (v, p)
+    };
+    let before = snapshot();
+    let unchanged = |what: &str| {
+        let now = snapshot();
+        assert!(now.0 == before.0, "{what}: the victim VF's memory changed");
+        assert!(now.1 == before.1, "{what}: the PF's memory changed");
+    };
     let a = &attacker.ctx;
     let mut attacks = 0;
     let mut expect = |op: u8, image: &CmdImage, want: CommandStatus, what: &str| {
@@ -427,8 +449,88 @@ fn isolation_attacks_from_one_vf_fail_and_change_nothing() {
     assert_eq!(wc.status, WcStatus::RetryExcErr, "nothing answers a frame for a foreign QP: {wc:?}");
     assert_eq!(apeer.ctx.counter(counter::RX_DROP_QP), drop0 + 1, "dropped as RX_DROP_QP");
     attacks += 1;
+
+    // 7. DMA windows: every address the attacker hands the NIC must lie in its own window
+    // [aw, aw_end); the victim's memory, the PF's, and a ring crossing the window's end fail
+    // with BAD_ADDR, so the NIC never issues the DMA (the host memory would panic if it did).
+    let mut expect = |op: u8, image: &CmdImage, want: CommandStatus, what: &str| {
+        expect_status(a, op, image, want, what);
+        unchanged(what);
+        attacks += 1;
+    };
+    assert!(!(aw..aw_end).contains(&victim.mr.addr()) && !(aw..aw_end).contains(&pf_buf));
+    let free_cq = u64::from(own.cq.0 + own.cq.1 - 1);
+    let cq_at = |base: u64| {
+        let mut c = img();
+        cmd_create_cq::CQN.set(&mut c, free_cq);
+        cmd_create_cq::BASE.set(&mut c, base);
+        cmd_create_cq::LOG_SIZE.set(&mut c, 4);
+        c
+    };
+    expect(cmd::CREATE_CQ, &cq_at(victim.mr.addr()), CommandStatus::BadAddr, "CREATE_CQ with its ring in the victim's memory");
+    expect(cmd::CREATE_CQ, &cq_at(pf_buf), CommandStatus::BadAddr, "CREATE_CQ with its ring in the PF's memory");
+    expect(cmd::CREATE_CQ, &cq_at(aw_end - 256), CommandStatus::BadAddr, "CREATE_CQ with its ring across the window's end");
+    let qp_at = |sq: u64, rq: u64| {
+        let mut q = img();
+        cmd_create_qp::QPN.set(&mut q, u64::from(own.qp.0 + own.qp.1 - 1));
+        cmd_create_qp::PDN.set(&mut q, u64::from(attacker.pd.pdn()));
+        cmd_create_qp::SEND_CQN.set(&mut q, u64::from(attacker.cq.cqn()));
+        cmd_create_qp::RECV_CQN.set(&mut q, u64::from(attacker.cq.cqn()));
+        cmd_create_qp::LOG_SQ_SIZE.set(&mut q, 2);
+        cmd_create_qp::LOG_RQ_SIZE.set(&mut q, 2);
+        cmd_create_qp::SQ_BASE.set(&mut q, sq);
+        cmd_create_qp::RQ_BASE.set(&mut q, rq);
+        q
+    };
+    expect(cmd::CREATE_QP, &qp_at(victim.mr.addr(), attacker.mr.addr()), CommandStatus::BadAddr, "CREATE_QP with its SQ in the victim's memory");
+    expect(cmd::CREATE_QP, &qp_at(attacker.mr.addr(), pf_buf), CommandStatus::BadAddr, "CREATE_QP with its RQ in the PF's memory");
+    // WRITE_MTT into the attacker's own (unused) last two entries: the source must be its own,
+    // and so must every page; the first entry (its own page) stays written.
+    let slot = u64::from(own.mtt.0 + own.mtt.1 - 2);
+    let mtt_from = |src: u64| {
+        let mut w = img();
+        cmd_write_mtt::START.set(&mut w, slot);
+        cmd_write_mtt::COUNT.set(&mut w, 2);
+        cmd_write_mtt::SRC.set(&mut w, src);
+        w
+    };
+    expect(cmd::WRITE_MTT, &mtt_from(victim.mr.addr()), CommandStatus::BadAddr, "WRITE_MTT reading its entries from the victim's memory");
+    let mut entries = attacker.mr.addr().to_le_bytes().to_vec();
+    entries.extend_from_slice(&victim.mr.addr().to_le_bytes());
+    attacker.mr.write(1024, &entries).unwrap();
+    expect(cmd::WRITE_MTT, &mtt_from(attacker.mr.addr() + 1024), CommandStatus::BadAddr, "WRITE_MTT with a page in the victim's memory");
+    // An MR over those two entries: the second was never written, and REG_MR checks it.
+    let (mr_index, key) = (own.mr.0 + own.mr.1 - 1, 0x5A_u32);
+    let mut r = img();
+    cmd_reg_mr::INDEX.set(&mut r, u64::from(mr_index));
+    cmd_reg_mr::KEY.set(&mut r, u64::from(key));
+    cmd_reg_mr::PDN.set(&mut r, u64::from(attacker.pd.pdn()));
+    cmd_reg_mr::IOVA.set(&mut r, 0);
+    cmd_reg_mr::LENGTH.set(&mut r, 0x2000);
+    cmd_reg_mr::LOG_PAGE.set(&mut r, 12);
+    cmd_reg_mr::MTT_BASE.set(&mut r, slot);
+    cmd_reg_mr::ACCESS.set(&mut r, 0xF);
+    expect(cmd::REG_MR, &r, CommandStatus::BadAddr, "REG_MR translating through the entry that was refused");
+    // Pages larger than the 4 KiB WRITE_MTT checked would reach past them.
+    cmd_reg_mr::LOG_PAGE.set(&mut r, 13);
+    expect(cmd::REG_MR, &r, CommandStatus::BadParam, "REG_MR with 8 KiB pages over 4 KiB entries");
+    let mut d = img();
+    cmd_set_vf_dma::VF.set(&mut d, 1);
+    cmd_set_vf_dma::LEN.set(&mut d, u64::MAX);
+    expect(cmd::SET_VF_DMA, &d, CommandStatus::Denied, "SET_VF_DMA (widen its own window to all memory)");
+    // The attacker's peer WRITEs through the would-be rkey at the victim page: no such MR, NAK.
+    while apeer.cq.poll_one().unwrap().is_some() {}
+    let aq = attacker.pd.create_qp(&QpInitAttr { send_cq: &attacker.cq, recv_cq: &attacker.cq, max_send_wr: 4, max_recv_wr: 4 }).unwrap();
+    let pq = apeer.pd.create_qp(&QpInitAttr { send_cq: &apeer.cq, recv_cq: &apeer.cq, max_send_wr: 4, max_recv_wr: 4 }).unwrap();
+    connect(&aq, (0, 1), &pq, (1, 1));
+    let write = WrOpcode::Write { remote_addr: 0x1000, rkey: mr_index << 8 | key };
+    pq.post_send(&SendWr::new(6, write, vec![apeer.mr.sge(0, 64).unwrap()])).unwrap();
+    let wc = wait_one(&apeer.cq, "WRITE through the refused MR");
+    assert_eq!(wc.status, WcStatus::RemAccessErr, "the peer's WRITE is NAKed: {wc:?}");
+    unchanged("RDMA WRITE through the refused MR");
+    attacks += 1;
     eprintln!("{attacks} attacks tried");
-    assert_eq!(attacks, 24, "every attack above ran");
+    assert_eq!(attacks, 35, "every attack above ran");
 
     // Nothing of the victims changed, and the victim pair still works.
     assert_eq!(victim.mr.read_vec(0, victim.mr.len() as usize).unwrap(), victim_mem, "victim memory");
@@ -442,6 +544,33 @@ fn isolation_attacks_from_one_vf_fail_and_change_nothing() {
     assert_eq!(wait_one(&vpeer.cq, "victim peer RECV").status, WcStatus::Success);
     assert_eq!(vpeer.mr.read_vec(100, 200).unwrap(), victim_mem[..200].to_vec());
     check(&f);
+}
+
+#[test]
+fn host_memory_fails_the_test_on_a_vf_dma_outside_its_window() {
+    // The NIC keeps to the windows, so to show the bench's own per-request check is live, tell
+    // the host memories (not the NIC) that VF 1's window is one page of VF 2's: the next DMA the
+    // NIC makes for VF 1 (reading its SQ) panics with the function, range and window.
+    let f = fabric();
+    let pf0 = enable_vfs(&f, 0, 2).expect("NIC 0 VFs");
+    let pf1 = enable_vfs(&f, 1, 2).expect("NIC 1 VFs");
+    let open = |n: usize, func: u8| Context::open(Fabric::device(&f, n, func)).expect("open VF");
+    let me = side(open(0, 1), 61);
+    let peer = side(open(1, 1), 62);
+    connect(&me.qp, (0, 1), &peer.qp, (1, 1));
+    let (w, _) = f.borrow_mut().vf_window(0, 2).expect("VF 2 has a window");
+    f.borrow_mut().set_vf_window(0, 1, w, 4096);
+    let write = WrOpcode::Write { remote_addr: peer.mr.addr(), rkey: peer.mr.rkey() };
+    me.qp.post_send(&SendWr::new(1, write, vec![me.mr.sge(0, 64).unwrap()])).unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| me.cq.wait(1, 100_000)));
+    let msg = match caught {
+        Ok(r) => panic!("the DMA for VF 1 outside the window it was told was not caught: {r:?}"),
+        Err(p) => p.downcast_ref::<String>().cloned().unwrap_or_default(),
+    };
+    assert!(msg.starts_with("DMA isolation broken: the NIC's DMA read for function 1"), "{msg}");
+    assert!(msg.contains(&format!("window [{w:#x}, {:#x})", w + 4096)), "{msg}");
+    // The NIC still has work for VF 1 that would trip the check again: drop nothing that talks to it.
+    std::mem::forget((me, peer, pf0, pf1, f));
 }
 
 #[test]
@@ -472,6 +601,10 @@ fn random_vf_counts_profiles_and_resource_requests() {
         cmd_set_vf_res::VFS.set(&mut big, u64::from(vfs));
         cmd_set_vf_res::CQS.set(&mut big, u64::from(max(caps.num_cq, params::PF_MIN_CQ) + 1));
         expect_status(&pf, cmd::SET_VF_RES, &big, CommandStatus::BadParam, "a profile that does not fit");
+        // The CQs below have ring base 0 and never receive a CQE: a window holding it suffices.
+        for v in 1..=vfs as u8 {
+            pf.set_vf_dma(v, 0, 4096).unwrap();
+        }
         pf.enable_vfs(vfs).unwrap();
         let mut made = std::collections::HashSet::new();
         for _ in 0..40 {

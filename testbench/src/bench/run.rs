@@ -204,7 +204,8 @@ impl Bench {
             nics: 2,
             link_delay: cfg.link_delay,
             dma_read_latency: cfg.dma_latency,
-            host_mem_bytes: (4 * rbase + (32 << 20)).max(64 << 20) as usize,
+            // A VF endpoint gets 1 / (VFs + 1) of the host memory as its DMA window.
+            host_mem_bytes: ((4 * rbase + (32 << 20)).max(64 << 20) * (u64::from(cfg.func) + 1)) as usize,
             progress_cycles: cfg.step_cycles.max(1),
             ..FabricConfig::default()
         };
