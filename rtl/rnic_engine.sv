@@ -499,12 +499,36 @@ module rnic_engine
   state_e            cret_q, cret_d;      // return of "complete"
   logic              lastpkt_q, lastpkt_d;
 
-  // Ring of active QPs: a FIFO of QPNs in a RAM plus an in_ring bit per QP (each QP at most once,
-  // so NumQp entries never overflow). Pushes happen at the end of a task, pops between tasks.
-  logic [NumQp-1:0]  in_ring_q, in_ring_d;
-  logic [QpW:0]      ring_head_q, ring_head_d, ring_tail_q, ring_tail_d;
-  logic              ring_push, ring_pop;
-  logic [QpW-1:0]    ring_push_qpn, ring_rdata;
+  // Two-level scheduler of active QPs (section 5): per function a FIFO of QPNs kept as a linked
+  // list (a next-pointer RAM word per QP, head/tail registers per function) and an in_ring bit per
+  // QP (each QP at most once); functions with queued QPs are served round-robin, one QP per pop,
+  // skipping a function over its rate limit. Pushes happen at the end of a task, pops between
+  // tasks.
+  logic [NumQp-1:0]              in_ring_q, in_ring_d;
+  logic [NumFunc-1:0][QpW-1:0]   fhead_q, fhead_d, ftail_q, ftail_d;
+  logic [NumFunc-1:0]            fne_q, fne_d;          // the function's list is not empty
+  logic [FuncSelW-1:0]           flast_q, flast_d;      // function served by the last pop
+  logic [FuncSelW-1:0]           popf_q, popf_d;        // function of the QP being popped
+  logic                          popmore_q, popmore_d;  // its list holds more QPs
+  logic                          ring_push, ring_pop;
+  logic [QpW-1:0]                ring_waddr, ring_raddr, ring_push_qpn, ring_rdata;
+  // Function of each QP (written by CREATE_QP), so that a push finds the QP's list.
+  logic [FuncSelW-1:0]           qfunc_mem [NumQp];
+  logic                          qfunc_we;
+  logic [QpW-1:0]                qfunc_waddr;
+  logic [FuncSelW-1:0]           qfunc_wdata, push_f;
+  // Transmit rate limits (SET_VF_RATE): a token bucket per function in units of 1/(8*ClockMhz)
+  // byte, so that a rate of R Mb/s adds R units per cycle; signed, at most RATE_BURST bytes.
+  localparam logic [39:0] TokPerByte = 40'(8 * ClockMhz);
+  localparam logic [39:0] TokBurst   = 40'(RateBurst * 8 * ClockMhz);
+  logic [NumFunc-1:0][31:0]      frate_q, frate_d;
+  logic [NumFunc-1:0][39:0]      ftok_q, ftok_d;
+  logic                          chg;                   // a header of a loaded QP leaves
+  logic [FuncSelW-1:0]           chg_f;
+  logic [39:0]                   chg_amt;
+  logic [NumFunc-1:0]            f_elig;
+  logic                          sel_valid;
+  logic [FuncSelW-1:0]           sel_f;
 
   // Retransmission and RNR timers.
   logic              tmr_set, tmr_set_restart, tmr_exp_valid, tmr_take;
@@ -529,10 +553,45 @@ module rnic_engine
     .clk_i,
     .req_i   (ring_push || ring_pop),
     .we_i    (ring_push),
-    .addr_i  (ring_push ? ring_tail_q[QpW-1:0] : ring_head_q[QpW-1:0]),
+    .addr_i  (ring_push ? ring_waddr : ring_raddr),
     .wdata_i (ring_push_qpn),
     .rdata_o (ring_rdata)
   );
+
+  // QP -> function table: a memory with an asynchronous read (the write form is the memory
+  // template, not a d/q register).
+  always_ff @(posedge clk_i) begin
+    if (qfunc_we) qfunc_mem[qfunc_waddr] <= qfunc_wdata;
+  end
+  assign push_f = qfunc_mem[qpn_q];
+
+  // Round-robin over functions with queued QPs and tokens, starting after the last one served.
+  always_comb begin
+    for (int unsigned f = 0; f < NumFunc; f++) begin
+      f_elig[f] = fne_q[f] && (frate_q[f] == 32'd0 || !ftok_q[f][39]);
+    end
+    sel_valid = 1'b0;
+    sel_f     = flast_q;
+    for (int unsigned k = NumFunc; k >= 1; k--) begin
+      int unsigned f;
+      f = int'(flast_q) + k;
+      if (f >= NumFunc) f = f - NumFunc;
+      if (f_elig[f]) begin
+        sel_valid = 1'b1;
+        sel_f     = FuncSelW'(f);
+      end
+    end
+  end
+
+  // Token buckets: refilled every cycle, charged with every header of a function's QP.
+  always_comb begin
+    for (int unsigned f = 0; f < NumFunc; f++) begin
+      logic [39:0] t;
+      t = ftok_q[f] + 40'(frate_q[f]);
+      ftok_d[f] = (frate_q[f] == 32'd0 || $signed(t) > $signed(TokBurst)) ? TokBurst : t;
+    end
+    if (chg) ftok_d[chg_f] = ftok_d[chg_f] - chg_amt;
+  end
 
   ///////////////////////////
   // Derived values        //
@@ -618,6 +677,7 @@ module rnic_engine
   cmd_set_vf_port_t a_vfp;
   cmd_set_vf_res_t  a_vfr;
   cmd_set_vf_dma_t  a_vfd;
+  cmd_set_vf_rate_t a_vft;
   logic [23:0]    a_idx;
   assign a_cq   = cmd_create_cq_t'(args_q);
   assign a_mr   = cmd_reg_mr_t'(args_q);
@@ -628,6 +688,7 @@ module rnic_engine
   assign a_vfp  = cmd_set_vf_port_t'(args_q);
   assign a_vfr  = cmd_set_vf_res_t'(args_q);
   assign a_vfd  = cmd_set_vf_dma_t'(args_q);
+  assign a_vft  = cmd_set_vf_rate_t'(args_q);
 
   // The calling function's resource ranges ({count, first}; docs/architecture.md, Functions).
   logic [63:0] rq_qp, rq_cq, rq_mr, rq_pd, rq_mtt;
@@ -854,12 +915,25 @@ module rnic_engine
     lastpkt_d    = lastpkt_q;
     fifo_tx_d    = fifo_tx_q;
     in_ring_d    = in_ring_q;
-    ring_head_d  = ring_head_q;
-    ring_tail_d  = ring_tail_q;
+    fhead_d      = fhead_q;
+    ftail_d      = ftail_q;
+    fne_d        = fne_q;
+    flast_d      = flast_q;
+    popf_d       = popf_q;
+    popmore_d    = popmore_q;
+    frate_d      = frate_q;
 
     ring_push     = 1'b0;
     ring_pop      = 1'b0;
+    ring_waddr    = '0;
+    ring_raddr    = '0;
     ring_push_qpn = qpn_q;
+    qfunc_we      = 1'b0;
+    qfunc_waddr   = '0;
+    qfunc_wdata   = '0;
+    chg           = 1'b0;
+    chg_f         = '0;
+    chg_amt       = '0;
     tmr_set         = 1'b0;
     tmr_set_qpn     = qpn_q;
     tmr_set_mode    = TmrOff;
@@ -1001,22 +1075,27 @@ module rnic_engine
             qpc_req  = 1'b1;
             qpc_addr = tmr_exp_qpn;
             state_d  = StTmrLd;
-          end else if (ring_head_q != ring_tail_q) begin
+          end else if (sel_valid) begin
             // Popping is not a task: it only reads the QP context to decide which task, if any.
-            ring_pop    = 1'b1;
-            ring_head_d = ring_head_q + 1'b1;
-            state_d     = StPopQ;
+            ring_pop   = 1'b1;
+            ring_raddr = fhead_q[sel_f];   // its successor in the list
+            qpn_d      = fhead_q[sel_f];
+            popf_d     = sel_f;
+            flast_d    = sel_f;
+            popmore_d  = fhead_q[sel_f] != ftail_q[sel_f];
+            if (fhead_q[sel_f] == ftail_q[sel_f]) fne_d[sel_f] = 1'b0;
+            state_d    = StPopQ;
           end
         end
       end
 
       StPopQ: begin
-        qpn_d    = ring_rdata;
-        in_ring_d[ring_rdata] = 1'b0;
+        if (popmore_q) fhead_d[popf_q] = ring_rdata;
+        in_ring_d[qpn_q] = 1'b0;
         qpc_req  = 1'b1;
-        qpc_addr = ring_rdata;
+        qpc_addr = qpn_q;
         atom_req  = 1'b1;
-        atom_addr = ring_rdata;
+        atom_addr = qpn_q;
         state_d  = StPopChk;
       end
 
@@ -1098,6 +1177,11 @@ module rnic_engine
               aip_d[FuncSelW'(a_vfp.vf)]    = a_vfp.ip;
               fspoof_d[FuncSelW'(a_vfp.vf)] = a_vfp.spoofchk;
             end
+          end
+          CmdSetVfRate: begin
+            if (cfunc_q != 8'd0)                                  cst_d = CmdStatusDenied;
+            else if (a_vft.vf == 8'd0 || 32'(a_vft.vf) > NumVf)   cst_d = CmdStatusBadIndex;
+            else                                   frate_d[FuncSelW'(a_vft.vf)] = a_vft.mbps;
           end
           CmdSetVfDma: begin
             if (cfunc_q != 8'd0)                                  cst_d = CmdStatusDenied;
@@ -1223,6 +1307,9 @@ module rnic_engine
               qpc_wdata.valid       = 1'b1;
               qpc_wdata.state       = QpStateReset;
               qpc_wdata.func        = cfunc_q;
+              qfunc_we    = 1'b1;
+              qfunc_waddr = QpW'(a_cqp.qpn);
+              qfunc_wdata = FuncSelW'(cfunc_q);
               qpc_wdata.pdn         = a_cqp.pdn;
               qpc_wdata.send_cqn    = a_cqp.send_cqn;
               qpc_wdata.recv_cqn    = a_cqp.recv_cqn;
@@ -2547,6 +2634,10 @@ module rnic_engine
       StHdr: begin
         hdr_valid_o = 1'b1;
         if (hdr_ready_i) begin
+          // the frame costs its function tokens (rate limit; payload + RATE_FRAME_OVERHEAD)
+          chg     = qp_ld_q;
+          chg_f   = FuncSelW'(qp_q.func);
+          chg_amt = (40'(hdr_q.payload_len) + 40'(RateFrameOverhead)) * TokPerByte;
           cnt_inc[CounterTxPkts] = 1'b1;
           cnt_inc[CounterTxSpoof] = hdr_drop_o;
           state_d = ret_q;
@@ -2613,8 +2704,12 @@ module rnic_engine
           end
         end
         if (push_q && !in_ring_q[qpn_q]) begin
-          ring_push   = 1'b1;
-          ring_tail_d = ring_tail_q + 1'b1;
+          // append to the list of the QP's function
+          ring_push  = fne_q[push_f];
+          ring_waddr = ftail_q[push_f];
+          if (!fne_q[push_f]) fhead_d[push_f] = qpn_q;
+          ftail_d[push_f] = qpn_q;
+          fne_d[push_f]   = 1'b1;
           in_ring_d[qpn_q] = 1'b1;
         end
         pkt_done_o = is_rx_q;
@@ -2747,8 +2842,14 @@ module rnic_engine
       fifo_wp_q   <= '0;
       fifo_cnt_q  <= '0;
       in_ring_q   <= '0;
-      ring_head_q <= '0;
-      ring_tail_q <= '0;
+      fhead_q     <= '0;
+      ftail_q     <= '0;
+      fne_q       <= '0;
+      flast_q     <= '0;
+      popf_q      <= '0;
+      popmore_q   <= 1'b0;
+      frate_q     <= '0;
+      ftok_q      <= {NumFunc{TokBurst}};
     end else begin
       state_q     <= state_d;
       ret_q       <= ret_d;
@@ -2846,8 +2947,14 @@ module rnic_engine
       fifo_wp_q   <= fifo_wp_d;
       fifo_cnt_q  <= fifo_cnt_d;
       in_ring_q   <= in_ring_d;
-      ring_head_q <= ring_head_d;
-      ring_tail_q <= ring_tail_d;
+      fhead_q     <= fhead_d;
+      ftail_q     <= ftail_d;
+      fne_q       <= fne_d;
+      flast_q     <= flast_d;
+      popf_q      <= popf_d;
+      popmore_q   <= popmore_d;
+      frate_q     <= frate_d;
+      ftok_q      <= ftok_d;
     end
   end
 

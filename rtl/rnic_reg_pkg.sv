@@ -45,6 +45,8 @@ package rnic_reg_pkg;
   localparam longint unsigned MinLogPage = 64'hC;
   localparam longint unsigned MaxLogPage = 64'h1E;
   localparam longint unsigned ClockMhz = 64'hFA;
+  localparam longint unsigned RateBurst = 64'h4000;
+  localparam longint unsigned RateFrameOverhead = 64'h40;
   localparam longint unsigned AckTimeoutUnitCycles = 64'h400;
 
   // RNR NAK timer field (5 bits) to the wait in microseconds (IBTA table 45); cycles = us * CLOCK_MHZ.
@@ -155,6 +157,7 @@ package rnic_reg_pkg;
     CmdSetVfRes = 8'h2,
     CmdSetVfPort = 8'h3,
     CmdSetVfDma = 8'h4,
+    CmdSetVfRate = 8'h5,
     CmdCreateCq = 8'h10,
     CmdDestroyCq = 8'h11,
     CmdAllocPd = 8'h20,
@@ -516,6 +519,15 @@ package rnic_reg_pkg;
     logic [0:0] trust;
     logic [7:0] vf;
   } cmd_set_vf_port_t;
+
+  // ---- cmd_set_vf_rate: SET_VF_RATE argument image: VF `vf` transmits at most `mbps` Mb/s (0 = no limit)
+  localparam int unsigned CmdSetVfRateSize = 48;
+  typedef struct packed {
+    logic [287:0] rsvd96;
+    logic [31:0] mbps;
+    logic [55:0] rsvd8;
+    logic [7:0] vf;
+  } cmd_set_vf_rate_t;
 
   // ---- cmd_set_vf_dma: SET_VF_DMA argument image: VF `vf` may DMA to [base, base + len)
   localparam int unsigned CmdSetVfDmaSize = 48;

@@ -271,4 +271,22 @@ impl Context {
         log::info!(target: &self.inner.log_target, "sriov: vf {vf} DMA window [{base:#x}, +{len:#x})");
         Ok(())
     }
+
+    /// PF admin: VF `vf` transmits at most `mbps` Mb/s (SET_VF_RATE; 0 = no limit), counting
+    /// every frame as its payload plus `RATE_FRAME_OVERHEAD` bytes, with bursts of up to
+    /// `RATE_BURST` bytes. The NIC's scheduler skips a function over its rate (section 5); the
+    /// reference model has no clock and does not rate-limit on its own backend.
+    ///
+    /// # Errors
+    /// [`Error::CommandFailed`] with `DENIED` on a VF, `BAD_INDEX` for VF 0 or a VF number past
+    /// TotalVFs.
+    pub fn set_vf_rate(&self, vf: u8, mbps: u32) -> Result<()> {
+        use rnic_regs::cmd_set_vf_rate as c;
+        let mut img = [0u8; crate::CMD_IMAGE_SIZE];
+        c::VF.set(&mut img, u64::from(vf));
+        c::MBPS.set(&mut img, u64::from(mbps));
+        self.inner.command(crate::Command::SetVfRate, crate::Object::Vf(vf), &img)?;
+        log::info!(target: &self.inner.log_target, "sriov: vf {vf} rate limit {mbps} Mb/s (0 = none)");
+        Ok(())
+    }
 }

@@ -187,6 +187,8 @@ pub enum Command {
     SetVfPort,
     /// PF only: a VF's DMA window.
     SetVfDma,
+    /// `SET_VF_RATE` (PF only).
+    SetVfRate,
     /// Create a completion queue.
     CreateCq,
     /// Destroy a completion queue.
@@ -222,6 +224,7 @@ impl Command {
             Command::SetVfRes => cmd::SET_VF_RES,
             Command::SetVfPort => cmd::SET_VF_PORT,
             Command::SetVfDma => cmd::SET_VF_DMA,
+            Command::SetVfRate => cmd::SET_VF_RATE,
             Command::CreateCq => cmd::CREATE_CQ,
             Command::DestroyCq => cmd::DESTROY_CQ,
             Command::AllocPd => cmd::ALLOC_PD,
@@ -245,6 +248,7 @@ impl Command {
             cmd::SET_VF_RES => Command::SetVfRes,
             cmd::SET_VF_PORT => Command::SetVfPort,
             cmd::SET_VF_DMA => Command::SetVfDma,
+            cmd::SET_VF_RATE => Command::SetVfRate,
             cmd::CREATE_CQ => Command::CreateCq,
             cmd::DESTROY_CQ => Command::DestroyCq,
             cmd::ALLOC_PD => Command::AllocPd,

@@ -3,7 +3,7 @@
 
 use rnic_regs::{
     cmd, cmd_create_cq as ccq, cmd_create_qp as cqp, cmd_index, cmd_qp_args as qa,
-    cmd_reg_mr as crm, cmd_set_port, cmd_set_vf_dma as cvd, cmd_set_vf_port as cvp, cmd_set_vf_res as cvr,
+    cmd_reg_mr as crm, cmd_set_port, cmd_set_vf_dma as cvd, cmd_set_vf_rate as cvt, cmd_set_vf_port as cvp, cmd_set_vf_res as cvr,
     cmd_status as st, cmd_write_mtt as cwm, counter, params, qp_attr as attr, qp_state, Cqc, Mrc,
     Qpc,
 };
@@ -54,6 +54,17 @@ impl Nic {
                     fs.admin_ip = fs.ip;
                     fs.trust = cvp::TRUST.get(&a) != 0;
                     fs.spoofchk = cvp::SPOOFCHK.get(&a) != 0;
+                    Ok(())
+                }
+            }
+            cmd::SET_VF_RATE => {
+                let vf = cvt::VF.get(&a);
+                if f != 0 {
+                    Err(st::DENIED)
+                } else if vf == 0 || vf > u64::from(self.cfg.num_vf) {
+                    Err(st::BAD_INDEX)
+                } else {
+                    self.funcs[vf as usize].rate_mbps = cvt::MBPS.get(&a) as u32;
                     Ok(())
                 }
             }

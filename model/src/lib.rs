@@ -198,6 +198,9 @@ pub(crate) struct Function {
     /// window is all of memory and not stored).
     pub dma_base: u64,
     pub dma_end: u64,
+    /// Transmit rate limit in Mb/s (SET_VF_RATE; 0 = none). Only the RTL's scheduler applies
+    /// it (the model has no clock); the model keeps it for the command's checks.
+    pub rate_mbps: u32,
     pub cmd_args: [u64; 6],
     /// Opcode of the queued command (CMD_STATUS reads BUSY while set).
     pub cmd_pending: Option<u8>,
@@ -379,8 +382,10 @@ pub struct Nic {
     vf_res: (u64, [u64; 5]),
     db_fifo: VecDeque<Doorbell>,
     rx_queue: VecDeque<Vec<u8>>,
-    /// Round-robin ring of QPs that may have work (model-only scheduling).
-    ring: VecDeque<u32>,
+    /// Model-only scheduling, two levels like the RTL (section 5): per function a FIFO of QPs
+    /// that may have work, served round-robin over functions after `ring_last`.
+    rings: Vec<VecDeque<u32>>,
+    ring_last: usize,
     in_ring: Vec<bool>,
     counters: [u64; counter::NUM as usize],
     outputs: Vec<Output>,
@@ -407,7 +412,8 @@ impl Nic {
             vf_res: (0, [0; 5]),
             db_fifo: VecDeque::new(),
             rx_queue: VecDeque::new(),
-            ring: VecDeque::new(),
+            rings: vec![VecDeque::new(); cfg.num_vf as usize + 1],
+            ring_last: 0,
             in_ring: vec![false; cfg.num_qp as usize],
             counters: [0; counter::NUM as usize],
             outputs: Vec::new(),
@@ -681,7 +687,8 @@ impl Nic {
         let i = qpn as usize;
         if i < self.in_ring.len() && !self.in_ring[i] {
             self.in_ring[i] = true;
-            self.ring.push_back(qpn);
+            let f = (self.qpc[i].func as usize).min(self.rings.len() - 1);
+            self.rings[f].push_back(qpn);
         }
     }
 
@@ -697,7 +704,10 @@ impl Nic {
         if !self.rx_queue.is_empty() {
             return Some(Task::Rx);
         }
-        while let Some(qpn) = self.ring.pop_front() {
+        let n = self.rings.len();
+        while let Some(f) = (1..=n).map(|k| (self.ring_last + k) % n).find(|&f| !self.rings[f].is_empty()) {
+            self.ring_last = f;
+            let qpn = self.rings[f].pop_front().expect("non-empty");
             self.in_ring[qpn as usize] = false;
             if let Some(t) = self.qp_task(qpn) {
                 return Some(t);
@@ -797,7 +807,7 @@ impl Nic {
         self.funcs.iter().all(|f| f.cmd_pending.is_none())
             && self.db_fifo.is_empty()
             && self.rx_queue.is_empty()
-            && self.ring.iter().all(|&q| self.qp_task(q).is_none())
+            && self.rings.iter().flatten().all(|&q| self.qp_task(q).is_none())
     }
 
     // ------------------------------------------------------------------ shared helpers

@@ -47,6 +47,8 @@ pub mod params {
     pub const MIN_LOG_PAGE: u64 = 0xc;
     pub const MAX_LOG_PAGE: u64 = 0x1e;
     pub const CLOCK_MHZ: u64 = 0xfa;
+    pub const RATE_BURST: u64 = 0x4000;
+    pub const RATE_FRAME_OVERHEAD: u64 = 0x40;
     pub const ACK_TIMEOUT_UNIT_CYCLES: u64 = 0x400;
 }
 
@@ -266,6 +268,7 @@ pub mod cmd {
     pub const SET_VF_RES: u8 = 0x2;
     pub const SET_VF_PORT: u8 = 0x3;
     pub const SET_VF_DMA: u8 = 0x4;
+    pub const SET_VF_RATE: u8 = 0x5;
     pub const CREATE_CQ: u8 = 0x10;
     pub const DESTROY_CQ: u8 = 0x11;
     pub const ALLOC_PD: u8 = 0x20;
@@ -284,6 +287,7 @@ pub mod cmd {
         ("SET_VF_RES", 0x2),
         ("SET_VF_PORT", 0x3),
         ("SET_VF_DMA", 0x4),
+        ("SET_VF_RATE", 0x5),
         ("CREATE_CQ", 0x10),
         ("DESTROY_CQ", 0x11),
         ("ALLOC_PD", 0x20),
@@ -797,6 +801,15 @@ pub mod cmd_set_vf_port {
     pub const MAC: Field = Field { name: "mac", bit: 64, width: 48 };
     pub const IP: Field = Field { name: "ip", bit: 128, width: 32 };
     pub const FIELDS: &[Field] = &[VF, TRUST, SPOOFCHK, MAC, IP];
+}
+
+/// SET_VF_RATE argument image: VF `vf` transmits at most `mbps` Mb/s (0 = no limit)
+pub mod cmd_set_vf_rate {
+    use super::Field;
+    pub const SIZE: usize = 48;
+    pub const VF: Field = Field { name: "vf", bit: 0, width: 8 };
+    pub const MBPS: Field = Field { name: "mbps", bit: 64, width: 32 };
+    pub const FIELDS: &[Field] = &[VF, MBPS];
 }
 
 /// SET_VF_DMA argument image: VF `vf` may DMA to [base, base + len)

@@ -49,6 +49,8 @@ constexpr uint64_t MAX_WQ_LOG_SIZE = 0xfull;
 constexpr uint64_t MIN_LOG_PAGE = 0xcull;
 constexpr uint64_t MAX_LOG_PAGE = 0x1eull;
 constexpr uint64_t CLOCK_MHZ = 0xfaull;
+constexpr uint64_t RATE_BURST = 0x4000ull;
+constexpr uint64_t RATE_FRAME_OVERHEAD = 0x40ull;
 constexpr uint64_t ACK_TIMEOUT_UNIT_CYCLES = 0x400ull;
 }  // namespace params
 namespace bth_opcode {
@@ -145,6 +147,7 @@ constexpr uint32_t SET_PORT = 0x1;
 constexpr uint32_t SET_VF_RES = 0x2;
 constexpr uint32_t SET_VF_PORT = 0x3;
 constexpr uint32_t SET_VF_DMA = 0x4;
+constexpr uint32_t SET_VF_RATE = 0x5;
 constexpr uint32_t CREATE_CQ = 0x10;
 constexpr uint32_t DESTROY_CQ = 0x11;
 constexpr uint32_t ALLOC_PD = 0x20;
@@ -428,6 +431,11 @@ constexpr Field SPOOFCHK{9, 1};
 constexpr Field MAC{64, 48};
 constexpr Field IP{128, 32};
 }  // namespace cmd_set_vf_port
+namespace cmd_set_vf_rate {
+constexpr uint32_t SIZE = 48;
+constexpr Field VF{0, 8};
+constexpr Field MBPS{64, 32};
+}  // namespace cmd_set_vf_rate
 namespace cmd_set_vf_dma {
 constexpr uint32_t SIZE = 48;
 constexpr Field VF{0, 8};
