@@ -952,3 +952,119 @@ fn embedded_switch_drops_looped_frames_without_room_and_rc_recovers() {
     assert_eq!(junked, injected, "every flood frame reached the engine and was dropped there");
     assert!(drops > 0, "the flood must make the switch drop looped frames (else this test tests nothing)");
 }
+
+/// VF `vf` of NIC 0 with `qps` connected QPs to VF `vf` of NIC 1, one CQ and one MR per side.
+struct FnLoad {
+    vf: u8,
+    _ctx: [Context; 2],
+    _pd: [Pd; 2],
+    cq: Cq,
+    _cq_b: Cq,
+    mr: Mr,
+    mr_b: Mr,
+    qps: Vec<(QueuePair, QueuePair)>,
+}
+
+fn vf_qps(f: &FabricRef, vf: u8, n: usize) -> FnLoad {
+    let ca = Context::open(Fabric::device(f, 0, vf)).expect("open VF");
+    let cb = Context::open(Fabric::device(f, 1, vf)).expect("open VF");
+    let (pa, pb) = (ca.alloc_pd().unwrap(), cb.alloc_pd().unwrap());
+    let (qa, qb) = (ca.create_cq(256).unwrap(), cb.create_cq(256).unwrap());
+    let (ma, mb) = (pa.reg_mr(1 << 14, FULL).unwrap(), pb.reg_mr(1 << 14, FULL).unwrap());
+    let mut qps = Vec::new();
+    for _ in 0..n {
+        let a = pa.create_qp(&QpInitAttr { send_cq: &qa, recv_cq: &qa, max_send_wr: 16, max_recv_wr: 16 }).unwrap();
+        let b = pb.create_qp(&QpInitAttr { send_cq: &qb, recv_cq: &qb, max_send_wr: 16, max_recv_wr: 16 }).unwrap();
+        connect_with(&a, (0, vf), &b, (1, vf), 12, 7);
+        qps.push((a, b));
+    }
+    FnLoad { vf, _ctx: [ca, cb], _pd: [pa, pb], cq: qa, _cq_b: qb, mr: ma, mr_b: mb, qps }
+}
+
+/// Saturate: every QP of every function keeps 8 4-KiB WRITEs in flight for `cycles` cycles;
+/// returns the WRITEs completed per function and QP.
+fn saturate(f: &FabricRef, loads: &[FnLoad], cycles: u64) -> Vec<Vec<u64>> {
+    const LEN: u32 = 4096;
+    const DEPTH: u64 = 8;
+    let post = |l: &FnLoad, j: usize, id: u64| {
+        let w = WrOpcode::Write { remote_addr: l.mr_b.addr(), rkey: l.mr_b.rkey() };
+        l.qps[j].0.post_send(&SendWr::new(id, w, vec![l.mr.sge(0, LEN).unwrap()])).unwrap();
+    };
+    for l in loads {
+        for j in 0..l.qps.len() {
+            for i in 0..DEPTH {
+                post(l, j, i);
+            }
+        }
+    }
+    let mut done: Vec<Vec<u64>> = loads.iter().map(|l| vec![0; l.qps.len()]).collect();
+    let start = f.borrow().cycle();
+    while f.borrow().cycle() - start < cycles {
+        f.borrow_mut().run_cycles(1000).unwrap_or_else(|e| panic!("{e}"));
+        for (k, l) in loads.iter().enumerate() {
+            while let Some(wc) = l.cq.poll_one().unwrap() {
+                assert_eq!(wc.status, WcStatus::Success, "VF {}: {wc:?}", l.vf);
+                let j = l.qps.iter().position(|(a, _)| a.qpn() == wc.qpn).expect("a QP of this function");
+                done[k][j] += 1;
+                post(l, j, done[k][j] + DEPTH);
+            }
+        }
+    }
+    // let what is in flight finish before the lockstep check
+    for l in loads {
+        let mut left = DEPTH as usize * l.qps.len();
+        while left > 0 {
+            left -= l.cq.wait(1, 200_000).expect("in-flight WRITEs complete").len();
+        }
+    }
+    check(f);
+    done
+}
+
+#[test]
+fn functions_share_equally_whatever_their_qp_counts() {
+    // VF 1 with 1 QP, VF 2 with 4, VF 3 with 2, all saturating NIC 0's engine with 4 KiB WRITEs
+    // for 400,000 cycles: the scheduler serves functions round-robin, then each function's QPs,
+    // so the three functions get equal shares and the QPs of one function equal parts of it.
+    let f = fabric();
+    let _pf0 = enable_vfs(&f, 0, 4).unwrap();
+    let _pf1 = enable_vfs(&f, 1, 4).unwrap();
+    let pairs = vec![vf_qps(&f, 1, 1), vf_qps(&f, 2, 4), vf_qps(&f, 3, 2)];
+    let done = saturate(&f, &pairs, 400_000);
+    let per_fn: Vec<u64> = done.iter().map(|d| d.iter().sum()).collect();
+    let (min, max) = (*per_fn.iter().min().unwrap(), *per_fn.iter().max().unwrap());
+    eprintln!("WRITEs per function (1, 4 and 2 QPs) in 400,000 cycles: {per_fn:?}, per QP {done:?}; max/min {:.3}", max as f64 / min as f64);
+    assert!(min > 50, "every function made progress: {done:?}");
+    assert!((max - min) as f64 <= 0.03 * max as f64, "functions share within 3 %: {per_fn:?}");
+    for d in &done {
+        let (lo, hi) = (*d.iter().min().unwrap(), *d.iter().max().unwrap());
+        assert!(hi - lo <= 1 + hi / 20, "QPs of one function share within 5 %: {d:?}");
+    }
+}
+
+#[test]
+fn a_vf_rate_limit_is_honoured_and_frees_the_rest_for_others() {
+    // VF 1 limited to 5,000 Mb/s (counting payload + RATE_FRAME_OVERHEAD bytes per frame), VF 2
+    // unlimited, both saturating with 4 KiB WRITEs at MTU 1024 for 1,000,000 cycles (4 ms).
+    let f = fabric();
+    let pf0 = enable_vfs(&f, 0, 2).unwrap();
+    let _pf1 = enable_vfs(&f, 1, 2).unwrap();
+    // the admin command's checks
+    let vf1 = Context::open(Fabric::device(&f, 0, 1)).unwrap();
+    assert!(matches!(vf1.set_vf_rate(2, 1), Err(Error::CommandFailed { status: CommandStatus::Denied, .. })), "a VF cannot set rates");
+    assert!(matches!(pf0.set_vf_rate(0, 1), Err(Error::CommandFailed { status: CommandStatus::BadIndex, .. })), "VF 0 is the PF");
+    assert!(matches!(pf0.set_vf_rate(9, 1), Err(Error::CommandFailed { status: CommandStatus::BadIndex, .. })), "past TotalVFs");
+    const MBPS: u32 = 5000;
+    pf0.set_vf_rate(1, MBPS).unwrap();
+    let pairs = vec![vf_qps(&f, 1, 1), vf_qps(&f, 2, 1)];
+    const CYCLES: u64 = 1_000_000;
+    let done = saturate(&f, &pairs, CYCLES);
+    let secs = CYCLES as f64 / (params::CLOCK_MHZ as f64 * 1e6);
+    let gbps = |n: u64| n as f64 * 4096.0 * 8.0 / secs / 1e9;
+    let (g1, g2) = (gbps(done[0][0]), gbps(done[1][0]));
+    // the limit counts headers: 4 frames of 1024 + 64 bytes per 4 KiB WRITE
+    let want = f64::from(MBPS) / 1000.0 * 1024.0 / (1024.0 + params::RATE_FRAME_OVERHEAD as f64);
+    eprintln!("rate-limited VF 1: {g1:.3} Gb/s of goodput (limit {MBPS} Mb/s on the wire = {want:.3} Gb/s of goodput); unlimited VF 2: {g2:.3} Gb/s");
+    assert!((g1 - want).abs() <= 0.05 * want, "VF 1 at its limit within 5 %: {g1:.3} vs {want:.3}");
+    assert!(g2 > 1.5 * g1, "VF 2 takes what VF 1 leaves: {g2:.3} vs {g1:.3}");
+}
