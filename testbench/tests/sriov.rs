@@ -765,15 +765,8 @@ fn ep(ctx: Context, id: (usize, u8)) -> Ep {
 fn eight_vfs_with_traffic_across_nics_and_through_the_embedded_switch() {
     // 8 VFs on each NIC, all busy at once, in lockstep: on each NIC two pairs of its own VFs
     // talk through the embedded switch (their frames never reach the link), and four VFs of NIC
-    // 0 talk to four VFs of NIC 1. Each pair runs a random mix of RDMA WRITE, multi-packet RDMA
-    // READ (up to 16 KiB, longer than the receive buffer, so READ responses must be paced) and
-    // SEND with receive-side checks; at the end every WRITE target and READ destination holds
-    // exactly the bytes expected, and both host memories agree with the model's.
-    let f = fabric();
-    let _pf0 = enable_vfs(&f, 0, 8).unwrap();
-    let _pf1 = enable_vfs(&f, 1, 8).unwrap();
-    let open = |n: usize, func: u8| ep(Context::open(Fabric::device(&f, n, func)).expect("open VF"), (n, func));
-    let wiring: [((usize, u8), (usize, u8)); 8] = [
+    // 0 talk to four VFs of NIC 1.
+    let wiring = [
         ((0, 1), (0, 2)),
         ((0, 3), (0, 4)),
         ((1, 5), (1, 6)),
@@ -783,14 +776,59 @@ fn eight_vfs_with_traffic_across_nics_and_through_the_embedded_switch() {
         ((0, 7), (1, 3)),
         ((0, 8), (1, 4)),
     ];
+    mixed_traffic([8, 8], &wiring, 0x5EED_8F, 60);
+}
+
+#[test]
+fn random_vf_counts_and_random_wiring_in_lockstep() {
+    // Random numbers of VFs on each NIC (1..=8) and a random set of endpoint pairs among all
+    // functions of both NICs (PF included; same NIC through its switch, or across the link),
+    // each running random WRITE/READ/SEND traffic at the same time; RNIC_CASES cases (default 4),
+    // RNIC_SEED replays.
+    let cases: u64 = ["RNIC_CASES", "PROPTEST_CASES"].iter().find_map(|k| std::env::var(k).ok()?.parse().ok()).unwrap_or(4);
+    let seed: u64 = std::env::var("RNIC_SEED").ok().and_then(|s| {
+        let s = s.trim_start_matches("0x");
+        u64::from_str_radix(s, 16).ok()
+    }).unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+    println!("random_vf_counts_and_random_wiring_in_lockstep: seed {seed:#x}, {cases} cases (replay: RNIC_SEED={seed:#x} RNIC_CASES={cases})");
+    let mut rng = SplitMix64::new(seed);
+    for case in 0..cases {
+        let vfs = [1 + (rng.next_u64() % 8) as u8, 1 + (rng.next_u64() % 8) as u8];
+        let mut funcs: Vec<(usize, u8)> = (0..2).flat_map(|n| (0..=vfs[n]).map(move |f| (n, f))).collect();
+        // shuffle, then pair neighbours: every function in at most one pair
+        for i in (1..funcs.len()).rev() {
+            funcs.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+        }
+        let npairs = 1 + (rng.next_u64() % (funcs.len() as u64 / 2)) as usize;
+        let wiring: Vec<_> = (0..npairs).map(|k| (funcs[2 * k], funcs[2 * k + 1])).collect();
+        println!("case {case}: VFs {vfs:?}, pairs {wiring:?}");
+        mixed_traffic(vfs, &wiring, rng.next_u64(), 24);
+    }
+}
+
+/// Enable `vfs[n]` VFs on NIC n, connect the `wiring` pairs of (NIC, function) endpoints and run
+/// `ops` random operations per pair at once, in lockstep: from the first endpoint RDMA WRITEs
+/// and multi-packet RDMA READs (up to 16 KiB, longer than the receive buffer, so READ responses
+/// must be paced), from the second SENDs checked on receipt. At the end every WRITE target and
+/// READ destination holds exactly the bytes expected, and both host memories agree with the
+/// model's.
+fn mixed_traffic(vfs: [u8; 2], wiring: &[((usize, u8), (usize, u8))], seed: u64, ops: usize) {
+    let f = fabric();
+    let _pf0 = enable_vfs(&f, 0, u16::from(vfs[0])).unwrap();
+    let _pf1 = enable_vfs(&f, 1, u16::from(vfs[1])).unwrap();
+    let pfs = [_pf0, _pf1];
+    let open = |n: usize, func: u8| {
+        let ctx = if func == 0 { pfs[n].clone() } else { Context::open(Fabric::device(&f, n, func)).expect("open VF") };
+        ep(ctx, (n, func))
+    };
     let mut pairs: Vec<(Ep, Ep)> = wiring.iter().map(|&(a, b)| (open(a.0, a.1), open(b.0, b.1))).collect();
     for (a, b) in &pairs {
         // 16 pairs share each engine: a 16 KiB READ can wait longer than connect()'s 65 us.
         connect_with(&a.qp, a.id, &b.qp, b.id, 12, 7);
     }
     let sent_before = f.borrow().frames_sent();
-    let mut rng = SplitMix64::new(std::env::var("RNIC_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5EED_8F));
-    const OPS: usize = 60;
+    let mut rng = SplitMix64::new(seed);
+    let n_ops: usize = ops;
     const SLOTS: u64 = 8; // receive buffers of 2 KiB per endpoint
     // (posted, completed on a, completed receives on a) per pair; expected SEND payloads in order
     let mut posted = vec![0usize; pairs.len()];
@@ -809,7 +847,7 @@ fn eight_vfs_with_traffic_across_nics_and_through_the_embedded_switch() {
         let mut all = true;
         for (k, (a, b)) in pairs.iter_mut().enumerate() {
             // keep up to 6 requests in flight from a, and SENDs from b
-            while posted[k] < OPS && posted[k] - done[k] < 6 {
+            while posted[k] < n_ops && posted[k] - done[k] < 6 {
                 let kind = rng.next_u64() % 3;
                 let len = 1 + (rng.next_u64() % if kind == 2 { 2048 } else { REGION as u64 }) as usize;
                 let off = rng.next_u64() % (REGION - len + 1) as u64;
@@ -853,12 +891,12 @@ fn eight_vfs_with_traffic_across_nics_and_through_the_embedded_switch() {
                     }
                 }
             }
-            all &= done[k] == OPS && recvd[k] == sends_total[k];
+            all &= done[k] == n_ops && recvd[k] == sends_total[k];
         }
         if all {
             break;
         }
-        assert!(f.borrow().cycle() - start < 20_000_000, "traffic stalled: done {done:?} of {OPS}, receives {recvd:?} of {sends_total:?}");
+        assert!(f.borrow().cycle() - start < 20_000_000, "traffic stalled: done {done:?} of {n_ops}, receives {recvd:?} of {sends_total:?}");
         f.borrow_mut().run_cycles(500).unwrap_or_else(|e| panic!("{e}"));
     }
     let cycles = f.borrow().cycle() - start;
@@ -871,8 +909,10 @@ fn eight_vfs_with_traffic_across_nics_and_through_the_embedded_switch() {
     let link_frames = f.borrow().frames_sent() - sent_before;
     let drops: Vec<u64> = (0..2).map(|n| f.borrow_mut().counter(n, counter::ESW_DROP).unwrap()).collect();
     eprintln!(
-        "8 VF pairs (4 through the embedded switches, 4 across the link): {} messages, {bytes} bytes in {cycles} cycles ({:.2} Gb/s at 250 MHz); {link_frames} frames on the link; ESW_DROP {drops:?}",
-        OPS * pairs.len(),
+        "{} pairs ({} through an embedded switch, the rest across the link): {} messages, {bytes} bytes in {cycles} cycles ({:.2} Gb/s at 250 MHz); {link_frames} frames on the link; ESW_DROP {drops:?}",
+        pairs.len(),
+        wiring.iter().filter(|(a, b)| a.0 == b.0).count(),
+        n_ops * pairs.len(),
         bytes as f64 * 8.0 / (cycles as f64 / 250e6) / 1e9
     );
 }
