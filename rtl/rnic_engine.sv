@@ -235,10 +235,15 @@ module rnic_engine
 
   // Go-back-N (sections 10 and 10a): restart the requester at PSN p inside the WQE at comp_ci;
   // a READ or atomic starts over from its first PSN. One function for the NAK and the timer paths.
-  function automatic qpc_t go_back(qpc_t q, logic [23:0] p, logic send_write);
+  // is_read: the WQE is an RDMA READ, which resumes at its first missing response p (a new READ
+  // request for the rest) unless nothing of it arrived.
+  function automatic qpc_t go_back(qpc_t q, logic [23:0] p, logic send_write, logic is_read);
     q.sq_ci          = q.comp_ci;
     q.rd_outstanding = 8'd0;
-    if (send_write) begin
+    q.rd_resume      = 1'b0;
+    if (send_write || (is_read && p != q.comp_wqe_psn)) begin
+      q.rd_resume     = is_read;
+      q.rd_resume_psn = p;
       q.sq_psn    = p;
       q.sq_offset = {8'd0, 24'(p - q.comp_wqe_psn)} << (7 + 32'(q.path_mtu));
       q.acked_psn = p;
@@ -2023,7 +2028,7 @@ module rnic_engine
               end
               if (retry) begin
                 trew_d = 1'b1;
-                qp_d   = go_back(qp_d, c_p, w_is_sw);
+                qp_d   = go_back(qp_d, c_p, w_is_sw, w_is_rd);
                 if (pkt_i.syndrome[6:5] == 2'd1) begin
                   // the requester waits the RNR timer before it sends again
                   qp_d.rnr_wait = 1'b1;
@@ -2050,13 +2055,17 @@ module rnic_engine
           logic [33:0] rem;
           logic [12:0] exp;
           logic        op_ok;
+          logic [23:0] base, rk;
           ri  = c_p - qp_q.comp_wqe_psn;
-          np  = last_q - qp_q.comp_wqe_psn + 24'd1;
           rem = lsum_q - (34'(ri) << (7 + 32'(qp_q.path_mtu)));
           exp = (rem > 34'(mtu)) ? mtu : rem[12:0];
+          // opcodes follow the READ request being answered: the WQE, or its resumed rest
+          base = qp_q.rd_resume ? qp_q.rd_resume_psn : qp_q.comp_wqe_psn;
+          np   = last_q - base + 24'd1;
+          rk   = c_p - base;
           if (np == 24'd1)            op_ok = pop == BthOpcodeReadRespOnly;
-          else if (ri == 24'd0)       op_ok = pop == BthOpcodeReadRespFirst;
-          else if (ri == np - 24'd1)  op_ok = pop == BthOpcodeReadRespLast;
+          else if (rk == 24'd0)       op_ok = pop == BthOpcodeReadRespFirst;
+          else if (rk == np - 24'd1)  op_ok = pop == BthOpcodeReadRespLast;
           else                        op_ok = pop == BthOpcodeReadRespMiddle;
           if (!w_is_rd || c_p != qp_q.acked_psn || !op_ok || pl != exp) begin
             cnt_inc[CounterRxDropResp] = 1'b1;
@@ -2123,6 +2132,7 @@ module rnic_engine
       StCompl2: begin
         qp_d.comp_ci      = qp_q.comp_ci + 16'd1;
         qp_d.comp_wqe_psn = last_q + 24'd1;
+        qp_d.rd_resume    = 1'b0;
         if (!s24_neg(last_q + 24'd1 - qp_q.acked_psn) && last_q + 24'd1 != qp_q.acked_psn)
           qp_d.acked_psn = last_q + 24'd1;
         if (!w_is_sw) qp_d.rd_outstanding = qp_q.rd_outstanding - 8'd1;
@@ -2179,7 +2189,7 @@ module rnic_engine
           `SQ_ERR(WcStatusRetryExcErr)
         end else begin
           qp_d.retry_left = qp_q.retry_left - 3'd1;
-          qp_d            = go_back(qp_d, qp_q.acked_psn, w_is_sw);
+          qp_d            = go_back(qp_d, qp_q.acked_psn, w_is_sw, w_is_rd);
           push_d  = 1'b1;
           state_d = StEnd;
         end
@@ -2325,11 +2335,14 @@ module rnic_engine
         if (w_is_rd) begin
           hdr_d = mk_hdr(qp_q, qpn_q, BthOpcodeReadRequest, qp_q.sq_psn);
           hdr_d.ackreq  = 1'b1;
-          hdr_d.va      = swqe.remote_addr;
+          // sq_offset != 0: a resumed READ (section 10) asks for the rest only
+          hdr_d.va      = swqe.remote_addr + 64'(qp_q.sq_offset);
           hdr_d.rkey    = swqe.rkey;
-          hdr_d.dma_len = lsum_q[31:0];
+          hdr_d.dma_len = lsum_q[31:0] - qp_q.sq_offset;
           qp_d.sq_psn   = qp_q.sq_psn + ((lsum_q == 34'd0) ? 24'd1 :
-                                         24'(div_mtu_ceil(lsum_q, qp_q.path_mtu)));
+                                         24'(div_mtu_ceil(lsum_q, qp_q.path_mtu))) -
+                          24'(qp_q.sq_offset >> (7 + 32'(qp_q.path_mtu)));
+          qp_d.sq_offset = 32'd0;
           qp_d.sq_ci    = qp_q.sq_ci + 16'd1;
           qp_d.rd_outstanding = qp_q.rd_outstanding + 8'd1;
           `CALL_HDR(StTxEnd)

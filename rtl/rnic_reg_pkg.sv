@@ -573,6 +573,8 @@ package rnic_reg_pkg;
     logic [23:0] rq_psn;
     logic [15:0] rq_ci;
     logic [15:0] rq_pi;
+    logic [23:0] rd_resume_psn;
+    logic [0:0] rd_resume;
     logic [0:0] rnr_wait;
     logic [2:0] rnr_left;
     logic [2:0] retry_left;
@@ -606,7 +608,7 @@ package rnic_reg_pkg;
     logic [2:0] state;
     logic [0:0] valid;
   } qpc_t;
-  localparam int unsigned QpcBits = 903;
+  localparam int unsigned QpcBits = 928;
 
   // ---- cqc: Completion queue context
   typedef struct packed {

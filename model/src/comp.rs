@@ -32,6 +32,7 @@ impl Nic {
         }
         let q = &mut self.qpc[qpn as usize];
         q.comp_ci = q.comp_ci.wrapping_add(1);
+        q.rd_resume = false;
         let next = psn_add(last, 1);
         q.comp_wqe_psn = next;
         if psn_diff(next, q.acked_psn) > 0 {
@@ -53,7 +54,16 @@ impl Nic {
         let wpsn = q.comp_wqe_psn;
         q.sq_ci = q.comp_ci;
         q.rd_outstanding = 0;
-        if w.is_read_or_atomic() {
+        q.rd_resume = false;
+        if w.opcode == wr_opcode::RDMA_READ && p != wpsn {
+            // Resume the READ at its first missing response (as rxe does): a new READ request
+            // for the rest, from PSN p (section 10).
+            q.sq_psn = p;
+            q.sq_offset = (p.wrapping_sub(wpsn) & 0xFF_FFFF) * mtu;
+            q.acked_psn = p;
+            q.rd_resume = true;
+            q.rd_resume_psn = p;
+        } else if w.is_read_or_atomic() {
             q.sq_psn = wpsn;
             q.sq_offset = 0;
             q.acked_psn = wpsn;
@@ -195,14 +205,18 @@ impl Nic {
             | op::READ_RESP_MIDDLE
             | op::READ_RESP_LAST
             | op::READ_RESP_ONLY => {
-                let npkts = w.npkts(mtu);
                 let i = pp.wrapping_sub(wpsn) & 0xFF_FFFF;
                 let len = w.len();
+                // The opcodes follow the READ request being answered: the whole WQE, or since a
+                // resume the rest of it from rd_resume_psn.
+                let base = if q.rd_resume { q.rd_resume_psn } else { wpsn };
+                let npkts = (last.wrapping_sub(base) & 0xFF_FFFF) + 1;
+                let k = pp.wrapping_sub(base) & 0xFF_FFFF;
                 let want_op = if npkts == 1 {
                     op::READ_RESP_ONLY
-                } else if i == 0 {
+                } else if k == 0 {
                     op::READ_RESP_FIRST
-                } else if i == npkts - 1 {
+                } else if k == npkts - 1 {
                     op::READ_RESP_LAST
                 } else {
                     op::READ_RESP_MIDDLE

@@ -96,14 +96,17 @@ impl Nic {
                     psn,
                     ..Bth::default()
                 };
+                // sq_offset != 0: a resumed READ (section 10) asks for the rest only
+                let off = q.sq_offset;
                 hdr.reth = Some(Reth {
-                    va: w.remote_addr,
+                    va: w.remote_addr.wrapping_add(u64::from(off)),
                     rkey: w.rkey,
-                    dma_len: len as u32,
+                    dma_len: (len - u64::from(off)) as u32,
                 });
                 self.send_frame(qpn, hdr, &[]);
                 let q = &mut self.qpc[qpn as usize];
-                q.sq_psn = psn_add(psn, w.npkts(mtu));
+                q.sq_psn = psn_add(psn, w.npkts(mtu) - off / mtu);
+                q.sq_offset = 0;
                 q.sq_ci = q.sq_ci.wrapping_add(1);
                 q.rd_outstanding = q.rd_outstanding.wrapping_add(1);
             }
