@@ -801,6 +801,7 @@ fn flr_of_one_vf_under_load_flushes_it_and_leaves_the_others_exact() {
     }
     let ids: Vec<u64> = (200..203).chain(300..310).collect();
     let flushed = drain_reset_cq(&va.cq, &ids, &[310, 311, 312, 313], "reset VF 2");
+    eprintln!("FLR of VF 2: {flushed} WRs flushed");
     assert!(flushed > 4, "the FLR found send work to flush ({flushed} flushed)");
     // The peer: its receive may have been used by the SEND; a SEND of its own gets no answer.
     let mut peer_wcs = Vec::new();
@@ -873,6 +874,7 @@ fn vf_disable_under_load_tears_down_every_vf_and_leaves_the_pf_exact() {
     for (v, (a, _)) in pairs.iter().enumerate() {
         flushed += drain_reset_cq(&a.cq, &ids, &[306, 307], &format!("disabled VF {}", v + 1));
     }
+    eprintln!("VF disable: {flushed} WRs flushed");
     assert!(flushed > 8, "the disable found work to flush ({flushed})");
     for v in 1..=vfs {
         assert!(pci_identity(&*dev(&f, v)).is_none(), "VF {v} is gone");
