@@ -3,7 +3,8 @@
 // The RNIC task engine (docs/architecture.md sections 5, 8, 9, 10, 11).
 //
 // It runs one task at a time, start to finish: admin commands, doorbells, received frames
-// (responder or completer), requester steps (TX) and flushes. Every state change of the NIC happens
+// (responder or completer), requester steps (TX), flushes and the two phases of a function's
+// teardown (FLR, FLR_DONE: Function Level Reset or VF disable, section 4). Every state change of the NIC happens
 // inside exactly one task, which is what lets the reference model follow the RTL task by task
 // through the trace port. The trace event is combinational in the cycle the task starts (the
 // cycle the engine takes the command / doorbell / frame / QP), so that an MMIO write accepted in

@@ -16,6 +16,8 @@
 //! * A frame with more than 4096 payload bytes is a header drop (section 13).
 //! * Model-only scheduling pushes a QP onto the ring whenever an ACK moves `acked_psn`, and
 //!   re-pushes after a TX task only if it did something.
+//! * Function Level Reset / VF disable (section 4): the configuration write puts the function in
+//!   reset; [`Task::Flr`] and [`Task::FlrDone`] follow the RTL's two teardown tasks.
 
 mod cfg;
 mod cmd;
