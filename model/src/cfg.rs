@@ -117,7 +117,7 @@ impl ConfigSpace {
                 x if x == cfg::CAP_PTR => cfg::PCIE_CAP,
                 x if x == cfg::PCIE_CAP => EXP_HDR,
                 x if x == exp(cfg::PCIE_DEVCAP) => cfg::DEVCAP_FLR,
-                x if x == exp(cfg::PCIE_DEVCTL) => if self.in_reset(func) { DEVSTA_TP } else { 0 },
+                x if x == exp(cfg::PCIE_DEVCTL) && self.in_reset(func) => DEVSTA_TP,
                 _ => 0,
             }
         } else {
