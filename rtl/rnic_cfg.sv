@@ -9,6 +9,14 @@
 // Bus Master Enable is its only writable bit. Requests to functions that do not exist read
 // all-ones and ignore writes. Accesses are whole dwords; reads are combinational (the MMIO block
 // registers the response).
+//
+// Function Level Reset (docs/architecture.md section 4, Function Level Reset): a VF advertises FLR
+// in Device Capabilities; writing Initiate FLR in its Device Control starts a teardown of it (its
+// Bus Master Enable clears), and clearing VF Enable starts one for every VF 1..NumVFs. A function
+// with a teardown pending is "in reset" (rst_o: Device Status Transactions Pending reads 1, its
+// memory requests are Unsupported Requests) until the engine's FLR_DONE task ends it
+// (done_i/done_func_i, in that task's trace cycle, so a read in that cycle already sees it done,
+// as the model does). The PF's Transactions Pending reads 1 while any VF teardown is pending.
 module rnic_cfg
   import rnic_reg_pkg::*;
 #(
@@ -28,7 +36,12 @@ module rnic_cfg
   output logic        pf_master_o,    // PF Bus Master Enable
   output logic        vf_en_o,        // VF Enable
   output logic        vf_mem_en_o,    // VF MSE
-  output logic [15:0] num_vfs_o
+  output logic [15:0] num_vfs_o,
+
+  input  logic        done_i,         // the FLR_DONE task of function done_func_i starts
+  input  logic [7:0]  done_func_i,
+  output logic [NumVf:0] rst_o,       // function in reset (teardown pending); bit 0 is 0
+  output logic [NumVf:0] pend_o       // the same, registered (not yet cleared by done_i)
 );
 
   localparam logic [31:0] Bar0Mask = ~(32'(Bar0Size) - 32'd1);  // writable address bits
@@ -65,17 +78,31 @@ module rnic_cfg
   logic [31:0]      sysps_q, sysps_d;
   logic [31:0]      vbar0_q, vbar0_d, vbar1_q, vbar1_d;
   logic [NumVf:0]   vf_master_q, vf_master_d;   // bit 0 unused (the PF has cmd_q)
+  logic [NumVf:0]   tp_q, tp_d;                 // teardown pending (bit 0 unused)
+  logic [NumVf:0]   tp_eff;                     // tp_q without the one ending this cycle
+  logic             tp_any;                     // some VF is in reset (the PF's Transactions Pending)
 
   logic is_pf, is_vf;
-  logic [$clog2(NumVf+1)-1:0] vf_idx;
-  assign vf_idx = $bits(vf_idx)'(func_i);
+  localparam int unsigned VfIdxW = $clog2(NumVf+1);
+  logic [VfIdxW-1:0] vf_idx;
+  assign vf_idx = VfIdxW'(func_i);
   assign is_pf = func_i == 8'd0;
   assign is_vf = ctrl_q[0] && func_i != 8'd0 && 16'(func_i) <= numvfs_q &&
                  32'(func_i) <= NumVf;
 
-  // The PCI Express capability: version 2, endpoint, last in the list; no FLR yet (slice E).
+  // The PCI Express capability: version 2, endpoint, last in the list. VFs support FLR; the PF
+  // does not.
   localparam logic [31:0] ExpHdr = {16'h0002, 8'h00, 8'(CfgCapIdExp)};
   localparam logic [31:0] DevCap = 32'h0;
+  localparam logic [31:0] VfDevCap = 32'(CfgDevcapFlr);
+  localparam logic [31:0] DevStaTp = 32'(CfgDevstaTp) << 16;   // in the Device Control dword
+
+  always_comb begin
+    tp_eff = tp_q;
+    if (done_i && 32'(done_func_i) <= NumVf) tp_eff[VfIdxW'(done_func_i)] = 1'b0;
+    tp_eff[0] = 1'b0;
+    tp_any    = tp_eff != '0;
+  end
   localparam logic [31:0] StatusCmdRo = {16'(CfgStatusCapList), 16'h0};
 
   always_comb begin
@@ -91,7 +118,7 @@ module rnic_cfg
         DwCapPtr: rdata_o = 32'(CfgPcieCap);
         DwExp:    rdata_o = ExpHdr;
         DwDevCap: rdata_o = DevCap;
-        DwDevCtl: rdata_o = 32'(devctl_q);
+        DwDevCtl: rdata_o = 32'(devctl_q) | (tp_any ? DevStaTp : 32'h0);
         DwExt:    rdata_o = {12'h000, 4'h1, 16'(CfgExtCapIdSriov)};
         DwSrCaps: rdata_o = '0;
         DwSrCtrl: rdata_o = 32'(ctrl_q);
@@ -113,7 +140,8 @@ module rnic_cfg
         DwClass:  rdata_o = {24'(PciClass), 8'h00};
         DwCapPtr: rdata_o = 32'(CfgPcieCap);
         DwExp:    rdata_o = ExpHdr;
-        DwDevCap: rdata_o = DevCap;
+        DwDevCap: rdata_o = VfDevCap;
+        DwDevCtl: rdata_o = tp_eff[vf_idx] ? DevStaTp : 32'h0;
         default:  rdata_o = '0;
       endcase
     end
@@ -130,6 +158,7 @@ module rnic_cfg
     vbar0_d     = vbar0_q;
     vbar1_d     = vbar1_q;
     vf_master_d = vf_master_q;
+    tp_d        = tp_eff;
     if (req_i && we_i && is_pf) begin
       unique case (dw_i)
         DwCmd:    cmd_d = wdata_i[15:0] & 16'(CfgCmdMem | CfgCmdMaster);
@@ -138,8 +167,14 @@ module rnic_cfg
         DwDevCtl: devctl_d = wdata_i[15:0] & 16'h7FFF;  // bit 15 (Initiate FLR) reads 0
         DwSrCtrl: begin
           ctrl_d = wdata_i[15:0] & CtrlWritable;
-          // VFs disappear with VF Enable: their command registers reset.
+          // VFs disappear with VF Enable: their command registers reset, and clearing it starts
+          // the teardown of every VF.
           if (!ctrl_d[0]) vf_master_d = '0;
+          if (ctrl_q[0] && !ctrl_d[0]) begin
+            for (int unsigned f = 1; f <= NumVf; f++) begin
+              if (16'(f) <= numvfs_q) tp_d[f] = 1'b1;
+            end
+          end
         end
         // NumVFs and the system page size only change while VF Enable is clear; a NumVFs above
         // TotalVFs is ignored.
@@ -151,6 +186,10 @@ module rnic_cfg
       endcase
     end else if (req_i && we_i && is_vf && dw_i == DwCmd) begin
       vf_master_d[vf_idx] = (wdata_i & 32'(CfgCmdMaster)) != 32'h0;
+    end else if (req_i && we_i && is_vf && dw_i == DwDevCtl && (wdata_i & 32'(CfgDevctlFlr)) != 32'h0) begin
+      // Initiate FLR: the VF's configuration state resets and its teardown starts.
+      vf_master_d[vf_idx] = 1'b0;
+      tp_d[vf_idx]        = 1'b1;
     end
   end
 
@@ -166,6 +205,7 @@ module rnic_cfg
       vbar0_q     <= '0;
       vbar1_q     <= '0;
       vf_master_q <= '0;
+      tp_q        <= '0;
     end else begin
       cmd_q       <= cmd_d;
       bar0_q      <= bar0_d;
@@ -177,6 +217,7 @@ module rnic_cfg
       vbar0_q     <= vbar0_d;
       vbar1_q     <= vbar1_d;
       vf_master_q <= vf_master_d;
+      tp_q        <= tp_d;
     end
   end
 
@@ -185,5 +226,7 @@ module rnic_cfg
   assign vf_en_o     = ctrl_q[0];
   assign vf_mem_en_o = ctrl_q[3];
   assign num_vfs_o   = numvfs_q;
+  assign rst_o       = tp_eff;
+  assign pend_o      = {tp_q[NumVf:1], 1'b0};
 
 endmodule

@@ -3,7 +3,8 @@
 // The RNIC task engine (docs/architecture.md sections 5, 8, 9, 10, 11).
 //
 // It runs one task at a time, start to finish: admin commands, doorbells, received frames
-// (responder or completer), requester steps (TX) and flushes. Every state change of the NIC happens
+// (responder or completer), requester steps (TX), flushes and the two phases of a function's
+// teardown (FLR, FLR_DONE: Function Level Reset or VF disable, section 4). Every state change of the NIC happens
 // inside exactly one task, which is what lets the reference model follow the RTL task by task
 // through the trace port. The trace event is combinational in the cycle the task starts (the
 // cycle the engine takes the command / doorbell / frame / QP), so that an MMIO write accepted in
@@ -68,6 +69,10 @@ module rnic_engine
 
   // functions (docs/architecture.md section 4, Functions)
   input  logic                  vf_en_i,
+  input  logic [NumVf:0]        func_rst_i,     // teardown pending (FLR / VF disable)
+  output logic                  flr_start_o,    // FLR task of flr_func_o starts
+  output logic                  flr_done_o,     // FLR_DONE task of flr_func_o starts
+  output logic [7:0]            flr_func_o,
   output logic [15:0]           vfres_vfs_o,
   output logic [4:0][23:0]      vfres_q_o,
   output logic [NumVf:0][47:0]  func_mac_o,
@@ -158,6 +163,7 @@ module rnic_engine
     StFlushSq, StFlushSq2, StFlushSq3, StFlushRq, StFlushRq2, StFlushRq3,
     StTmrLd, StTmr, StTmr2,
     StVrRd, StVrChk, StMrScan, StMrScanChk,
+    StFlrRd, StFlrChk, StFlrDRd, StFlrDChk,
     // subroutines
     StMrRd, StMrChk,
     StWkSeg, StWkMr, StWkMtt, StWkRdIss, StWkWrRd, StWkWrCap, StWkWrBeat, StWkDrain, StWkRet,
@@ -413,6 +419,14 @@ module rnic_engine
   // SET_VF_RES scan: table index and "an object is in the way"
   logic [$clog2(NumMtt+1)-1:0] vr_i_q, vr_i_d;
   logic                     vr_bad_q, vr_bad_d;
+  // Function Level Reset (section 4): functions whose FLR task ran and FLR_DONE did not, per
+  // function the number of its QPs with flush work left, the function and index of the scan.
+  logic [NumFunc-1:0]       flr_on_q, flr_on_d;
+  logic [NumFunc-1:0][QpW:0] flr_cnt_q, flr_cnt_d;
+  logic [7:0]               flr_f_q, flr_f_d;
+  logic [InitW:0]           fl_i_q, fl_i_d;
+  logic                     flr_go, flr_fin;     // a FLR / FLR_DONE task can start
+  logic [7:0]               flr_go_f, flr_fin_f;
 
   // task context
   logic              is_rx_q, is_rx_d;
@@ -717,6 +731,25 @@ module rnic_engine
 
   logic [CounterNum-1:0] cnt_inc;
 
+  // FLR tasks to start: the lowest function in reset whose FLR task has not run, and the lowest
+  // one whose FLR task ran and whose QPs have no flush work left.
+  always_comb begin
+    flr_go    = 1'b0;
+    flr_go_f  = '0;
+    flr_fin   = 1'b0;
+    flr_fin_f = '0;
+    for (int f = NumFunc - 1; f >= 1; f--) begin
+      if (func_rst_i[f] && !flr_on_q[f]) begin
+        flr_go   = 1'b1;
+        flr_go_f = 8'(f);
+      end
+      if (flr_on_q[f] && flr_cnt_q[f] == '0) begin
+        flr_fin   = 1'b1;
+        flr_fin_f = 8'(f);
+      end
+    end
+  end
+
   // MODIFY_QP decode
   logic [31:0] mq_req, mq_opt;
   logic        mq_trans_ok;
@@ -845,6 +878,10 @@ module rnic_engine
     vq_d         = vq_q;
     vr_i_d       = vr_i_q;
     vr_bad_d     = vr_bad_q;
+    flr_on_d     = flr_on_q;
+    flr_cnt_d    = flr_cnt_q;
+    flr_f_d      = flr_f_q;
+    fl_i_d       = fl_i_q;
     is_rx_d      = is_rx_q;
     qpn_d        = qpn_q;
     qp_d         = qp_q;
@@ -956,6 +993,9 @@ module rnic_engine
 
     cmd_start_o   = 1'b0;
     cmd_done_o    = 1'b0;
+    flr_start_o   = 1'b0;
+    flr_done_o    = 1'b0;
+    flr_func_o    = flr_f_q;
     db_pop_o      = 1'b0;
     pkt_done_o    = 1'b0;
     trace_valid_o = 1'b0;
@@ -1035,9 +1075,9 @@ module rnic_engine
         if (init_q == (InitW+1)'(InitMax - 1)) state_d = StIdle;
       end
 
-      //////////////////////////////////////////
-      // Arbitration: CMD > DB > RX > QP ring //
-      //////////////////////////////////////////
+      ////////////////////////////////////////////////////////////////////
+      // Arbitration: CMD > FLR > DB > FLR_DONE > RX > TIMER > QP ring    //
+      ////////////////////////////////////////////////////////////////////
       StIdle: begin
         qp_ld_d  = 1'b0;
         push_d   = 1'b0;
@@ -1058,6 +1098,21 @@ module rnic_engine
             out0_d        = '0;
             out1_d        = '0;
             state_d       = StCmdRd;
+          end else if (flr_go) begin
+            // FLR phase 1 (section 4, Function Level Reset): reset the command interface (rnic_mmio)
+            // and the address, then move every valid QP of the function to ERR.
+            trace_valid_o = 1'b1;
+            trace_kind_o  = TraceFlr;
+            trace_func_o  = flr_go_f;
+            flr_start_o   = 1'b1;
+            flr_func_o    = flr_go_f;
+            flr_f_d       = flr_go_f;
+            flr_on_d[FuncSelW'(flr_go_f)]  = 1'b1;
+            flr_cnt_d[FuncSelW'(flr_go_f)] = '0;
+            fmac_d[FuncSelW'(flr_go_f)]    = amac_q[FuncSelW'(flr_go_f)];
+            fip_d[FuncSelW'(flr_go_f)]     = aip_q[FuncSelW'(flr_go_f)];
+            fl_i_d        = '0;
+            state_d       = StFlrRd;
           end else if (db_valid_i) begin
             trace_valid_o = 1'b1;
             trace_kind_o  = TraceDb;
@@ -1068,6 +1123,16 @@ module rnic_engine
             db_idx_d      = db_idx_i;
             db_val_d      = db_val_i;
             state_d       = StDbRd;
+          end else if (flr_fin) begin
+            // FLR phase 2: free every object of the function; its reset ends (rnic_cfg).
+            trace_valid_o = 1'b1;
+            trace_kind_o  = TraceFlrDone;
+            trace_func_o  = flr_fin_f;
+            flr_done_o    = 1'b1;
+            flr_func_o    = flr_fin_f;
+            flr_f_d       = flr_fin_f;
+            fl_i_d        = '0;
+            state_d       = StFlrDRd;
           end else if (pkt_valid_i) begin
             trace_valid_o = 1'b1;
             trace_kind_o  = TraceRx;
@@ -1476,6 +1541,81 @@ module rnic_engine
         end
       end
 
+      //////////////////////////////////////////
+      // Function Level Reset (section 4)     //
+      //////////////////////////////////////////
+      // Phase 1 (FLR task): every valid QP of the function goes to ERR (its timer off); one that
+      // has WQEs to flush is counted and pushed on the ring, where the flush tasks take it.
+      StFlrRd: begin
+        qpc_req  = 1'b1;
+        qpc_addr = QpW'(fl_i_q);
+        qpn_d    = QpW'(fl_i_q);
+        state_d  = StFlrChk;
+      end
+
+      StFlrChk: begin
+        if (qpc_rdata.valid && qpc_rdata.func == flr_f_q) begin
+          qpc_req = 1'b1; qpc_we = 1'b1; qpc_wdata = qpc_rdata;
+          qpc_wdata.state = QpStateErr;
+          tmr_set      = 1'b1;
+          tmr_set_mode = TmrOff;
+          if (qpc_rdata.comp_ci != qpc_rdata.sq_pi || qpc_rdata.rq_ci != qpc_rdata.rq_pi) begin
+            flr_cnt_d[FuncSelW'(flr_f_q)] = flr_cnt_q[FuncSelW'(flr_f_q)] + 1'b1;
+            if (!in_ring_q[qpn_q]) begin
+              // append to the function's list (as at StEnd)
+              ring_push  = fne_q[FuncSelW'(flr_f_q)];
+              ring_waddr = ftail_q[FuncSelW'(flr_f_q)];
+              if (!fne_q[FuncSelW'(flr_f_q)]) fhead_d[FuncSelW'(flr_f_q)] = qpn_q;
+              ftail_d[FuncSelW'(flr_f_q)] = qpn_q;
+              fne_d[FuncSelW'(flr_f_q)]   = 1'b1;
+              in_ring_d[qpn_q] = 1'b1;
+            end
+          end
+        end
+        fl_i_d  = fl_i_q + 1'b1;
+        state_d = (32'(fl_i_q) + 32'd1 == NumQp) ? StIdle : StFlrRd;
+      end
+
+      // Phase 2 (FLR_DONE task): every valid QP, CQ, MR and PD of the function is invalidated.
+      StFlrDRd: begin
+        qpc_req = 32'(fl_i_q) < NumQp; qpc_addr = QpW'(fl_i_q);
+        cqc_req = 32'(fl_i_q) < NumCq; cqc_addr = CqW'(fl_i_q);
+        mrc_req = 32'(fl_i_q) < NumMr; mrc_addr = MrW'(fl_i_q);
+        pdc_req = 32'(fl_i_q) < NumPd; pdc_addr = PdW'(fl_i_q);
+        qpn_d   = QpW'(fl_i_q);
+        state_d = StFlrDChk;
+      end
+
+      StFlrDChk: begin
+        logic [31:0] i;
+        i = 32'(fl_i_q);
+        if (i < NumQp && qpc_rdata.valid && qpc_rdata.func == flr_f_q) begin
+          qpc_req = 1'b1; qpc_we = 1'b1; qpc_addr = QpW'(fl_i_q);
+          qpc_wdata = qpc_rdata; qpc_wdata.valid = 1'b0;
+          tmr_set      = 1'b1;
+          tmr_set_mode = TmrOff;
+        end
+        if (i < NumCq && cqc_rdata.valid && cqc_rdata.func == flr_f_q) begin
+          cqc_req = 1'b1; cqc_we = 1'b1; cqc_addr = CqW'(fl_i_q);
+          cqc_wdata = cqc_rdata; cqc_wdata.valid = 1'b0;
+        end
+        if (i < NumMr && mrc_rdata.valid && mrc_rdata.func == flr_f_q) begin
+          mrc_req = 1'b1; mrc_we = 1'b1; mrc_addr = MrW'(fl_i_q);
+          mrc_wdata = mrc_rdata; mrc_wdata.valid = 1'b0;
+        end
+        if (i < NumPd && pdc_rdata.valid && pdc_rdata.func == flr_f_q) begin
+          pdc_req = 1'b1; pdc_we = 1'b1; pdc_addr = PdW'(fl_i_q);
+          pdc_wdata = pdc_rdata; pdc_wdata.valid = 1'b0;
+        end
+        fl_i_d = fl_i_q + 1'b1;
+        if (i + 32'd1 == InitMax) begin
+          flr_on_d[FuncSelW'(flr_f_q)] = 1'b0;
+          state_d = StIdle;
+        end else begin
+          state_d = StFlrDRd;
+        end
+      end
+
       // WRITE_MTT: 64-byte DMA reads (8 entries each), written into the MTT one entry per cycle.
       StMttIss: begin
         rd_req_d  = 1'b1;
@@ -1528,6 +1668,11 @@ module rnic_engine
         cqc_req  = 1'b1; cqc_addr = CqW'(db_idx_q);
         qpn_d    = QpW'(db_idx_q);
         state_d  = StDbExec;
+        // A doorbell of a function between its FLR and FLR_DONE tasks is dropped.
+        if (32'(dbf_q) < NumFunc && flr_on_q[FuncSelW'(dbf_q)]) begin
+          cnt_inc[CounterDbBad] = 1'b1;
+          state_d = StEnd;
+        end
       end
 
       StDbExec: begin
@@ -2458,6 +2603,10 @@ module rnic_engine
         qp_d.comp_ci = qp_q.comp_ci + 16'd1;
         qp_d.sq_ci   = qp_q.comp_ci + 16'd1;
         push_d       = (qp_q.comp_ci + 16'd1 != qp_q.sq_pi) || (qp_q.rq_ci != qp_q.rq_pi);
+        // FLR: a QP of a function being torn down has no flush work left
+        if (!push_d && 32'(qp_q.func) < NumFunc && flr_on_q[FuncSelW'(qp_q.func)] &&
+            flr_cnt_q[FuncSelW'(qp_q.func)] != '0)
+          flr_cnt_d[FuncSelW'(qp_q.func)] = flr_cnt_q[FuncSelW'(qp_q.func)] - 1'b1;
         state_d      = StEnd;
       end
 
@@ -2478,6 +2627,10 @@ module rnic_engine
       StFlushRq3: begin
         qp_d.rq_ci = qp_q.rq_ci + 16'd1;
         push_d     = (qp_q.rq_ci + 16'd1 != qp_q.rq_pi) || (qp_q.comp_ci != qp_q.sq_pi);
+        // FLR: a QP of a function being torn down has no flush work left
+        if (!push_d && 32'(qp_q.func) < NumFunc && flr_on_q[FuncSelW'(qp_q.func)] &&
+            flr_cnt_q[FuncSelW'(qp_q.func)] != '0)
+          flr_cnt_d[FuncSelW'(qp_q.func)] = flr_cnt_q[FuncSelW'(qp_q.func)] - 1'b1;
         state_d    = StEnd;
       end
 
@@ -2778,6 +2931,10 @@ module rnic_engine
       vq_q        <= '0;
       vr_i_q      <= '0;
       vr_bad_q    <= 1'b0;
+      flr_on_q    <= '0;
+      flr_cnt_q   <= '0;
+      flr_f_q     <= '0;
+      fl_i_q      <= '0;
       is_rx_q     <= 1'b0;
       qpn_q       <= '0;
       qp_q        <= '0;
@@ -2883,6 +3040,10 @@ module rnic_engine
       vq_q        <= vq_d;
       vr_i_q      <= vr_i_d;
       vr_bad_q    <= vr_bad_d;
+      flr_on_q    <= flr_on_d;
+      flr_cnt_q   <= flr_cnt_d;
+      flr_f_q     <= flr_f_d;
+      fl_i_q      <= fl_i_d;
       is_rx_q     <= is_rx_d;
       qpn_q       <= qpn_d;
       qp_q        <= qp_d;

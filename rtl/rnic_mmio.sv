@@ -17,6 +17,9 @@
 // * Configuration requests (mmio_req_cfg_i) go to rnic_cfg and are answered in the next cycle:
 //   they touch no engine state, so they need no ordering after tasks.
 // * Counters: increments come from the engine (cnt_inc_i, one pulse = +1) and MMIO_BAD from here.
+// * Function Level Reset (docs/architecture.md section 4): a function in reset (func_rst_o, from
+//   rnic_cfg) does not decode memory requests; the engine's FLR task resets its command interface
+//   (flr_start_i) and its FLR_DONE task ends the reset (flr_done_i), both in their trace cycle.
 module rnic_mmio
   import rnic_pkg::*;
   import rnic_reg_pkg::*;
@@ -65,6 +68,10 @@ module rnic_mmio
   input  logic [4:0][23:0]  vfres_q_i,
   output logic              vf_en_o,
   output logic [NumVf:0]    func_on_o,
+  output logic [NumVf:0]    func_rst_o,     // teardown pending (FLR or VF disable), registered
+  input  logic              flr_start_i,    // the FLR task of flr_func_i starts
+  input  logic              flr_done_i,     // the FLR_DONE task of flr_func_i starts
+  input  logic [7:0]        flr_func_i,
 
   // read ordering
   output logic         rd_pend_o,
@@ -149,6 +156,7 @@ module rnic_mmio
   logic [31:0] cfg_rdata;
   logic        pf_mem_en, pf_master, vf_en, vf_mem_en;
   logic [15:0] num_vfs;
+  logic [NumVf:0] func_rst;  // in reset, already cleared in the cycle FLR_DONE starts
   logic        unused_cfg;
   assign unused_cfg = ^{pf_mem_en, pf_master, mmio_req_addr_i[1:0], mmio_req_wdata_i[63:32]};
 
@@ -165,7 +173,11 @@ module rnic_mmio
     .pf_master_o (pf_master),
     .vf_en_o     (vf_en),
     .vf_mem_en_o (vf_mem_en),
-    .num_vfs_o   (num_vfs)
+    .num_vfs_o   (num_vfs),
+    .done_i      (flr_done_i),
+    .done_func_i (flr_func_i),
+    .rst_o       (func_rst),
+    .pend_o      (func_rst_o)
   );
 
   // Which functions exist (for receive steering) and which decode memory requests.
@@ -173,7 +185,7 @@ module rnic_mmio
   always_comb begin
     for (int unsigned f = 0; f < NumFunc; f++) begin
       func_on_o[f] = (f == 0) || (vf_en && 16'(f) <= num_vfs);
-      decodes[f]   = (f == 0) || (func_on_o[f] && vf_mem_en);
+      decodes[f]   = (f == 0) || (func_on_o[f] && vf_mem_en && !func_rst[f]);
     end
   end
   assign vf_en_o = vf_en;
@@ -310,6 +322,18 @@ module rnic_mmio
       status_d[run_f_q] = cmd_status_i;
       out0_d[run_f_q]   = cmd_out0_i;
       out1_d[run_f_q]   = cmd_out1_i;
+    end
+
+    // FLR: the function's command interface resets (no command of it can be running: tasks are
+    // sequential, and none is taken in this cycle)
+    if (flr_start_i && 32'(flr_func_i) < NumFunc) begin
+      args_d[FuncW'(flr_func_i)]   = '0;
+      op_d[FuncW'(flr_func_i)]     = '0;
+      pend_d[FuncW'(flr_func_i)]   = 1'b0;
+      busy_d[FuncW'(flr_func_i)]   = 1'b0;
+      status_d[FuncW'(flr_func_i)] = '0;
+      out0_d[FuncW'(flr_func_i)]   = '0;
+      out1_d[FuncW'(flr_func_i)]   = '0;
     end
 
     // answer a pending read between tasks

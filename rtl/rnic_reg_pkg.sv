@@ -209,7 +209,9 @@ package rnic_reg_pkg;
     TraceTx = 4'h4,
     TraceFlushSq = 4'h5,
     TraceFlushRq = 4'h6,
-    TraceTimer = 4'h7
+    TraceTimer = 4'h7,
+    TraceFlr = 4'h8,
+    TraceFlrDone = 4'h9
   } trace_e;
 
   // ---- cfg
@@ -226,6 +228,10 @@ package rnic_reg_pkg;
   localparam int unsigned CfgCapIdExp = 32'h10;
   localparam int unsigned CfgPcieDevcap = 32'h4;
   localparam int unsigned CfgPcieDevctl = 32'h8;
+  localparam int unsigned CfgPcieDevsta = 32'hA;
+  localparam int unsigned CfgDevcapFlr = 32'h10000000;
+  localparam int unsigned CfgDevctlFlr = 32'h8000;
+  localparam int unsigned CfgDevstaTp = 32'h20;
   localparam int unsigned CfgExtCap = 32'h100;
   localparam int unsigned CfgExtCapIdSriov = 32'h10;
   localparam int unsigned CfgCmdMem = 32'h2;

@@ -96,6 +96,9 @@ module rnic_top
   logic [7:0]   cmd_func, db_func;
   logic         vf_en;
   logic [NumVf:0]       func_on;
+  logic [NumVf:0]       func_rst;
+  logic                 flr_start, flr_done;
+  logic [7:0]           flr_func;
   logic [NumVf:0][47:0] func_mac;
   logic [NumVf:0][31:0] func_ip;
   logic [15:0]          vfres_vfs;
@@ -150,6 +153,10 @@ module rnic_top
     .vfres_q_i    (vfres_q),
     .vf_en_o      (vf_en),
     .func_on_o    (func_on),
+    .func_rst_o   (func_rst),
+    .flr_start_i  (flr_start),
+    .flr_done_i   (flr_done),
+    .flr_func_i   (flr_func),
     .rd_pend_o    (rd_pend),
     .eng_idle_i   (eng_idle),
     .cnt_inc_i    (cnt_inc)
@@ -178,6 +185,10 @@ module rnic_top
     .idle_o       (eng_idle),
     .cnt_inc_o    (eng_cnt_inc),
     .vf_en_i      (vf_en),
+    .func_rst_i   (func_rst),
+    .flr_start_o  (flr_start),
+    .flr_done_o   (flr_done),
+    .flr_func_o   (flr_func),
     .vfres_vfs_o  (vfres_vfs),
     .vfres_q_o    (vfres_q),
     .func_mac_o   (func_mac),

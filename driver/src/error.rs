@@ -72,6 +72,18 @@ pub enum Error {
         /// The object it was about.
         object: Object,
     },
+    /// The function does not advertise Function Level Reset (Device Capabilities bit 28).
+    #[error("this function does not support Function Level Reset (only VFs do); disable and re-enable the VFs, or reset the device")]
+    FlrNotSupported,
+    /// A Function Level Reset or VF disable was started but the device kept Transactions Pending
+    /// set for the whole poll budget.
+    #[error("{what}: Transactions Pending still set after {polls} progress calls; the teardown is hung (or the device has very many QPs with WQEs to flush)")]
+    ResetTimeout {
+        /// Which reset.
+        what: &'static str,
+        /// Progress calls made.
+        polls: u32,
+    },
     /// The function has no SR-IOV capability.
     #[error("this function has no SR-IOV capability; VFs are enabled from the PF (function 0)")]
     NoSriov,

@@ -59,7 +59,7 @@ pub use context::{
 };
 pub use cq::{Cq, WorkCompletion, MAX_CQ_LOG_SIZE};
 pub use device::{Device, DeviceError};
-pub use sriov::{pci_identity, PciIdentity, SriovInfo, VfProfile, PCI_IDS};
+pub use sriov::{function_level_reset, pci_identity, PciIdentity, SriovInfo, VfProfile, PCI_IDS, RESET_POLL_LIMIT};
 pub use error::{Error, Result};
 pub use pd::{Mr, MrOptions, Pd, LOG_PAGE, PAGE_SIZE};
 pub use qp::{

@@ -71,6 +71,49 @@ fn probe_bar64(dev: &dyn Device, at: u32) -> u64 {
     (!mask).wrapping_add(1)
 }
 
+/// Progress calls a Function Level Reset or a VF disable may take before
+/// [`Error::ResetTimeout`] (the teardown flushes every outstanding WQE of the function).
+pub const RESET_POLL_LIMIT: u32 = 100_000;
+
+/// Poll Device Status Transactions Pending of the function behind `dev` until it clears.
+fn wait_transactions_pending(dev: &dyn Device, what: &'static str, limit: u32) -> Result<()> {
+    let at = cfg::PCIE_CAP + cfg::PCIE_DEVCTL;
+    for polls in 0..=limit {
+        let d = dev.cfg_read(at);
+        // All-ones: the function does not exist (any more), nothing can be pending on it.
+        if d == u32::MAX || (d >> 16) & cfg::DEVSTA_TP == 0 {
+            return Ok(());
+        }
+        if polls < limit {
+            dev.progress().map_err(Error::device("waiting for Transactions Pending to clear"))?;
+        }
+    }
+    Err(Error::ResetTimeout { what, polls: limit })
+}
+
+/// Function Level Reset of the function behind `dev` (a VF), the way Linux's `pcie_flr` does it:
+/// check the FLR capability, set Initiate FLR in Device Control, then wait (at most `limit`
+/// progress calls) until Device Status Transactions Pending clears: the device has flushed the
+/// function's outstanding work (WR_FLUSH_ERR completions) and freed its QPs, CQs, MRs and PDs.
+/// Its Bus Master Enable is clear afterwards; [`Context::open`] it again to use it.
+///
+/// # Errors
+/// [`Error::FlrNotSupported`] (the PF, or a function that does not exist);
+/// [`Error::ResetTimeout`]; [`Error::Device`] from `progress()`.
+pub fn function_level_reset(dev: &dyn Device, limit: u32) -> Result<()> {
+    let exp = |x: u32| cfg::PCIE_CAP + x;
+    let cap = dev.cfg_read(exp(cfg::PCIE_DEVCAP));
+    if cap == u32::MAX || cap & cfg::DEVCAP_FLR == 0 {
+        return Err(Error::FlrNotSupported);
+    }
+    let ctl = dev.cfg_read(exp(cfg::PCIE_DEVCTL)) & 0xFFFF;
+    dev.cfg_write(exp(cfg::PCIE_DEVCTL), ctl | cfg::DEVCTL_FLR);
+    wait_transactions_pending(dev, "Function Level Reset", limit)?;
+    let label = dev.label();
+    log::info!(target: "rnic_driver", "{label}: function level reset done");
+    Ok(())
+}
+
 /// Enable memory decoding and bus mastering of a function (PCI command register).
 pub(crate) fn enable_function(dev: &dyn Device) {
     let c = dev.cfg_read(cfg::COMMAND) & 0xFFFF;
@@ -78,6 +121,17 @@ pub(crate) fn enable_function(dev: &dyn Device) {
 }
 
 impl Context {
+    /// Function Level Reset of this function (a VF): [`function_level_reset`] with
+    /// [`RESET_POLL_LIMIT`]. Every object of this context is gone afterwards (its verbs calls fail
+    /// with [`Error::FunctionGone`] during the reset, or as objects that do not exist after it);
+    /// open a new context on the same device to use the VF again.
+    ///
+    /// # Errors
+    /// As [`function_level_reset`].
+    pub fn function_level_reset(&self) -> Result<()> {
+        function_level_reset(&*self.inner.dev, RESET_POLL_LIMIT)
+    }
+
     /// Read this function's SR-IOV capability.
     ///
     /// # Errors
@@ -141,16 +195,19 @@ impl Context {
         Ok(info)
     }
 
-    /// Disable the virtual functions (clear VF Enable and VF MSE, then NumVFs = 0).
+    /// Disable the virtual functions (clear VF Enable and VF MSE, then NumVFs = 0), and wait
+    /// until the device has torn every VF down: their work flushed, their objects freed (the PF's
+    /// Device Status Transactions Pending clears, at most [`RESET_POLL_LIMIT`] progress calls).
     ///
     /// # Errors
-    /// [`Error::NoSriov`].
+    /// [`Error::NoSriov`]; [`Error::ResetTimeout`].
     pub fn disable_vfs(&self) -> Result<()> {
         let dev = &*self.inner.dev;
         let info = self.sriov()?;
         let ctrl = dev.cfg_read(info.offset + sriov::CTRL) & 0xFFFF;
         dev.cfg_write(info.offset + sriov::CTRL, ctrl & !(sriov::CTRL_VFE | sriov::CTRL_VF_MSE));
         dev.cfg_write(info.offset + sriov::NUM_VFS, 0);
+        wait_transactions_pending(dev, "VF disable", RESET_POLL_LIMIT)?;
         log::info!(target: &self.inner.log_target, "sriov: VFs disabled");
         Ok(())
     }

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-//! PCI configuration space of the PF and its VFs (docs/sriov.md, slice A), as `rtl/rnic_cfg.sv`.
+//! PCI configuration space of the PF and its VFs (docs/sriov.md, slice A), as `rtl/rnic_cfg.sv`,
+//! with the Function Level Reset requests (docs/architecture.md section 4, Function Level Reset).
 
 use rnic_regs::{cfg, params, sriov};
 
@@ -9,6 +10,8 @@ const CTRL_WRITABLE: u16 = (sriov::CTRL_VFE | sriov::CTRL_VF_MSE | sriov::CTRL_A
 /// PCI Express capability header: version 2, endpoint, last capability.
 const EXP_HDR: u32 = 0x0002_0000 | cfg::CAP_ID_EXP;
 const STATUS_CMD_RO: u32 = cfg::STATUS_CAP_LIST << 16;
+/// Device Status Transactions Pending, as it sits in the Device Control dword.
+const DEVSTA_TP: u32 = cfg::DEVSTA_TP << 16;
 
 /// Configuration registers of the PF and the VF command registers.
 #[derive(Clone, Debug)]
@@ -25,6 +28,8 @@ pub(crate) struct ConfigSpace {
     vf_bar1: u32,
     /// Bus Master Enable of VF n at index n (index 0 unused).
     vf_master: Vec<bool>,
+    /// A teardown (FLR or VF disable) of VF n is pending, at index n (index 0 unused).
+    in_reset: Vec<bool>,
 }
 
 impl ConfigSpace {
@@ -41,6 +46,19 @@ impl ConfigSpace {
             vf_bar0: 0,
             vf_bar1: 0,
             vf_master: vec![false; num_vf as usize + 1],
+            in_reset: vec![false; num_vf as usize + 1],
+        }
+    }
+
+    /// Whether function `func` is in reset: its FLR or VF-disable teardown is pending.
+    pub(crate) fn in_reset(&self, func: u8) -> bool {
+        self.in_reset.get(func as usize).copied().unwrap_or(false)
+    }
+
+    /// The teardown of `func` ended (the FLR_DONE task).
+    pub(crate) fn end_reset(&mut self, func: u8) {
+        if let Some(r) = self.in_reset.get_mut(func as usize) {
+            *r = false;
         }
     }
 
@@ -74,7 +92,9 @@ impl ConfigSpace {
                 x if x == cfg::CAP_PTR => cfg::PCIE_CAP,
                 x if x == cfg::PCIE_CAP => EXP_HDR,
                 x if x == exp(cfg::PCIE_DEVCAP) => 0,
-                x if x == exp(cfg::PCIE_DEVCTL) => self.devctl as u32,
+                x if x == exp(cfg::PCIE_DEVCTL) => {
+                    self.devctl as u32 | if self.in_reset.iter().any(|&r| r) { DEVSTA_TP } else { 0 }
+                }
                 x if x == cfg::EXT_CAP => 1 << 16 | cfg::EXT_CAP_ID_SRIOV,
                 x if x == ext(sriov::CTRL) => self.ctrl as u32,
                 x if x == ext(sriov::INITIAL_VFS) => (self.num_vf as u32) << 16 | self.num_vf as u32,
@@ -96,6 +116,8 @@ impl ConfigSpace {
                 x if x == cfg::REVISION => (params::PCI_CLASS as u32) << 8,
                 x if x == cfg::CAP_PTR => cfg::PCIE_CAP,
                 x if x == cfg::PCIE_CAP => EXP_HDR,
+                x if x == exp(cfg::PCIE_DEVCAP) => cfg::DEVCAP_FLR,
+                x if x == exp(cfg::PCIE_DEVCTL) && self.in_reset(func) => DEVSTA_TP,
                 _ => 0,
             }
         } else {
@@ -114,9 +136,16 @@ impl ConfigSpace {
                 x if x == cfg::BAR1 => self.bar1 = value,
                 x if x == cfg::PCIE_CAP + cfg::PCIE_DEVCTL => self.devctl = (value & 0x7FFF) as u16,
                 x if x == ext(sriov::CTRL) => {
+                    let was = self.vf_enabled();
                     self.ctrl = value as u16 & CTRL_WRITABLE;
                     if !self.vf_enabled() {
                         self.vf_master.fill(false);
+                    }
+                    // Clearing VF Enable starts the teardown of every VF.
+                    if was && !self.vf_enabled() {
+                        for f in 1..=self.num_vfs.min(self.num_vf) as usize {
+                            self.in_reset[f] = true;
+                        }
                     }
                 }
                 x if x == ext(sriov::NUM_VFS) => {
@@ -135,6 +164,10 @@ impl ConfigSpace {
             }
         } else if self.is_vf(func) && o == cfg::COMMAND {
             self.vf_master[func as usize] = value & cfg::CMD_MASTER != 0;
+        } else if self.is_vf(func) && o == cfg::PCIE_CAP + cfg::PCIE_DEVCTL && value & cfg::DEVCTL_FLR != 0 {
+            // Initiate FLR: the VF's configuration state resets and its teardown starts.
+            self.vf_master[func as usize] = false;
+            self.in_reset[func as usize] = true;
         }
     }
 }

@@ -16,6 +16,8 @@
 //! * A frame with more than 4096 payload bytes is a header drop (section 13).
 //! * Model-only scheduling pushes a QP onto the ring whenever an ACK moves `acked_psn`, and
 //!   re-pushes after a TX task only if it did something.
+//! * Function Level Reset / VF disable (section 4): the configuration write puts the function in
+//!   reset; [`Task::Flr`] and [`Task::FlrDone`] follow the RTL's two teardown tasks.
 
 mod cfg;
 mod cmd;
@@ -111,6 +113,17 @@ pub enum Task {
         /// Local QP number.
         qpn: u32,
     },
+    /// Function Level Reset, phase 1 (section 4): the function's command interface resets and
+    /// its QPs go to ERR, so the flush tasks complete their WQEs.
+    Flr {
+        /// The function being reset.
+        func: u8,
+    },
+    /// Function Level Reset, phase 2: every object of the function is freed; its reset ends.
+    FlrDone {
+        /// The function being reset.
+        func: u8,
+    },
 }
 
 impl Task {
@@ -124,6 +137,8 @@ impl Task {
             trace::FLUSH_SQ => Task::FlushSq { qpn },
             trace::FLUSH_RQ => Task::FlushRq { qpn },
             trace::TIMER => Task::Timer { qpn },
+            trace::FLR => Task::Flr { func },
+            trace::FLR_DONE => Task::FlrDone { func },
             _ => return None,
         })
     }
@@ -138,6 +153,8 @@ impl Task {
             Task::FlushSq { .. } => trace::FLUSH_SQ,
             Task::FlushRq { .. } => trace::FLUSH_RQ,
             Task::Timer { .. } => trace::TIMER,
+            Task::Flr { .. } => trace::FLR,
+            Task::FlrDone { .. } => trace::FLR_DONE,
         }
     }
 
@@ -182,6 +199,17 @@ enum Doorbell {
     RqPi { func: u8, qpn: u32, value: u64 },
     CqCi { func: u8, cqn: u32, value: u64 },
     CqArm { func: u8, cqn: u32 },
+}
+
+impl Doorbell {
+    fn func(&self) -> u8 {
+        match *self {
+            Doorbell::SqPi { func, .. }
+            | Doorbell::RqPi { func, .. }
+            | Doorbell::CqCi { func, .. }
+            | Doorbell::CqArm { func, .. } => func,
+        }
+    }
 }
 
 /// Per-function state outside the context tables (docs/architecture.md, Functions).
@@ -393,6 +421,8 @@ pub struct Nic {
     scratch: Vec<u8>,
     /// PCI configuration space (PF and VFs).
     cfgspace: cfg::ConfigSpace,
+    /// Functions whose FLR task ran and whose FLR_DONE task has not (index = function).
+    flr_on: Vec<bool>,
 }
 
 impl Nic {
@@ -419,6 +449,7 @@ impl Nic {
             outputs: Vec::new(),
             scratch: Vec::with_capacity(wire::MAX_PAYLOAD),
             cfgspace: cfg::ConfigSpace::new(cfg.num_vf),
+            flr_on: vec![false; cfg.num_vf as usize + 1],
         }
     }
 
@@ -445,7 +476,8 @@ impl Nic {
 
     /// Whether memory requests to function `func` are decoded (section 4, Functions).
     fn decodes(&self, func: u8) -> bool {
-        func == 0 || (self.cfgspace.is_vf(func) && self.cfgspace.vf_mem_enabled())
+        func == 0
+            || (self.cfgspace.is_vf(func) && self.cfgspace.vf_mem_enabled() && !self.cfgspace.in_reset(func))
     }
 
     /// The range `(first, count)` of resource `t` that function `f` owns (section 4, Functions).
@@ -601,7 +633,29 @@ impl Nic {
             }
             Task::Db => {
                 let db = self.db_fifo.pop_front().ok_or(no("doorbell FIFO empty"))?;
-                self.run_doorbell(db);
+                if self.flr_on.get(db.func() as usize).copied().unwrap_or(false) {
+                    // A doorbell of a function between its FLR and FLR_DONE tasks is dropped.
+                    self.count(counter::DB_BAD);
+                } else {
+                    self.run_doorbell(db);
+                }
+                Ok(())
+            }
+            Task::Flr { func } => {
+                if !self.cfgspace.in_reset(func) || self.flr_on[func as usize] {
+                    return Err(no("function not in reset, or its FLR task already ran"));
+                }
+                self.run_flr(func);
+                Ok(())
+            }
+            Task::FlrDone { func } => {
+                if !self.flr_on.get(func as usize).copied().unwrap_or(false) {
+                    return Err(no("no FLR of that function is running"));
+                }
+                if self.flr_work(func) {
+                    return Err(no("a QP of the function still has WQEs to flush"));
+                }
+                self.run_flr_done(func);
                 Ok(())
             }
             Task::Rx => {
@@ -692,14 +746,20 @@ impl Nic {
         }
     }
 
-    /// The model's own scheduler for model-only runs: CMD > DB > RX > QP tasks from the
-    /// round-robin ring (a popped QP without work is dropped from the ring).
+    /// The model's own scheduler for model-only runs: CMD > FLR > DB > FLR_DONE > RX > QP tasks
+    /// from the round-robin ring (a popped QP without work is dropped from the ring), as the RTL.
     pub fn next_task(&mut self) -> Option<Task> {
         if let Some(func) = self.next_cmd() {
             return Some(Task::Cmd { func });
         }
+        if let Some(func) = self.next_flr() {
+            return Some(Task::Flr { func });
+        }
         if !self.db_fifo.is_empty() {
             return Some(Task::Db);
+        }
+        if let Some(func) = self.next_flr_done() {
+            return Some(Task::FlrDone { func });
         }
         if !self.rx_queue.is_empty() {
             return Some(Task::Rx);
@@ -804,10 +864,73 @@ impl Nic {
 
     /// True when there is no pending command, doorbell, received frame or QP task.
     pub fn is_idle(&self) -> bool {
-        self.funcs.iter().all(|f| f.cmd_pending.is_none())
+        self.next_flr().is_none()
+            && self.next_flr_done().is_none()
+            && self.funcs.iter().all(|f| f.cmd_pending.is_none())
             && self.db_fifo.is_empty()
             && self.rx_queue.is_empty()
             && self.rings.iter().flatten().all(|&q| self.qp_task(q).is_none())
+    }
+
+    // ------------------------------------------------------------------ Function Level Reset
+
+    /// The lowest function in reset whose FLR task has not run.
+    fn next_flr(&self) -> Option<u8> {
+        (1..self.funcs.len()).find(|&f| self.cfgspace.in_reset(f as u8) && !self.flr_on[f]).map(|f| f as u8)
+    }
+
+    /// The lowest function whose FLR task ran and whose QPs have nothing left to flush.
+    fn next_flr_done(&self) -> Option<u8> {
+        (1..self.funcs.len()).find(|&f| self.flr_on[f] && !self.flr_work(f as u8)).map(|f| f as u8)
+    }
+
+    /// Whether a QP of `func` still has WQEs to flush.
+    fn flr_work(&self, func: u8) -> bool {
+        self.qpc.iter().any(|q| {
+            q.valid && q.func == func && q.state == qp_state::ERR && (q.comp_ci != q.sq_pi || q.rq_ci != q.rq_pi)
+        })
+    }
+
+    /// FLR task (section 4, Function Level Reset): reset the function's command interface and its
+    /// address to the one the PF assigned; every valid QP of it goes to ERR, and one with WQEs
+    /// to flush goes on the ring.
+    fn run_flr(&mut self, func: u8) {
+        self.flr_on[func as usize] = true;
+        let fs = &mut self.funcs[func as usize];
+        fs.cmd_args = [0; 6];
+        fs.cmd_pending = None;
+        fs.cmd_status = 0;
+        fs.cmd_out = [0; 2];
+        fs.mac = fs.admin_mac;
+        fs.ip = fs.admin_ip;
+        for qpn in 0..self.cfg.num_qp {
+            let q = &mut self.qpc[qpn as usize];
+            if q.valid && q.func == func {
+                q.state = qp_state::ERR;
+                if q.comp_ci != q.sq_pi || q.rq_ci != q.rq_pi {
+                    self.push_qp(qpn);
+                }
+            }
+        }
+    }
+
+    /// FLR_DONE task: every valid QP, CQ, MR and PD of the function is invalidated and its reset
+    /// ends (Transactions Pending clears, memory requests are decoded again).
+    fn run_flr_done(&mut self, func: u8) {
+        for q in self.qpc.iter_mut().filter(|q| q.valid && q.func == func) {
+            q.valid = false;
+        }
+        for c in self.cqc.iter_mut().filter(|c| c.valid && c.func == func) {
+            c.valid = false;
+        }
+        for m in self.mrc.iter_mut().filter(|m| m.valid && m.func == func) {
+            m.valid = false;
+        }
+        for p in self.pdc.iter_mut().filter(|p| p.valid && p.func == func) {
+            p.valid = false;
+        }
+        self.flr_on[func as usize] = false;
+        self.cfgspace.end_reset(func);
     }
 
     // ------------------------------------------------------------------ shared helpers
@@ -918,6 +1041,8 @@ mod tests {
             assert_eq!(Task::from_trace(t.trace_kind(), t.qpn(), if let Task::Cmd { func } = t { func } else { 0 }), Some(t));
         }
         assert_eq!(Task::from_trace(0, 0, 0), None);
-        assert_eq!(Task::from_trace(8, 0, 0), None);
+        assert_eq!(Task::from_trace(trace::FLR, 0, 3), Some(Task::Flr { func: 3 }));
+        assert_eq!(Task::from_trace(trace::FLR_DONE, 0, 3), Some(Task::FlrDone { func: 3 }));
+        assert_eq!(Task::from_trace(15, 0, 0), None);
     }
 }

@@ -373,6 +373,8 @@ pub mod trace {
     pub const FLUSH_SQ: u8 = 0x5;
     pub const FLUSH_RQ: u8 = 0x6;
     pub const TIMER: u8 = 0x7;
+    pub const FLR: u8 = 0x8;
+    pub const FLR_DONE: u8 = 0x9;
     /// All (name, value) pairs of this group, for decoding and cross-checks.
     pub const ALL: &[(&str, u8)] = &[
         ("CMD", 0x1),
@@ -382,6 +384,8 @@ pub mod trace {
         ("FLUSH_SQ", 0x5),
         ("FLUSH_RQ", 0x6),
         ("TIMER", 0x7),
+        ("FLR", 0x8),
+        ("FLR_DONE", 0x9),
     ];
 }
 
@@ -400,6 +404,10 @@ pub mod cfg {
     pub const CAP_ID_EXP: u32 = 0x10;
     pub const PCIE_DEVCAP: u32 = 0x4;
     pub const PCIE_DEVCTL: u32 = 0x8;
+    pub const PCIE_DEVSTA: u32 = 0xa;
+    pub const DEVCAP_FLR: u32 = 0x10000000;
+    pub const DEVCTL_FLR: u32 = 0x8000;
+    pub const DEVSTA_TP: u32 = 0x20;
     pub const EXT_CAP: u32 = 0x100;
     pub const EXT_CAP_ID_SRIOV: u32 = 0x10;
     pub const CMD_MEM: u32 = 0x2;
@@ -421,6 +429,10 @@ pub mod cfg {
         ("CAP_ID_EXP", 0x10),
         ("PCIE_DEVCAP", 0x4),
         ("PCIE_DEVCTL", 0x8),
+        ("PCIE_DEVSTA", 0xa),
+        ("DEVCAP_FLR", 0x10000000),
+        ("DEVCTL_FLR", 0x8000),
+        ("DEVSTA_TP", 0x20),
         ("EXT_CAP", 0x100),
         ("EXT_CAP_ID_SRIOV", 0x10),
         ("CMD_MEM", 0x2),

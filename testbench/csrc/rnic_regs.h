@@ -196,6 +196,8 @@ constexpr uint32_t TX = 0x4;
 constexpr uint32_t FLUSH_SQ = 0x5;
 constexpr uint32_t FLUSH_RQ = 0x6;
 constexpr uint32_t TIMER = 0x7;
+constexpr uint32_t FLR = 0x8;
+constexpr uint32_t FLR_DONE = 0x9;
 }  // namespace trace
 namespace cfg {
 constexpr uint32_t VENDOR_ID = 0x0;
@@ -211,6 +213,10 @@ constexpr uint32_t PCIE_CAP = 0x40;
 constexpr uint32_t CAP_ID_EXP = 0x10;
 constexpr uint32_t PCIE_DEVCAP = 0x4;
 constexpr uint32_t PCIE_DEVCTL = 0x8;
+constexpr uint32_t PCIE_DEVSTA = 0xa;
+constexpr uint32_t DEVCAP_FLR = 0x10000000;
+constexpr uint32_t DEVCTL_FLR = 0x8000;
+constexpr uint32_t DEVSTA_TP = 0x20;
 constexpr uint32_t EXT_CAP = 0x100;
 constexpr uint32_t EXT_CAP_ID_SRIOV = 0x10;
 constexpr uint32_t CMD_MEM = 0x2;

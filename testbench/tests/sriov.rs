@@ -290,10 +290,11 @@ fn vf_resources_profile_and_admin_commands() {
     pf.set_vf_port(2, func_mac(0, 2), func_ip(0, 2), true, false).unwrap();
     let vf2 = Context::open(dev(&f, 2)).unwrap();
     vf2.set_port(func_mac(0, 0x22), func_ip(0, 0x22)).expect("trusted VF sets its port");
-    // Changing the profile needs VFs disabled and no VF object in the way.
+    // Changing the profile needs VFs disabled and no VF object in the way; disabling the VFs
+    // tears their objects down (docs/architecture.md, Function Level Reset), so it succeeds.
     let cq = vf1.create_cq(4).unwrap();
     pf.disable_vfs().unwrap();
-    expect_status(&pf, cmd::SET_VF_RES, &vr, CommandStatus::BadState, "a VF's CQ is in the way");
+    pf.raw_command(cmd::SET_VF_RES, &vr).expect("the disable freed the VF's CQ");
     // The disabled VF's context gets a clear error at once instead of polling a dead register.
     assert!(matches!(vf1.create_cq(4), Err(Error::FunctionGone { .. })), "command on a disabled VF");
     drop(cq);
@@ -1107,4 +1108,321 @@ fn a_vf_rate_limit_is_honoured_and_frees_the_rest_for_others() {
     eprintln!("rate-limited VF 1: {g1:.3} Gb/s of goodput (limit {MBPS} Mb/s on the wire = {want:.3} Gb/s of goodput); unlimited VF 2: {g2:.3} Gb/s");
     assert!((g1 - want).abs() <= 0.05 * want, "VF 1 at its limit within 5 %: {g1:.3} vs {want:.3}");
     assert!(g2 > 1.5 * g1, "VF 2 takes what VF 1 leaves: {g2:.3} vs {g1:.3}");
+}
+
+// ---------------------------------------------------------------- Function Level Reset
+
+const PCIE_DEVCAP: u32 = cfg::PCIE_CAP + cfg::PCIE_DEVCAP;
+const PCIE_DEVCTL: u32 = cfg::PCIE_CAP + cfg::PCIE_DEVCTL;
+
+/// Device Status Transactions Pending of a function (in the upper half of the DevCtl dword).
+fn transactions_pending(d: &Rc<dyn Device>) -> bool {
+    (d.cfg_read(PCIE_DEVCTL) >> 16) & cfg::DEVSTA_TP != 0
+}
+
+fn counter_of(ctx: &Context, c: u32) -> u64 {
+    ctx.raw_mmio_read(rnic_regs::reg::COUNTERS + 8 * u64::from(c))
+}
+
+/// Bytes per operation of a traffic round (three packets at MTU 1024).
+const RLEN: u32 = 3000;
+const KB4: u64 = 4096;
+
+/// One round of traffic from `a` to `b`, with data that depends on `seed`: a SEND into a receive
+/// `b` posts, a WRITE into `b`'s MR and a READ of `b`'s MR. Layout: `a.mr` [0, 4K) SEND source,
+/// [4K, 8K) WRITE source, [8K, 12K) READ destination; `b.mr` [0, 4K) READ source, [4K, 8K) WRITE
+/// destination, [8K, 12K) receive buffer. Destinations are zeroed first, so a lost or stale
+/// transfer shows. WR ids are `id`, `id + 1`, `id + 2` (receive: `id`).
+fn post_round(a: &Side, b: &Side, seed: u64, id: u64) {
+    let n = RLEN as usize;
+    a.mr.write(0, &pattern(seed, n)).unwrap();
+    a.mr.write(KB4, &pattern(seed + 1, n)).unwrap();
+    b.mr.write(0, &pattern(seed + 2, n)).unwrap();
+    a.mr.write(2 * KB4, &vec![0; n]).unwrap();
+    b.mr.write(KB4, &vec![0; n]).unwrap();
+    b.mr.write(2 * KB4, &vec![0; n]).unwrap();
+    b.qp.post_recv(&RecvWr { wr_id: id, sgl: vec![b.mr.sge(2 * KB4, RLEN).unwrap()] }).unwrap();
+    let (ra, rk) = (b.mr.addr(), b.mr.rkey());
+    a.qp.post_send(&SendWr::new(id, WrOpcode::Send, vec![a.mr.sge(0, RLEN).unwrap()])).unwrap();
+    let w = WrOpcode::Write { remote_addr: ra + KB4, rkey: rk };
+    a.qp.post_send(&SendWr::new(id + 1, w, vec![a.mr.sge(KB4, RLEN).unwrap()])).unwrap();
+    let r = WrOpcode::Read { remote_addr: ra, rkey: rk };
+    a.qp.post_send(&SendWr::new(id + 2, r, vec![a.mr.sge(2 * KB4, RLEN).unwrap()])).unwrap();
+}
+
+/// Wait for a round's four completions and check every byte it moved.
+#[track_caller]
+fn finish_round(a: &Side, b: &Side, seed: u64, id: u64, what: &str) {
+    let n = RLEN as usize;
+    let mut wcs = a.cq.wait(3, 200_000).unwrap_or_else(|e| panic!("{what}: sender completions: {e}"));
+    wcs.sort_by_key(|w| w.wr_id);
+    for (k, wc) in wcs.iter().enumerate() {
+        assert_eq!((wc.wr_id, wc.status), (id + k as u64, WcStatus::Success), "{what}: {wc:?}");
+    }
+    let rwc = wait_one(&b.cq, what);
+    assert_eq!((rwc.wr_id, rwc.status, rwc.byte_len), (id, WcStatus::Success, RLEN), "{what}: {rwc:?}");
+    assert_eq!(b.mr.read_vec(2 * KB4, n).unwrap(), pattern(seed, n), "{what}: SEND data");
+    assert_eq!(b.mr.read_vec(KB4, n).unwrap(), pattern(seed + 1, n), "{what}: WRITE data");
+    assert_eq!(a.mr.read_vec(2 * KB4, n).unwrap(), pattern(seed + 2, n), "{what}: READ data");
+}
+
+/// Four VF pairs (VF v of NIC 0 to VF v of NIC 1) after enabling 4 VFs on both NICs.
+fn vf_pairs(f: &FabricRef, vfs: u8) -> Vec<(Side, Side)> {
+    let open = |n: usize, func: u8| Context::open(Fabric::device(f, n, func)).expect("open VF");
+    (1..=vfs)
+        .map(|v| {
+            let a = side(open(0, v), u64::from(v));
+            let b = side(open(1, v), 100 + u64::from(v));
+            connect(&a.qp, (0, v), &b.qp, (1, v));
+            (a, b)
+        })
+        .collect()
+}
+
+/// Load a QP with `n` more 4 KiB WRITEs (ids from `id`) and `r` receives, so a reset finds work
+/// in flight and queued.
+fn load(a: &Side, b: &Side, n: u64, r: u64, id: u64) {
+    let w = WrOpcode::Write { remote_addr: b.mr.addr() + 3 * KB4, rkey: b.mr.rkey() };
+    for i in 0..n {
+        a.qp.post_send(&SendWr::new(id + i, w, vec![a.mr.sge(0, 4096).unwrap()])).unwrap();
+    }
+    for i in 0..r {
+        a.qp.post_recv(&RecvWr { wr_id: id + n + i, sgl: vec![a.mr.sge(3 * KB4, 4096).unwrap()] }).unwrap();
+    }
+}
+
+/// Every completion a reset function's CQ holds: `expect` WRs (ids) each complete exactly once,
+/// with SUCCESS or WR_FLUSH_ERR (receives: WR_FLUSH_ERR); returns how many were flushed.
+#[track_caller]
+fn drain_reset_cq(cq: &Cq, expect: &[u64], recvs: &[u64], what: &str) -> usize {
+    let mut seen = Vec::new();
+    let mut flushed = 0;
+    while let Some(wc) = cq.poll_one().unwrap() {
+        assert!(matches!(wc.status, WcStatus::Success | WcStatus::WrFlushErr), "{what}: {wc:?}");
+        if recvs.contains(&wc.wr_id) {
+            assert_eq!(wc.status, WcStatus::WrFlushErr, "{what}: an unused receive is flushed: {wc:?}");
+        }
+        if wc.status == WcStatus::WrFlushErr {
+            flushed += 1;
+        }
+        seen.push(wc.wr_id);
+    }
+    let mut want: Vec<u64> = expect.iter().chain(recvs).copied().collect();
+    want.sort_unstable();
+    seen.sort_unstable();
+    assert_eq!(seen, want, "{what}: every outstanding WR completes exactly once, none lost");
+    flushed
+}
+
+#[test]
+fn flr_configuration_bits_and_function_in_reset() {
+    let f = fabric();
+    let pf = enable_vfs(&f, 0, 2).expect("VFs");
+    let (pfd, vf1, vf2) = (dev(&f, 0), dev(&f, 1), dev(&f, 2));
+    // Device Capabilities: VFs advertise FLR, the PF does not (and refuses it in the driver).
+    assert_eq!(pfd.cfg_read(PCIE_DEVCAP) & cfg::DEVCAP_FLR, 0);
+    assert_eq!(vf1.cfg_read(PCIE_DEVCAP) & cfg::DEVCAP_FLR, cfg::DEVCAP_FLR);
+    assert!(matches!(rnic_driver::function_level_reset(&*pfd, 10), Err(Error::FlrNotSupported)));
+    assert!(!transactions_pending(&vf1) && !transactions_pending(&pfd));
+    let old = side(Context::open(vf1.clone()).unwrap(), 7);
+    let other = side(Context::open(vf2.clone()).unwrap(), 8);
+    assert_eq!(vf1.cfg_read(cfg::COMMAND) & cfg::CMD_MASTER, cfg::CMD_MASTER);
+    let bad0 = counter_of(&pf, counter::MMIO_BAD);
+
+    // Initiate FLR on VF 1: the bit reads 0, Transactions Pending reads 1 (on the VF and the PF)
+    // while the engine tears it down, its memory requests are Unsupported Requests, Bus Master
+    // Enable is clear. VF 2 is not affected.
+    vf1.cfg_write(PCIE_DEVCTL, cfg::DEVCTL_FLR);
+    let d = vf1.cfg_read(PCIE_DEVCTL);
+    assert_eq!(d & cfg::DEVCTL_FLR, 0, "Initiate FLR reads 0");
+    assert!(transactions_pending(&vf1) && transactions_pending(&pfd), "teardown in progress: {d:#x}");
+    assert!(!transactions_pending(&vf2));
+    assert_eq!(vf1.cfg_read(cfg::COMMAND) & cfg::CMD_MASTER, 0, "FLR clears Bus Master Enable");
+    // (A read is answered between tasks, so the write goes first: the teardown is short.)
+    vf1.mmio_write(rnic_regs::reg::CMD_OP, u64::from(cmd::NOP));
+    assert_eq!(vf1.mmio_read(rnic_regs::reg::DEV_ID), u64::MAX, "UR while in reset");
+    assert_eq!(vf2.mmio_read(rnic_regs::reg::DEV_ID), rnic_regs::reg::DEV_ID_RESET);
+    assert_eq!(counter_of(&pf, counter::MMIO_BAD), bad0 + 2, "the read and the write count MMIO_BAD");
+    let mut polls = 0;
+    while transactions_pending(&vf1) {
+        vf1.progress().unwrap();
+        polls += 1;
+        assert!(polls < 10_000, "Transactions Pending never cleared");
+    }
+    assert!(!transactions_pending(&pfd));
+    // Its objects are gone; VF 2's are not.
+    let q = |ctx: &Context, qpn: u32| {
+        let mut m = img();
+        cmd_index::INDEX.set(&mut m, u64::from(qpn));
+        ctx.raw_command(cmd::QUERY_QP, &m)
+    };
+    assert!(matches!(q(&old.ctx, old.qp.qpn()), Err(Error::CommandFailed { status: CommandStatus::BadState, .. })));
+    let mut m = img();
+    cmd_index::INDEX.set(&mut m, u64::from(old.cq.cqn()));
+    expect_status(&old.ctx, cmd::DESTROY_CQ, &m, CommandStatus::BadState, "the reset VF's CQ is gone");
+    assert!(q(&other.ctx, other.qp.qpn()).is_ok(), "VF 2's QP still exists");
+    let old_qpn = old.qp.qpn();
+    drop(old);
+    // The VF opens again and gets fresh objects at the same indices.
+    let again = side(Context::open(vf1.clone()).unwrap(), 9);
+    assert_eq!(again.qp.qpn(), old_qpn);
+    assert!(q(&again.ctx, again.qp.qpn()).is_ok());
+    assert!(again.ctx.function_level_reset().is_ok(), "driver FLR");
+    assert!(matches!(q(&other.ctx, other.qp.qpn()), Ok(_)));
+    drop(again);
+
+    // VF disable tears down every VF: the PF's Transactions Pending reads 1 until it is done.
+    let info = pf.sriov().unwrap();
+    let ctrl = pfd.cfg_read(info.offset + sriov::CTRL) & 0xFFFF;
+    pfd.cfg_write(info.offset + sriov::CTRL, ctrl & !(sriov::CTRL_VFE | sriov::CTRL_VF_MSE));
+    assert!(transactions_pending(&pfd), "VF disable teardown in progress");
+    pf.disable_vfs().expect("disable waits for the teardown");
+    assert!(!transactions_pending(&pfd));
+    assert!(q(&other.ctx, other.qp.qpn()).is_err());
+    drop(other);
+    check(&f);
+}
+
+#[test]
+fn flr_of_one_vf_under_load_flushes_it_and_leaves_the_others_exact() {
+    flr_under_load(fabric(), true);
+}
+
+#[test]
+fn flr_under_load_on_the_model_backend() {
+    // The model's own scheduler (CMD > FLR > DB > FLR_DONE > RX > QP ring) runs the same teardown.
+    // Without a clock the loaded WRs have all completed by the time of the FLR: only the receives
+    // are flushed.
+    let cfg = FabricConfig { backend: Backend::Model, nics: 2, ..FabricConfig::default() };
+    flr_under_load(Fabric::new(cfg).expect("fabric"), false);
+}
+
+/// Four VF pairs between two NICs run SEND/WRITE/READ rounds with every byte checked. In one
+/// round VF 2 of NIC 0 is loaded with more WRITEs and receives and reset mid-traffic: each of
+/// its WRs completes exactly once (SUCCESS or WR_FLUSH_ERR), the other VFs' round is exact, its
+/// peer's next SEND ends in RETRY_EXC_ERR (nobody answers), and the VF opens again and runs
+/// traffic. `in_flight`: the backend has a clock, so the reset finds sends in flight.
+fn flr_under_load(f: FabricRef, in_flight: bool) {
+    let vfs = 4u8;
+    let _pf0 = enable_vfs(&f, 0, u16::from(vfs)).unwrap();
+    let _pf1 = enable_vfs(&f, 1, u16::from(vfs)).unwrap();
+    let mut pairs = vf_pairs(&f, vfs);
+    let seed = |r: u64, v: usize| 1000 * r + 10 * v as u64;
+    for r in 0..2 {
+        for (v, (a, b)) in pairs.iter().enumerate() {
+            post_round(a, b, seed(r, v), 100 * r);
+        }
+        for (v, (a, b)) in pairs.iter().enumerate() {
+            finish_round(a, b, seed(r, v), 100 * r, &format!("round {r} VF {}", v + 1));
+        }
+    }
+    // The FLR round.
+    let victim = 1usize; // VF 2
+    for (v, (a, b)) in pairs.iter().enumerate() {
+        post_round(a, b, seed(2, v), 200);
+    }
+    let (va, vb) = &pairs[victim];
+    load(va, vb, 10, 4, 300);
+    f.borrow_mut().run_cycles(8000).unwrap();
+    let drops0 = counter_of(&_pf0, counter::RX_DROP_QP) + counter_of(&_pf0, counter::RX_DROP_STATE);
+    rnic_driver::function_level_reset(&*dev(&f, 2), rnic_driver::RESET_POLL_LIMIT).expect("FLR of VF 2");
+    for (v, (a, b)) in pairs.iter().enumerate() {
+        if v != victim {
+            finish_round(a, b, seed(2, v), 200, &format!("FLR round, VF {}", v + 1));
+        }
+    }
+    let ids: Vec<u64> = (200..203).chain(300..310).collect();
+    let flushed = drain_reset_cq(&va.cq, &ids, &[310, 311, 312, 313], "reset VF 2");
+    eprintln!("FLR of VF 2: {flushed} of 17 WRs flushed, the others completed");
+    assert!(flushed >= 4, "the unused receives are flushed ({flushed} flushed)");
+    assert!(!in_flight || flushed > 4, "the FLR found send work to flush ({flushed} flushed)");
+    // The peer: its receive may have been used by the SEND; a SEND of its own gets no answer.
+    let mut peer_wcs = Vec::new();
+    while let Some(wc) = vb.cq.poll_one().unwrap() {
+        peer_wcs.push(wc);
+    }
+    assert!(peer_wcs.iter().all(|w| w.status == WcStatus::Success), "{peer_wcs:?}");
+    vb.qp.post_send(&SendWr::new(900, WrOpcode::Send, vec![vb.mr.sge(0, 64).unwrap()])).unwrap();
+    let wc = loop {
+        let wc = wait_one(&vb.cq, "the reset VF's peer");
+        if wc.wr_id == 900 {
+            break wc;
+        }
+        assert_eq!(wc.status, WcStatus::WrFlushErr, "{wc:?}");
+    };
+    assert_eq!(wc.status, WcStatus::RetryExcErr, "the peer of a reset VF retries and gives up: {wc:?}");
+    let drops = counter_of(&_pf0, counter::RX_DROP_QP) + counter_of(&_pf0, counter::RX_DROP_STATE);
+    assert!(drops >= drops0 + 3, "frames for the torn-down QP were dropped ({drops0} -> {drops})");
+    // VF 2 opens again (fresh objects) with a new peer and runs traffic; the others go on.
+    let (old_a, old_b) = pairs.remove(victim);
+    drop((old_a, old_b));
+    let a = side(Context::open(dev(&f, 2)).unwrap(), 2);
+    let b = side(Context::open(Fabric::device(&f, 1, 2)).unwrap(), 102);
+    connect(&a.qp, (0, 2), &b.qp, (1, 2));
+    pairs.insert(victim, (a, b));
+    for r in 3..5 {
+        for (v, (a, b)) in pairs.iter().enumerate() {
+            post_round(a, b, seed(r, v), 100 * r);
+        }
+        for (v, (a, b)) in pairs.iter().enumerate() {
+            finish_round(a, b, seed(r, v), 100 * r, &format!("after FLR, round {r} VF {}", v + 1));
+        }
+    }
+    check(&f);
+    f.borrow_mut().check_memories().unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn vf_disable_under_load_tears_down_every_vf_and_leaves_the_pf_exact() {
+    // Four VF pairs and a PF pair run rounds; with every VF of NIC 0 loaded, the PF disables its
+    // VFs mid-traffic: every VF WR completes exactly once (SUCCESS or WR_FLUSH_ERR), the PF's
+    // round is exact, and after re-enabling, a VF opens with fresh objects and runs traffic.
+    let f = fabric();
+    let vfs = 4u8;
+    let pf0 = enable_vfs(&f, 0, u16::from(vfs)).unwrap();
+    let pf1 = enable_vfs(&f, 1, u16::from(vfs)).unwrap();
+    let pa = side(pf0.clone(), 50);
+    let pb = side(pf1.clone(), 51);
+    connect(&pa.qp, (0, 0), &pb.qp, (1, 0));
+    let pairs = vf_pairs(&f, vfs);
+    for (v, (a, b)) in pairs.iter().enumerate() {
+        post_round(a, b, 10 * v as u64, 0);
+    }
+    post_round(&pa, &pb, 77, 0);
+    for (v, (a, b)) in pairs.iter().enumerate() {
+        finish_round(a, b, 10 * v as u64, 0, &format!("VF {}", v + 1));
+    }
+    finish_round(&pa, &pb, 77, 0, "PF");
+    // Loaded round, then disable.
+    for (v, (a, b)) in pairs.iter().enumerate() {
+        post_round(a, b, 500 + 10 * v as u64, 100);
+        load(a, b, 6, 2, 300);
+    }
+    post_round(&pa, &pb, 78, 100);
+    f.borrow_mut().run_cycles(2000).unwrap();
+    pf0.disable_vfs().expect("disable VFs under load");
+    finish_round(&pa, &pb, 78, 100, "PF during VF disable");
+    let ids: Vec<u64> = (100..103).chain(300..306).collect();
+    let mut flushed = 0;
+    for (v, (a, _)) in pairs.iter().enumerate() {
+        flushed += drain_reset_cq(&a.cq, &ids, &[306, 307], &format!("disabled VF {}", v + 1));
+    }
+    eprintln!("VF disable: {flushed} WRs flushed");
+    assert!(flushed > 8, "the disable found work to flush ({flushed})");
+    for v in 1..=vfs {
+        assert!(pci_identity(&*dev(&f, v)).is_none(), "VF {v} is gone");
+    }
+    drop(pairs);
+    // Re-enable: every VF object was freed, so the profile can even be set again.
+    pf0.set_vf_resources(u16::from(vfs), VfProfile::even(&pf0.caps(), u16::from(vfs))).expect("no VF object left");
+    pf0.enable_vfs(u16::from(vfs)).expect("re-enable");
+    let a = side(Context::open(dev(&f, 1)).unwrap(), 1);
+    let b = side(Context::open(Fabric::device(&f, 1, 1)).unwrap(), 101);
+    connect(&a.qp, (0, 1), &b.qp, (1, 1));
+    post_round(&a, &b, 900, 0);
+    post_round(&pa, &pb, 79, 200);
+    finish_round(&a, &b, 900, 0, "re-enabled VF 1");
+    finish_round(&pa, &pb, 79, 200, "PF after");
+    check(&f);
+    f.borrow_mut().check_memories().unwrap_or_else(|e| panic!("{e}"));
 }
