@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 //! Every verb through the driver on each backend: the model alone, the RTL alone, and both in
-//! lockstep. Data and completions are checked against values the test computes itself.
+//! lockstep. Data and completions are checked against values the test computes itself. Every
+//! case runs twice: on the PFs of two NICs, then on VFs (VF 3 of NIC 0 and VF 6 of NIC 1, with 8
+//! VFs enabled on each).
 
 use rnic_driver::Mtu;
 use rnic_testbench::fabric::Backend;
@@ -8,12 +10,16 @@ use rnic_testbench::harness::{Pair, PairOptions};
 use rnic_testbench::scenarios::every_verb;
 
 fn run(backend: Backend, mtu: Mtu, len: usize, scrambled: bool) {
-    let mut o = PairOptions::on(backend);
-    o.mtu = mtu;
-    o.scrambled = scrambled;
-    let pair = Pair::new(&o).unwrap_or_else(|e| panic!("setup on {backend:?}: {e}"));
-    every_verb(&pair, len, &mut |l| eprintln!("{l}")).unwrap_or_else(|e| panic!("{backend:?}: {e}"));
-    pair.settle().unwrap_or_else(|e| panic!("{backend:?}: {e}"));
+    for funcs in [[0, 0], [3, 6]] {
+        let mut o = PairOptions::on(backend);
+        o.mtu = mtu;
+        o.scrambled = scrambled;
+        o.funcs = funcs;
+        let pair = Pair::new(&o).unwrap_or_else(|e| panic!("setup on {backend:?} {funcs:?}: {e}"));
+        assert_eq!(pair.b.ctx.resources().func, funcs[1], "the endpoint runs on the function asked for");
+        every_verb(&pair, len, &mut |l| eprintln!("{l}")).unwrap_or_else(|e| panic!("{backend:?} {funcs:?}: {e}"));
+        pair.settle().unwrap_or_else(|e| panic!("{backend:?} {funcs:?}: {e}"));
+    }
 }
 
 #[test]
