@@ -40,10 +40,13 @@ lint:
 build:
 	$(CARGO) build --release
 
-## rtl-unit: module-level Verilator testbenches (framers) and the C++ smoke test of the core
+## rtl-unit: module-level Verilator testbenches (framers) and the C++ smoke test of the core, built
+## with 8 (default), 16 and 64 VFs
 rtl-unit:
 	rtl/tb/run.sh
 	$(MAKE) -C rtl/tb_core run
+	$(MAKE) -C rtl/tb_core run NUMVF=16
+	$(MAKE) -C rtl/tb_core run NUMVF=64
 
 ## test: everything a fresh clone needs to pass
 test: deps check-regs lint rtl-unit

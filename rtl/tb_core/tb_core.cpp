@@ -215,10 +215,10 @@ void tick() {
   }
 }
 
-void mmio_write(uint32_t addr, uint64_t data) {
+void mmio_write(uint32_t addr, uint64_t data, uint8_t func = 0) {
   top->mmio_req_valid_i = 1;
   top->mmio_req_write_i = 1;
-  top->mmio_req_func_i = 0;
+  top->mmio_req_func_i = func;
   top->mmio_req_addr_i = addr;
   top->mmio_req_wdata_i = data;
   for (;;) {
@@ -254,6 +254,20 @@ uint64_t mmio_read(uint32_t addr, uint8_t func = 0) {
     }
     tick();
   }
+}
+
+// PCI configuration requests: the dword holding byte offset `off` of function `func`.
+uint32_t cfg_read(uint8_t func, uint32_t off) {
+  top->mmio_req_cfg_i = 1;
+  const uint64_t v = mmio_read(off & ~3u, func);
+  top->mmio_req_cfg_i = 0;
+  return uint32_t(v);
+}
+
+void cfg_write(uint8_t func, uint32_t off, uint32_t v) {
+  top->mmio_req_cfg_i = 1;
+  mmio_write(off & ~3u, v, func);
+  top->mmio_req_cfg_i = 0;
 }
 
 uint8_t cmd(uint8_t op, const uint8_t *img, uint64_t *out0 = nullptr, uint64_t *out1 = nullptr) {
@@ -744,6 +758,32 @@ int main(int argc, char **argv) {
   CHECK(counter(R::counter::DB_BAD) == 1, "DB_BAD %llu", (unsigned long long)counter(R::counter::DB_BAD));
   CHECK(counter(R::counter::RX_NAK_SENT) == 4, "RX_NAK_SENT %llu (1 PSN_SEQ + 2 RNR + 1 REM_ACCESS)",
         (unsigned long long)counter(R::counter::RX_NAK_SENT));
+
+  // ---- SR-IOV at the NumVf this binary was built with (make NUMVF=16 / 64 builds run it too):
+  // TotalVFs, a VF profile for all of them, VF Enable, and the last VF answering at its routing ID.
+  {
+    const uint32_t cap = R::cfg::EXT_CAP;
+    const uint32_t total = cfg_read(0, cap + R::sriov::TOTAL_VFS) >> 16;
+    CHECK(total == TB_NUMVF, "TotalVFs %u, built with %d", total, TB_NUMVF);
+    CHECK((cfg_read(0, cap + R::sriov::INITIAL_VFS) & 0xffff) == total, "InitialVFs");
+    memset(img, 0, sizeof img);
+    setf(img, R::cmd_set_vf_res::VFS, total);
+    setf(img, R::cmd_set_vf_res::QPS, 4);
+    setf(img, R::cmd_set_vf_res::CQS, 4);
+    setf(img, R::cmd_set_vf_res::MRS, 4);
+    setf(img, R::cmd_set_vf_res::PDS, 4);
+    setf(img, R::cmd_set_vf_res::MTTS, 16);
+    CHECK(cmd(R::cmd::SET_VF_RES, img) == R::cmd_status::OK, "SET_VF_RES for %u VFs", total);
+    cfg_write(0, cap + R::sriov::NUM_VFS, total);
+    CHECK((cfg_read(0, cap + R::sriov::NUM_VFS) & 0xffff) == total, "NumVFs");
+    cfg_write(0, cap + R::sriov::CTRL, R::sriov::CTRL_VFE | R::sriov::CTRL_VF_MSE);
+    CHECK(mmio_read(R::reg::FUNC_ID, uint8_t(total)) == total, "FUNC_ID of VF %u", total);
+    const uint64_t pool = 1024 - 4 * total;
+    CHECK(mmio_read(R::reg::RES_QP, uint8_t(total)) == ((pool + 4 * (total - 1)) | (4ull << 32)),
+          "RES_QP of VF %u: %llx", total, (unsigned long long)mmio_read(R::reg::RES_QP, uint8_t(total)));
+    if (total < 255) CHECK(mmio_read(R::reg::FUNC_ID, uint8_t(total + 1)) == ~0ull, "no VF past TotalVFs");
+    printf("SR-IOV with %u VFs done at cycle %llu\n", total, (unsigned long long)cycles);
+  }
 
   printf("%s: %d errors, %llu cycles, %d frames, %d write bursts, %d MSI-X, %d trace events\n",
          errors ? "FAILED" : "PASSED", errors, (unsigned long long)cycles, n_frames, n_wr_bursts,
