@@ -158,7 +158,7 @@ module rnic_engine
     StCompStart, StCompFetch, StCompLoop, StCompOp, StCompRr2, StCompRr3, StCompAa2, StCompAa3,
     StCompl, StCompl2, StSqErr,
     // requester
-    StTx, StTx2, StTxLk, StTxLk2, StTxGo, StTxG2, StTxG3, StTxG4, StTxG5, StTxEnd,
+    StTx, StTx2, StTxLk, StTxLk2, StTxGo, StTxG2, StTxG3, StTxG4, StTxInl, StTxG5, StTxEnd,
     // flushes
     StFlushSq, StFlushSq2, StFlushSq3, StFlushRq, StFlushRq2, StFlushRq3,
     StTmrLd, StTmr, StTmr2,
@@ -517,6 +517,7 @@ module rnic_engine
   logic [7:0]        sq_st_q, sq_st_d;    // SQ error status
   state_e            cret_q, cret_d;      // return of "complete"
   logic              lastpkt_q, lastpkt_d;
+  logic              inl_q, inl_d;        // the inline payload beat is offered to the framer
 
   // Two-level scheduler of active QPs (section 5): per function a FIFO of QPNs kept as a linked
   // list (a next-pointer RAM word per QP, head/tail registers per function) and an in_ring bit per
@@ -648,6 +649,13 @@ module rnic_engine
   assign w_is_atomic = swqe.opcode == WrOpcodeAtomicCmpAndSwp ||
                        swqe.opcode == WrOpcodeAtomicFetchAndAdd;
   assign w_is_sw     = swqe.opcode <= WrOpcodeSendWithImm;
+  // IBV_SEND_INLINE: the payload is the WQE's inline_len bytes at offset 64 (section 8)
+  logic        w_inl;
+  logic [33:0] w_len;        // L of the WQE
+  logic [511:0] inl_beat;    // inline payload from sq_offset on
+  assign w_inl    = (swqe.flags & 8'(WqeFlagInline)) != 8'd0;
+  assign w_len    = w_inl ? 34'(swqe.inline_len) : seg_sum(segs_send(swqe));
+  assign inl_beat = wqe_q[1023:512] >> {qp_q.sq_offset[5:0], 3'd0};
 
   // piece geometry in the walker (mr_q holds the MR of the current segment)
   logic [63:0] pg_mask, pg_off, pg_rem;
@@ -955,6 +963,7 @@ module rnic_engine
     sq_st_d      = sq_st_q;
     cret_d       = cret_q;
     lastpkt_d    = lastpkt_q;
+    inl_d        = inl_q;
     fifo_tx_d    = fifo_tx_q;
     in_ring_d    = in_ring_q;
     fhead_d      = fhead_q;
@@ -2102,7 +2111,7 @@ module rnic_engine
       StCompLoop: begin
         logic [23:0] np;
         logic [33:0] l;
-        l  = seg_sum(segs_send(swqe));
+        l  = w_len;
         np = w_is_atomic ? 24'd1 :
              (l == 34'd0) ? 24'd1 : 24'(div_mtu_ceil(l, qp_q.path_mtu));
         lsum_d = l;
@@ -2427,7 +2436,7 @@ module rnic_engine
       end
 
       StTx2: begin
-        lsum_d = seg_sum(segs_send(swqe));
+        lsum_d = w_len;
         segs_d = segs_send(swqe);
         i_d    = 32'd0;
         if ((w_is_rd || w_is_atomic) && qp_q.max_rd_atomic != 8'd0 &&
@@ -2441,6 +2450,12 @@ module rnic_engine
         end else if (swqe.opcode > 8'd6) begin
           // (also in the middle of a message, if the host rewrote the WQE)
           sq_st_d = WcStatusLocQpOpErr; state_d = StTxEnd;
+        end else if (w_inl && (w_is_rd || w_is_atomic)) begin
+          sq_st_d = WcStatusLocQpOpErr; state_d = StTxEnd;
+        end else if (w_inl && 64'(swqe.inline_len) > MaxInline) begin
+          sq_st_d = WcStatusLocLenErr; state_d = StTxEnd;
+        end else if (w_inl) begin
+          state_d = StTxGo;   // no SGEs, no lkeys
         end else if (swqe.num_sge > 8'(MaxSendSge) ||
                      seg_sum(segs_send(swqe)) > 34'(MaxMsgLen) ||
                      (w_is_atomic &&
@@ -2528,7 +2543,7 @@ module rnic_engine
           if (op_has_imm(o)) hdr_d.imm = swqe.imm;
           hdr_d.payload_len = tx_n;
           lastpkt_d = last;
-          if (tx_n != 13'd0) begin
+          if (tx_n != 13'd0 && !w_inl) begin
             `CALL_WALK(WkCheck, qp_q.sq_offset, tx_n, 4'd0, StTxG2)
           end else begin
             state_d = StTxG3;
@@ -2550,9 +2565,20 @@ module rnic_engine
       end
 
       StTxG4: begin
-        if (hdr_q.payload_len != 13'd0) begin
+        if (hdr_q.payload_len != 13'd0 && w_inl) begin
+          inl_d   = 1'b1;
+          state_d = StTxInl;
+        end else if (hdr_q.payload_len != 13'd0) begin
           `CALL_WALK(WkGatherTx, qp_q.sq_offset, hdr_q.payload_len, 4'd0, StTxG5)
         end else begin
+          state_d = StTxG5;
+        end
+      end
+
+      // the inline payload: one beat straight from the WQE (no DMA read)
+      StTxInl: begin
+        if (pl_ready_i) begin
+          inl_d   = 1'b0;
           state_d = StTxG5;
         end
       end
@@ -3007,6 +3033,7 @@ module rnic_engine
       sq_st_q     <= '0;
       cret_q      <= StIdle;
       lastpkt_q   <= 1'b0;
+      inl_q       <= 1'b0;
       fifo_tx_q   <= 1'b0;
       fifo_rp_q   <= '0;
       fifo_wp_q   <= '0;
@@ -3116,6 +3143,7 @@ module rnic_engine
       sq_st_q     <= sq_st_d;
       cret_q      <= cret_d;
       lastpkt_q   <= lastpkt_d;
+      inl_q       <= inl_d;
       fifo_tx_q   <= fifo_tx_d;
       fifo_rp_q   <= fifo_rp_d;
       fifo_wp_q   <= fifo_wp_d;
@@ -3165,9 +3193,9 @@ module rnic_engine
     hdr_drop_o    = qp_q.func != 8'd0 && fspoof_q[f] &&
                     (fmac_q[f] != amac_q[f] || fip_q[f] != aip_q[f]);
   end
-  assign pl_valid_o = fifo_tx_q && fifo_cnt_q != 7'd0;
-  assign pl_data_o  = fifo_head;
-  assign pl_bytes_o = fifo_head_bytes;
+  assign pl_valid_o = inl_q || (fifo_tx_q && fifo_cnt_q != 7'd0);
+  assign pl_data_o  = inl_q ? inl_beat : fifo_head;
+  assign pl_bytes_o = inl_q ? 7'(hdr_q.payload_len) : fifo_head_bytes;
 
   // Only one read is outstanding, so the completion tag carries no information yet.
   logic unused_tag;

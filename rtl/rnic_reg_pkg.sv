@@ -20,6 +20,7 @@ package rnic_reg_pkg;
   localparam longint unsigned VfDeviceId = 64'h1D1F;
   localparam longint unsigned PciClass = 64'h20000;
   localparam longint unsigned MaxSendSge = 64'h4;
+  localparam longint unsigned MaxInline = 64'h40;
   localparam longint unsigned MaxRecvSge = 64'h3;
   localparam longint unsigned MaxMsgLen = 64'h80000000;
   localparam longint unsigned PsnWindow = 64'h80;
@@ -146,6 +147,7 @@ package rnic_reg_pkg;
   localparam int unsigned WqeFlagSignaled = 32'h1;
   localparam int unsigned WqeFlagSolicited = 32'h2;
   localparam int unsigned WqeFlagFence = 32'h4;
+  localparam int unsigned WqeFlagInline = 32'h8;
 
   // ---- cqe_flag
   localparam int unsigned CqeFlagWithImm = 32'h1;
@@ -334,7 +336,8 @@ package rnic_reg_pkg;
     logic [31:0] sge0_lkey;
     logic [31:0] sge0_len;
     logic [63:0] sge0_addr;
-    logic [127:0] rsvd384;
+    logic [111:0] rsvd400;
+    logic [15:0] inline_len;
     logic [63:0] swap;
     logic [63:0] compare_add;
     logic [31:0] rsvd224;

@@ -972,6 +972,21 @@ impl QueuePair {
             wr_id: wr.wr_id,
             reason,
         };
+        if let Some(d) = &wr.inline_data {
+            if wr.opcode.is_atomic() || matches!(wr.opcode, crate::WrOpcode::Read { .. }) {
+                return Err(invalid("inline data is for SEND and RDMA WRITE only".into()));
+            }
+            if !wr.sgl.is_empty() {
+                return Err(invalid("an inline WR carries its data, not SGEs: leave sgl empty".into()));
+            }
+            if d.len() as u64 > params::MAX_INLINE {
+                return Err(invalid(format!(
+                    "{} bytes of inline data exceed MAX_INLINE {}: post it with an SGE",
+                    d.len(),
+                    params::MAX_INLINE
+                )));
+            }
+        }
         if wr.opcode.is_atomic() && (wr.sgl.len() != 1 || wr.sgl[0].len != 8) {
             return Err(invalid(
                 "an atomic needs exactly one SGE of 8 bytes for the original value".into(),

@@ -1357,6 +1357,7 @@ fn send_wqe_encoding_every_opcode() {
             signaled: i % 2 == 0,
             solicited: i % 3 == 0,
             fence: i % 7 == 0,
+            inline_data: None,
         };
         qp.post_send(&wr).unwrap();
         let slot = (i as u64) % u64::from(qp.send_queue_depth());
@@ -2111,13 +2112,16 @@ fn decode_send_wqe(b: &[u8]) -> SendWr {
         })
         .collect();
     let flags = send_wqe::FLAGS.get(b) as u32;
+    let inline = flags & wqe_flag::INLINE != 0;
+    let n = send_wqe::INLINE_LEN.get(b) as usize;
     SendWr {
         wr_id: send_wqe::WR_ID.get(b),
         opcode,
-        sgl,
+        sgl: if inline { Vec::new() } else { sgl },
         signaled: flags & wqe_flag::SIGNALED != 0,
         solicited: flags & wqe_flag::SOLICITED != 0,
         fence: flags & wqe_flag::FENCE != 0,
+        inline_data: inline.then(|| b[64..64 + n].to_vec()),
     }
 }
 
@@ -2134,8 +2138,10 @@ proptest::proptest! {
         signaled in proptest::bool::ANY,
         solicited in proptest::bool::ANY,
         fence in proptest::bool::ANY,
+        inline_data in proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..=64)),
     ) {
-        let wr = SendWr { wr_id, opcode, sgl, signaled, solicited, fence };
+        let sgl = if inline_data.is_some() { Vec::new() } else { sgl };
+        let wr = SendWr { wr_id, opcode, sgl, signaled, solicited, fence, inline_data };
         let b = encode_send_wqe(&wr);
         proptest::prop_assert_eq!(decode_send_wqe(&b), wr);
         // Nothing is written outside the spec's fields.

@@ -34,7 +34,8 @@ use std::collections::VecDeque;
 
 pub use error::{MemError, ModelError};
 use rnic_regs::{
-    counter, params, qp_state, recv_wqe, reg, send_wqe, trace, wr_opcode, Cqc, Mrc, Pdc, Qpc,
+    counter, params, qp_state, recv_wqe, reg, send_wqe, trace, wqe_flag, wr_opcode, Cqc, Mrc, Pdc,
+    Qpc,
 };
 
 /// Sizes of the context memories (the RTL parameters `NumQp`, ...).
@@ -255,7 +256,7 @@ pub(crate) struct Sge {
 }
 
 /// A send WQE decoded with the `send_wqe` layout.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct SendWqe {
     pub wr_id: u64,
     pub opcode: u8,
@@ -267,6 +268,28 @@ pub(crate) struct SendWqe {
     pub compare_add: u64,
     pub swap: u64,
     pub sge: [Sge; params::MAX_SEND_SGE as usize],
+    /// `flags & INLINE`: the payload is `inline[..inline_len]` (WQE bytes 64..128).
+    pub inline_len: u16,
+    pub inline: [u8; params::MAX_INLINE as usize],
+}
+
+impl Default for SendWqe {
+    fn default() -> SendWqe {
+        SendWqe {
+            wr_id: 0,
+            opcode: 0,
+            flags: 0,
+            num_sge: 0,
+            imm: 0,
+            remote_addr: 0,
+            rkey: 0,
+            compare_add: 0,
+            swap: 0,
+            sge: [Sge::default(); params::MAX_SEND_SGE as usize],
+            inline_len: 0,
+            inline: [0; params::MAX_INLINE as usize],
+        }
+    }
 }
 
 impl SendWqe {
@@ -294,6 +317,8 @@ impl SendWqe {
             compare_add: w::COMPARE_ADD.get(b),
             swap: w::SWAP.get(b),
             sge,
+            inline_len: w::INLINE_LEN.get(b) as u16,
+            inline: b[64..64 + params::MAX_INLINE as usize].try_into().expect("a 128-byte WQE"),
         }
     }
 
@@ -304,7 +329,15 @@ impl SendWqe {
 
     /// Message length `L`.
     pub fn len(&self) -> u64 {
+        if self.is_inline() {
+            return u64::from(self.inline_len);
+        }
         self.sges().iter().map(|s| s.len as u64).sum()
+    }
+
+    /// `IBV_SEND_INLINE`: the payload is in the WQE.
+    pub fn is_inline(&self) -> bool {
+        u32::from(self.flags) & wqe_flag::INLINE != 0
     }
 
     pub fn is_read_or_atomic(&self) -> bool {

@@ -18,6 +18,16 @@ impl Nic {
         if !wr_opcode_valid(w.opcode) {
             return Some(wc_status::LOC_QP_OP_ERR);
         }
+        if w.is_inline() {
+            // SEND/WRITE only; the payload is in the WQE: no SGEs, no lkeys.
+            if w.is_read_or_atomic() {
+                return Some(wc_status::LOC_QP_OP_ERR);
+            }
+            if u64::from(w.inline_len) > params::MAX_INLINE {
+                return Some(wc_status::LOC_LEN_ERR);
+            }
+            return None;
+        }
         if w.num_sge as u64 > params::MAX_SEND_SGE {
             return Some(wc_status::LOC_LEN_ERR);
         }
@@ -159,7 +169,15 @@ impl Nic {
                 let mut buf = std::mem::take(&mut self.scratch);
                 buf.clear();
                 buf.resize(n as usize, 0);
-                let ok = self.gather(mem, func, pdn, w.sges(), off, &mut buf);
+                let ok = if w.is_inline() {
+                    // (n == 0 when a WQE rewritten in mid-message leaves nothing past `off`)
+                    if n > 0 {
+                        buf.copy_from_slice(&w.inline[off as usize..(off + n) as usize]);
+                    }
+                    Ok(true)
+                } else {
+                    self.gather(mem, func, pdn, w.sges(), off, &mut buf)
+                };
                 let ok = match ok {
                     Ok(ok) => ok,
                     Err(e) => {

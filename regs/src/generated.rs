@@ -22,6 +22,7 @@ pub mod params {
     pub const VF_DEVICE_ID: u64 = 0x1d1f;
     pub const PCI_CLASS: u64 = 0x20000;
     pub const MAX_SEND_SGE: u64 = 0x4;
+    pub const MAX_INLINE: u64 = 0x40;
     pub const MAX_RECV_SGE: u64 = 0x3;
     pub const MAX_MSG_LEN: u64 = 0x80000000;
     pub const PSN_WINDOW: u64 = 0x80;
@@ -244,11 +245,13 @@ pub mod wqe_flag {
     pub const SIGNALED: u32 = 0x1;
     pub const SOLICITED: u32 = 0x2;
     pub const FENCE: u32 = 0x4;
+    pub const INLINE: u32 = 0x8;
     /// All (name, value) pairs of this group, for decoding and cross-checks.
     pub const ALL: &[(&str, u32)] = &[
         ("SIGNALED", 0x1),
         ("SOLICITED", 0x2),
         ("FENCE", 0x4),
+        ("INLINE", 0x8),
     ];
 }
 
@@ -644,6 +647,7 @@ pub mod send_wqe {
     pub const RKEY: Field = Field { name: "rkey", bit: 192, width: 32 };
     pub const COMPARE_ADD: Field = Field { name: "compare_add", bit: 256, width: 64 };
     pub const SWAP: Field = Field { name: "swap", bit: 320, width: 64 };
+    pub const INLINE_LEN: Field = Field { name: "inline_len", bit: 384, width: 16 };
     pub const SGE0_ADDR: Field = Field { name: "sge0_addr", bit: 512, width: 64 };
     pub const SGE0_LEN: Field = Field { name: "sge0_len", bit: 576, width: 32 };
     pub const SGE0_LKEY: Field = Field { name: "sge0_lkey", bit: 608, width: 32 };
@@ -656,7 +660,7 @@ pub mod send_wqe {
     pub const SGE3_ADDR: Field = Field { name: "sge3_addr", bit: 896, width: 64 };
     pub const SGE3_LEN: Field = Field { name: "sge3_len", bit: 960, width: 32 };
     pub const SGE3_LKEY: Field = Field { name: "sge3_lkey", bit: 992, width: 32 };
-    pub const FIELDS: &[Field] = &[WR_ID, OPCODE, FLAGS, NUM_SGE, IMM, REMOTE_ADDR, RKEY, COMPARE_ADD, SWAP, SGE0_ADDR, SGE0_LEN, SGE0_LKEY, SGE1_ADDR, SGE1_LEN, SGE1_LKEY, SGE2_ADDR, SGE2_LEN, SGE2_LKEY, SGE3_ADDR, SGE3_LEN, SGE3_LKEY];
+    pub const FIELDS: &[Field] = &[WR_ID, OPCODE, FLAGS, NUM_SGE, IMM, REMOTE_ADDR, RKEY, COMPARE_ADD, SWAP, INLINE_LEN, SGE0_ADDR, SGE0_LEN, SGE0_LKEY, SGE1_ADDR, SGE1_LEN, SGE1_LKEY, SGE2_ADDR, SGE2_LEN, SGE2_LKEY, SGE3_ADDR, SGE3_LEN, SGE3_LKEY];
 }
 
 /// Receive queue entry; the RQ ring stride is its size

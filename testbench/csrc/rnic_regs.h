@@ -24,6 +24,7 @@ constexpr uint64_t PF_DEVICE_ID = 0x1d1eull;
 constexpr uint64_t VF_DEVICE_ID = 0x1d1full;
 constexpr uint64_t PCI_CLASS = 0x20000ull;
 constexpr uint64_t MAX_SEND_SGE = 0x4ull;
+constexpr uint64_t MAX_INLINE = 0x40ull;
 constexpr uint64_t MAX_RECV_SGE = 0x3ull;
 constexpr uint64_t MAX_MSG_LEN = 0x80000000ull;
 constexpr uint64_t PSN_WINDOW = 0x80ull;
@@ -137,6 +138,7 @@ namespace wqe_flag {
 constexpr uint32_t SIGNALED = 0x1;
 constexpr uint32_t SOLICITED = 0x2;
 constexpr uint32_t FENCE = 0x4;
+constexpr uint32_t INLINE = 0x8;
 }  // namespace wqe_flag
 namespace cqe_flag {
 constexpr uint32_t WITH_IMM = 0x1;
@@ -312,6 +314,7 @@ constexpr Field REMOTE_ADDR{128, 64};
 constexpr Field RKEY{192, 32};
 constexpr Field COMPARE_ADD{256, 64};
 constexpr Field SWAP{320, 64};
+constexpr Field INLINE_LEN{384, 16};
 constexpr Field SGE0_ADDR{512, 64};
 constexpr Field SGE0_LEN{576, 32};
 constexpr Field SGE0_LKEY{608, 32};

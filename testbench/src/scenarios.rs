@@ -100,6 +100,25 @@ pub fn every_verb(p: &Pair, len: usize, log: &mut dyn FnMut(String)) -> HarnessR
         log(format!("RDMA WRITE{}: {len} bytes placed at remote {remote:#x}: OK", if imm.is_some() { " with immediate" } else { "" }));
     }
 
+    // Inline SEND and inline RDMA WRITE (IBV_SEND_INLINE: the payload travels in the WQE).
+    let il = len.min(rnic_regs::params::MAX_INLINE as usize);
+    let data = pattern(11, il);
+    drv("post_recv", qb.post_recv(&RecvWr { wr_id: 111, sgl: vec![drv("sge", b.mr.sge(half as u64, il as u32))?] }))?;
+    drv("post_send", qa.post_send(&SendWr::inline(11, WrOpcode::Send, &data)))?;
+    expect_wc(&Pair::wait(a, 1)?[0], WcOpcode::Send, "inline send completion")?;
+    let wb = Pair::wait(b, 1)?;
+    expect_wc(&wb[0], WcOpcode::Recv, "inline send receive")?;
+    if wb[0].byte_len as usize != il {
+        return Err(format!("inline SEND received {} bytes, sent {il}", wb[0].byte_len));
+    }
+    check_bytes("inline SEND payload", &drv("read", b.mr.read_vec(half as u64, il))?, &data)?;
+    let data = pattern(12, il);
+    let op = WrOpcode::Write { remote_addr: b.mr.addr() + 64, rkey: b.mr.rkey() };
+    drv("post_send", qa.post_send(&SendWr::inline(12, op, &data)))?;
+    expect_wc(&Pair::wait(a, 1)?[0], WcOpcode::RdmaWrite, "inline write completion")?;
+    check_bytes("inline WRITE payload", &drv("read", b.mr.read_vec(64, il))?, &data)?;
+    log(format!("inline SEND and RDMA WRITE: {il} bytes each from the WQE: OK"));
+
     // RDMA READ: B's buffer to A's.
     let data = pattern(5, len);
     drv("write remote", b.mr.write(128, &data))?;

@@ -1407,3 +1407,31 @@ fn checker_reports_unpredicted_outputs() {
     assert!(m.to_string().contains(&format!("[{:#x}] = {:#x}", reg::DEV_ID, reg::DEV_ID_RESET)), "{m}");
 }
 
+
+#[test]
+fn inline_payload_longer_than_max_inline_is_loc_len_err() {
+    local_error(
+        |_| {
+            let mut w = encode_send_wqe(&SendWr::inline(1, WrOpcode::Send, &[7; 64]));
+            send_wqe::INLINE_LEN.set(&mut w, params::MAX_INLINE + 1);
+            w
+        },
+        WcStatus::LocLenErr,
+        WcOpcode::Send,
+    );
+}
+
+#[test]
+fn inline_flag_on_a_read_is_loc_qp_op_err() {
+    local_error(
+        |p| {
+            let mut w = raw_send(1, &[sge(&p.a.mr, 0, 64)]);
+            send_wqe::OPCODE.set(&mut w, u64::from(wr_opcode::RDMA_READ));
+            let f = send_wqe::FLAGS.get(&w) | u64::from(rnic_regs::wqe_flag::INLINE);
+            send_wqe::FLAGS.set(&mut w, f);
+            w
+        },
+        WcStatus::LocQpOpErr,
+        WcOpcode::RdmaRead,
+    );
+}

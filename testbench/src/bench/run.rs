@@ -18,7 +18,7 @@
 
 use std::time::{Duration, Instant};
 
-use rnic_driver::{Mtu, RecvWr, SendWr, WcOpcode, WcStatus, WorkCompletion, WrOpcode};
+use rnic_driver::{Mtu, RecvWr, SendWr, Sge, WcOpcode, WcStatus, WorkCompletion, WrOpcode};
 
 use crate::fabric::{Backend, FabricConfig};
 use crate::harness::{Pair, PairOptions};
@@ -116,6 +116,9 @@ pub struct BenchConfig {
     pub rx_depth: u64,
     /// Signal every `cq_mod`-th send WQE (and the last of a run); perftest `-Q`, 100.
     pub cq_mod: u64,
+    /// Messages up to this size are sent inline in the WQE (perftest `-I`); `None`: as perftest,
+    /// `MAX_INLINE` for the latency tests and 0 for the bandwidth tests.
+    pub inline_size: Option<u64>,
     /// Cycles the fabric runs between two polls (1: completions are timed to the cycle).
     pub step_cycles: u64,
     /// Largest message size the fabric is set up for (buffer sizes).
@@ -136,6 +139,7 @@ impl Default for BenchConfig {
             tx_depth: 128,
             rx_depth: 512,
             cq_mod: 100,
+            inline_size: None,
             step_cycles: 1,
             max_size: 8 << 20,
             func: 0,
@@ -218,6 +222,19 @@ impl Bench {
     /// Current fabric cycle.
     pub fn now(&self) -> u64 {
         self.pair.fabric.borrow().cycle()
+    }
+
+    /// The send WR of `sge` on side A (or B): inline when the message fits the test's inline
+    /// size (the bytes are copied from the buffer at post time, as a verbs provider does).
+    fn send_wr(&self, on_b: bool, id: u64, op: WrOpcode, sge: Sge, lat: bool) -> Result<SendWr, String> {
+        let limit = self.cfg.inline_size.unwrap_or(if lat { rnic_regs::params::MAX_INLINE } else { 0 });
+        let payload = matches!(op, WrOpcode::Send | WrOpcode::SendWithImm(_) | WrOpcode::Write { .. } | WrOpcode::WriteWithImm { .. });
+        if !payload || u64::from(sge.len) > limit {
+            return Ok(SendWr::new(id, op, vec![sge]));
+        }
+        let mr = if on_b { &self.pair.b.mr } else { &self.pair.a.mr };
+        let data = mr.read_vec(sge.addr - mr.addr(), sge.len as usize).map_err(de("read inline data"))?;
+        Ok(SendWr::inline(id, op, &data))
     }
 
     fn step(&self) -> Result<(), String> {
@@ -304,7 +321,7 @@ impl Bench {
                 while posted[q] < iters && posted[q] - done[q] < self.cfg.tx_depth {
                     let k = posted[q];
                     let signaled = (k + 1).is_multiple_of(self.cfg.cq_mod.max(1)) || k + 1 == iters;
-                    let wr = SendWr::new(((q as u64) << 32) | k, op, vec![local]).with_signaled(signaled);
+                    let wr = self.send_wr(false, ((q as u64) << 32) | k, op, local, false)?.with_signaled(signaled);
                     self.pair.a.qps[q].post_send(&wr).map_err(de("post_send"))?;
                     raw.posted.push(now);
                     posted[q] += 1;
@@ -396,7 +413,8 @@ impl Bench {
         let (mut a_sig, mut b_sig) = (0u64, 0u64);
         for i in 0..iters {
             let t0 = self.now();
-            self.pair.a.qps[0].post_send(&SendWr::new(i, WrOpcode::Send, vec![a_send]).with_signaled(signaled(i))).map_err(de("post_send"))?;
+            let wr = self.send_wr(false, i, WrOpcode::Send, a_send, true)?.with_signaled(signaled(i));
+            self.pair.a.qps[0].post_send(&wr).map_err(de("post_send"))?;
             a_sig += u64::from(signaled(i));
             let mut polls = 0u64;
             'iter: loop {
@@ -404,7 +422,8 @@ impl Bench {
                 for wc in self.poll(true)? {
                     match wc.opcode {
                         WcOpcode::Recv => {
-                            self.pair.b.qps[0].post_send(&SendWr::new(i, WrOpcode::Send, vec![b_send]).with_signaled(signaled(i))).map_err(de("post_send"))?;
+                            let wr = self.send_wr(true, i, WrOpcode::Send, b_send, true)?.with_signaled(signaled(i));
+                            self.pair.b.qps[0].post_send(&wr).map_err(de("post_send"))?;
                             b_sig += u64::from(signaled(i));
                             if b_rx < iters {
                                 self.pair.b.qps[0].post_recv(&RecvWr { wr_id: b_rx, sgl: vec![b_recv] }).map_err(de("post_recv"))?;
@@ -461,7 +480,8 @@ impl Bench {
             let marker = (i % 255 + 1) as u8;
             self.pair.a.mr.write(size - 1, &[marker]).map_err(de("mr write"))?;
             let t0 = self.now();
-            self.pair.a.qps[0].post_send(&SendWr::new(i, to_b, vec![a_send]).with_signaled(signaled(i))).map_err(de("post_send"))?;
+            let wr = self.send_wr(false, i, to_b, a_send, true)?.with_signaled(signaled(i));
+            self.pair.a.qps[0].post_send(&wr).map_err(de("post_send"))?;
             a_sig += u64::from(signaled(i));
             let (mut b_seen, mut polls) = (false, 0u64);
             loop {
@@ -473,7 +493,8 @@ impl Bench {
                     if byte[0] == marker {
                         b_seen = true;
                         self.pair.b.mr.write(size - 1, &[marker]).map_err(de("mr write"))?;
-                        self.pair.b.qps[0].post_send(&SendWr::new(i, to_a, vec![b_send]).with_signaled(signaled(i))).map_err(de("post_send"))?;
+                        let wr = self.send_wr(true, i, to_a, b_send, true)?.with_signaled(signaled(i));
+                        self.pair.b.qps[0].post_send(&wr).map_err(de("post_send"))?;
                         b_sig += u64::from(signaled(i));
                     }
                 } else {

@@ -88,6 +88,10 @@ struct Args {
     /// Signal every N-th send WQE (perftest -Q)
     #[arg(long, default_value_t = 100)]
     cq_mod: u64,
+    /// Largest message sent inline in the WQE (perftest -I; at most MAX_INLINE = 64). Default as
+    /// perftest: the maximum for write_lat/send_lat, 0 for the bandwidth tests
+    #[arg(long)]
+    inline_size: Option<u64>,
     /// Cycles simulated between two polls of the CQs (1: completions timed to the cycle)
     #[arg(long, default_value_t = 1)]
     step_cycles: u64,
@@ -139,6 +143,7 @@ struct Results<'a> {
     tx_depth: u64,
     rx_depth: u64,
     cq_mod: u64,
+    inline_size: String,
     step_cycles: u64,
     iterations: String,
     host_cpus: usize,
@@ -217,6 +222,9 @@ fn config(args: &Args) -> Result<BenchConfig, String> {
     if args.tx_depth == 0 || args.rx_depth == 0 || args.cq_mod == 0 {
         return Err("--tx-depth, --rx-depth and --cq-mod must be at least 1".into());
     }
+    if args.inline_size.is_some_and(|n| n > rnic_regs::params::MAX_INLINE) {
+        return Err(format!("--inline-size must be at most MAX_INLINE = {} (the WQE's inline area)", rnic_regs::params::MAX_INLINE));
+    }
     Ok(BenchConfig {
         backend: args.backend,
         qps: args.qps,
@@ -226,6 +234,7 @@ fn config(args: &Args) -> Result<BenchConfig, String> {
         tx_depth: args.tx_depth,
         rx_depth: args.rx_depth,
         cq_mod: args.cq_mod,
+        inline_size: args.inline_size,
         step_cycles: args.step_cycles.max(1),
         max_size: args.size.unwrap_or(args.max_size),
         func: 0,
@@ -357,6 +366,10 @@ fn perftest(args: &Args) -> Result<(), String> {
             tx_depth: args.tx_depth,
             rx_depth: args.rx_depth,
             cq_mod: args.cq_mod,
+            inline_size: match args.inline_size {
+                Some(n) => format!("{n}"),
+                None => format!("{} for write_lat/send_lat, 0 for bandwidth tests", rnic_regs::params::MAX_INLINE),
+            },
             step_cycles: cfg.step_cycles,
             iterations: match args.iters {
                 Some(n) => format!("{n}"),
