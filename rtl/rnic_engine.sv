@@ -145,7 +145,7 @@ module rnic_engine
     // admin commands
     StCmdRd, StCmdRd2, StCmdExec, StMttIss, StMttWait, StMttWr, StCmdDone,
     // doorbells
-    StDbRd, StDbExec,
+    StDbRd, StDbExec, StDbPf,
     // received frames
     StRxStart, StRxQp,
     // responder
@@ -351,6 +351,24 @@ module rnic_engine
   rnic_ram #(.Width($bits(atom_hist_t)), .Depth(NumQp)) u_atom (
     .clk_i, .req_i(atom_req), .we_i(atom_we), .addr_i(atom_addr), .wdata_i(atom_wdata),
     .rdata_o(atom_rdata));
+
+  // Receive WQE read ahead by an RQ_PI doorbell (section 9): per QP the WQE at the rq_ci of that
+  // moment and its ring index; an RX task that needs the WQE at rq_ci uses it instead of a DMA
+  // read when the index matches. Read with the QPC at the start of RX and DB tasks; cleared by
+  // CREATE_QP, MODIFY_QP to RESET and reset.
+  typedef struct packed {
+    logic         v;
+    logic [15:0]  idx;
+    logic [511:0] wqe;
+  } rqc_ent_t;
+  logic            rqc_req, rqc_we;
+  logic [QpW-1:0]  rqc_addr;
+  rqc_ent_t        rqc_wdata, rqc_rdata;
+  logic [15:0]     pf_ci_q, pf_ci_d;      // ring index of the WQE being read ahead
+
+  rnic_ram #(.Width($bits(rqc_ent_t)), .Depth(NumQp)) u_rqc (
+    .clk_i, .req_i(rqc_req), .we_i(rqc_we), .addr_i(rqc_addr), .wdata_i(rqc_wdata),
+    .rdata_o(rqc_rdata));
 
   // A duplicate atomic's saved result.
   logic        atom_hit;
@@ -999,6 +1017,8 @@ module rnic_engine
     pdc_req = 1'b0; pdc_we = 1'b0; pdc_addr = PdW'(a_idx); pdc_wdata = pd_q;
     mtt_req = 1'b0; mtt_we = 1'b0; mtt_addr = mtt_idx; mtt_wdata = '0;
     atom_req = 1'b0; atom_we = 1'b0; atom_addr = qpn_q; atom_wdata = '0;
+    rqc_req = 1'b0; rqc_we = 1'b0; rqc_addr = qpn_q; rqc_wdata = '0;
+    pf_ci_d = pf_ci_q;
 
     cmd_start_o   = 1'b0;
     cmd_done_o    = 1'b0;
@@ -1074,6 +1094,7 @@ module rnic_engine
         qpc_req = init_q < (InitW+1)'(NumQp); qpc_we = 1'b1;
         qpc_addr = QpW'(init_q); qpc_wdata = '0;
         atom_req = qpc_req; atom_we = 1'b1; atom_addr = QpW'(init_q);
+        rqc_req = qpc_req; rqc_we = 1'b1; rqc_addr = QpW'(init_q);
         cqc_req = init_q < (InitW+1)'(NumCq); cqc_we = 1'b1;
         cqc_addr = CqW'(init_q); cqc_wdata = '0;
         mrc_req = init_q < (InitW+1)'(NumMr); mrc_we = 1'b1;
@@ -1382,6 +1403,7 @@ module rnic_engine
               qpc_req = 1'b1; qpc_we = 1'b1; qpc_addr = QpW'(a_cqp.qpn);
               tmr_set = 1'b1; tmr_set_qpn = QpW'(a_cqp.qpn);
               atom_req = 1'b1; atom_we = 1'b1; atom_addr = QpW'(a_cqp.qpn);
+              rqc_req  = 1'b1; rqc_we  = 1'b1; rqc_addr  = QpW'(a_cqp.qpn);
               qpc_wdata = '0;
               qpc_wdata.valid       = 1'b1;
               qpc_wdata.state       = QpStateReset;
@@ -1419,6 +1441,7 @@ module rnic_engine
               qpc_wdata = qp_q;
               if (mq_new == QpStateReset) begin
                 atom_req = 1'b1; atom_we = 1'b1; atom_addr = QpW'(a_qp.qpn);
+                rqc_req  = 1'b1; rqc_we  = 1'b1; rqc_addr  = QpW'(a_qp.qpn);
                 qpc_wdata             = '0;
                 qpc_wdata.valid       = qp_q.valid;
                 qpc_wdata.func        = qp_q.func;
@@ -1674,6 +1697,7 @@ module rnic_engine
       //////////////////////////////////////////
       StDbRd: begin
         qpc_req  = 1'b1; qpc_addr = QpW'(db_idx_q);
+        rqc_req  = 1'b1; rqc_addr = QpW'(db_idx_q);
         cqc_req  = 1'b1; cqc_addr = CqW'(db_idx_q);
         qpn_d    = QpW'(db_idx_q);
         state_d  = StDbExec;
@@ -1682,6 +1706,13 @@ module rnic_engine
           cnt_inc[CounterDbBad] = 1'b1;
           state_d = StEnd;
         end
+      end
+
+      StDbPf: begin
+        rqc_req   = 1'b1;
+        rqc_we    = 1'b1;
+        rqc_wdata = '{v: 1'b1, idx: pf_ci_q, wqe: wqe_q[511:0]};
+        state_d   = StEnd;
       end
 
       StDbExec: begin
@@ -1707,6 +1738,18 @@ module rnic_engine
               qpc_req = 1'b1; qpc_we = 1'b1; qpc_wdata = qpc_rdata;
               qpc_wdata.rq_pi = db_val_q[15:0];
               push_d = 1'b1;
+              // read ahead the receive WQE at rq_ci for the next SEND (section 9)
+              if (db_val_q[15:0] != qpc_rdata.rq_ci) begin
+                rd_addr_d = qpc_rdata.rq_base + {42'd0, (qpc_rdata.rq_ci &
+                            ((16'd1 << qpc_rdata.log_rq_size) - 16'd1)), 6'd0};
+                rd_len_d  = 13'd64;
+                rd_func_d = qpc_rdata.func;
+                wqe_nb_d  = 2'd1;
+                wqe_b_d   = '0;
+                ret_d     = StDbPf;
+                pf_ci_d   = qpc_rdata.rq_ci;
+                state_d   = StWqeIss;
+              end
             end
           end
           2'd2: begin  // CQ_CI
@@ -1748,6 +1791,8 @@ module rnic_engine
           qpc_addr  = QpW'(pkt_i.dqpn);
           atom_req  = 1'b1;
           atom_addr = QpW'(pkt_i.dqpn);
+          rqc_req   = 1'b1;
+          rqc_addr  = QpW'(pkt_i.dqpn);
           state_d   = StRxQp;
         end
       end
@@ -1858,6 +1903,9 @@ module rnic_engine
       StSend: begin
         if (qp_q.rq_ci == qp_q.rq_pi) begin
           state_d = StRnrNak;
+        end else if (rqc_rdata.v && rqc_rdata.idx == qp_q.rq_ci) begin
+          wqe_d[511:0] = rqc_rdata.wqe;   // read ahead by the RQ doorbell
+          state_d      = StSendChk;
         end else begin
           `CALL_WQE(rq_wqe_addr, 1, StSendChk)
         end
@@ -1976,7 +2024,10 @@ module rnic_engine
         state_d = StAckChk;
         if (p_last || p_only) begin
           qp_d.msn = qp_q.msn + 24'd1;
-          if (p_imm) begin
+          if (p_imm && rqc_rdata.v && rqc_rdata.idx == qp_q.rq_ci) begin
+            wqe_d[511:0] = rqc_rdata.wqe;
+            state_d      = StWriteImm;
+          end else if (p_imm) begin
             `CALL_WQE(rq_wqe_addr, 1, StWriteImm)
           end
         end
@@ -3029,6 +3080,7 @@ module rnic_engine
       lsum_q      <= '0;
       err_syn_q   <= '0;
       err_psn_q   <= '0;
+      pf_ci_q     <= '0;
       rsp_e_q     <= '0;
       sq_st_q     <= '0;
       cret_q      <= StIdle;
@@ -3139,6 +3191,7 @@ module rnic_engine
       lsum_q      <= lsum_d;
       err_syn_q   <= err_syn_d;
       err_psn_q   <= err_psn_d;
+      pf_ci_q     <= pf_ci_d;
       rsp_e_q     <= rsp_e_d;
       sq_st_q     <= sq_st_d;
       cret_q      <= cret_d;

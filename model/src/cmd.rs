@@ -8,7 +8,7 @@ use rnic_regs::{
     Qpc,
 };
 
-use crate::{Doorbell, HostMemory, ModelError, Nic, Res};
+use crate::{Doorbell, HostMemory, MemError, ModelError, Nic, Res};
 
 /// Result of the checks of one command: `Err(status)` stops it before any change.
 type Check = Result<(), u8>;
@@ -377,6 +377,7 @@ impl Nic {
             return Err(st::BAD_ADDR);
         }
         self.atom_hist[i] = Default::default();
+        self.rq_cache[i] = None;
         self.qpc[i] = Qpc {
             valid: true,
             state: qp_state::RESET,
@@ -459,6 +460,7 @@ impl Nic {
                 *q = keep;
                 q.state = RESET;
                 self.atom_hist[i] = Default::default();
+                self.rq_cache[i] = None;
             }
             ERR => q.state = ERR,
             _ => {
@@ -511,13 +513,14 @@ impl Nic {
     }
 
     /// Execute one doorbell (DB task).
-    pub(crate) fn run_doorbell(&mut self, db: Doorbell) {
+    pub(crate) fn run_doorbell(&mut self, db: Doorbell, mem: &mut dyn HostMemory) -> Result<(), MemError> {
         match db {
             Doorbell::SqPi { func, qpn, value } | Doorbell::RqPi { func, qpn, value } => {
                 let sq = matches!(db, Doorbell::SqPi { .. });
                 let q = &mut self.qpc[qpn as usize];
                 if !q.valid || q.state == qp_state::RESET || q.func != func {
-                    return self.count(counter::DB_BAD);
+                    self.count(counter::DB_BAD);
+                    return Ok(());
                 }
                 let new = value as u16;
                 let (ci, log) = if sq {
@@ -526,30 +529,40 @@ impl Nic {
                     (q.rq_ci, q.log_rq_size)
                 };
                 if new.wrapping_sub(ci) as u32 > 1u32 << log {
-                    return self.count(counter::DB_BAD);
+                    self.count(counter::DB_BAD);
+                    return Ok(());
                 }
                 if sq {
                     q.sq_pi = new;
                 } else {
                     q.rq_pi = new;
+                    // Read ahead the receive WQE at rq_ci (section 9): a SEND arriving next
+                    // finds it without a DMA read of latency.
+                    if new != ci {
+                        let w = self.fetch_recv_wqe(mem, qpn, ci)?;
+                        self.rq_cache[qpn as usize] = Some((ci, w));
+                    }
                 }
                 self.push_qp(qpn);
             }
             Doorbell::CqCi { func, cqn, value } => {
                 let c = &mut self.cqc[cqn as usize];
                 if !c.valid || c.func != func {
-                    return self.count(counter::DB_BAD);
+                    self.count(counter::DB_BAD);
+                    return Ok(());
                 }
                 c.ci = value as u32;
             }
             Doorbell::CqArm { func, cqn } => {
                 let c = &mut self.cqc[cqn as usize];
                 if !c.valid || c.func != func {
-                    return self.count(counter::DB_BAD);
+                    self.count(counter::DB_BAD);
+                    return Ok(());
                 }
                 c.armed = true;
             }
         }
+        Ok(())
     }
 }
 

@@ -435,6 +435,9 @@ pub struct Nic {
     /// Per QP: the responder's resource ring (section 9a): accepted READ requests and executed
     /// atomics; `qpc.rsp_cnt` entries ending at `qpc.atom_wp` still wait for their responses.
     pub(crate) atom_hist: Vec<[Option<RespRes>; params::ATOM_HIST as usize]>,
+    /// Per QP: the receive WQE read ahead by the last RQ_PI doorbell, with its ring index
+    /// (section 9: the responder uses it when it is the one at `rq_ci`).
+    pub(crate) rq_cache: Vec<Option<(u16, RecvWqe)>>,
     /// Function of the last command the engine took (round-robin).
     cmd_last: u8,
     /// Function of the command running now.
@@ -470,6 +473,7 @@ impl Nic {
             mtt: vec![0; cfg.num_mtt as usize],
             funcs: vec![Function::default(); cfg.num_vf as usize + 1],
             atom_hist: vec![[None; params::ATOM_HIST as usize]; cfg.num_qp as usize],
+            rq_cache: vec![None; cfg.num_qp as usize],
             cmd_last: 0,
             cur_func: 0,
             vf_res: (0, [0; 5]),
@@ -670,7 +674,7 @@ impl Nic {
                     // A doorbell of a function between its FLR and FLR_DONE tasks is dropped.
                     self.count(counter::DB_BAD);
                 } else {
-                    self.run_doorbell(db);
+                    self.run_doorbell(db, mem)?;
                 }
                 Ok(())
             }
@@ -1034,6 +1038,16 @@ impl Nic {
         let mut b = [0u8; recv_wqe::SIZE];
         mem.read(q.func, q.rq_base + slot * recv_wqe::SIZE as u64, &mut b)?;
         Ok(RecvWqe::decode(&b))
+    }
+
+    /// The receive WQE at `rq_ci` for the responder: the one the last RQ_PI doorbell read ahead,
+    /// if it is that one, else read now (section 9).
+    pub(crate) fn recv_wqe_at_ci(&mut self, mem: &mut dyn HostMemory, qpn: u32) -> Result<RecvWqe, MemError> {
+        let ci = self.qpc[qpn as usize].rq_ci;
+        match self.rq_cache[qpn as usize] {
+            Some((idx, w)) if idx == ci => Ok(w),
+            _ => self.fetch_recv_wqe(mem, qpn, ci),
+        }
     }
 
     /// Move QP `qpn` to ERR because of a send-queue error at `idx` with `status`.

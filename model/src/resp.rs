@@ -365,7 +365,7 @@ impl Nic {
             return Ok(());
         }
         let idx = q.rq_ci;
-        let rw = self.fetch_recv_wqe(mem, qpn, idx)?;
+        let rw = self.recv_wqe_at_ci(mem, qpn)?;
         let q = &mut self.qpc[qpn as usize];
         if first {
             q.resp_offset = 0;
@@ -472,7 +472,7 @@ impl Nic {
             q.msn = psn_add(q.msn, 1);
             if imm {
                 let (idx, cqn, byte_len) = (q.rq_ci, q.recv_cqn, q.resp_len);
-                let rw = self.fetch_recv_wqe(mem, qpn, idx)?;
+                let rw = self.recv_wqe_at_ci(mem, qpn)?;
                 let e = Cqe {
                     wr_id: rw.wr_id,
                     byte_len,
