@@ -150,15 +150,15 @@ module rnic_engine
     StRxStart, StRxQp,
     // responder
     StRespStart, StErrNak, StRnrNak, StAckChk,
-    StSend, StSendChk, StSendChk2, StSendDone, StSendFin,
-    StWrite, StWrite2, StWrite3, StWrite4, StWrite5, StWriteImm, StWriteFin,
+    StSend, StSendW, StSendChk, StSendChk2, StSendDone, StSendFin,
+    StWrite, StWrite2, StWrite3, StWrite4, StWrite5, StWriteImmW, StWriteImm, StWriteFin,
     StRead, StRead2, StRsp, StRsp2, StRsp3,
     StAtomic, StAtomic2, StAtomic3, StAtomic4,
     // completer
     StCompStart, StCompFetch, StCompLoop, StCompOp, StCompRr2, StCompRr3, StCompAa2, StCompAa3,
     StCompl, StCompl2, StSqErr,
     // requester
-    StTx, StTx2, StTxLk, StTxLk2, StTxGo, StTxG2, StTxG3, StTxG4, StTxInl, StTxG5, StTxEnd,
+    StTx, StTxW, StTx2, StTxLk, StTxLk2, StTxGo, StTxG2, StTxG3, StTxG4, StTxInl, StTxG5, StTxEnd,
     // flushes
     StFlushSq, StFlushSq2, StFlushSq3, StFlushRq, StFlushRq2, StFlushRq3,
     StTmrLd, StTmr, StTmr2,
@@ -369,6 +369,22 @@ module rnic_engine
   rnic_ram #(.Width($bits(rqc_ent_t)), .Depth(NumQp)) u_rqc (
     .clk_i, .req_i(rqc_req), .we_i(rqc_we), .addr_i(rqc_addr), .wdata_i(rqc_wdata),
     .rdata_o(rqc_rdata));
+
+  // Send WQE copy (section 8): per QP the WQE the requester last read and its ring index; the
+  // later packets of a multi-packet message use it instead of a DMA read. Read at every ring
+  // pop, written after each requester WQE read, cleared by CREATE_QP, MODIFY_QP to RESET, reset.
+  typedef struct packed {
+    logic          v;
+    logic [15:0]   idx;
+    logic [1023:0] wqe;
+  } sqc_ent_t;
+  logic            sqc_req, sqc_we;
+  logic [QpW-1:0]  sqc_addr;
+  sqc_ent_t        sqc_wdata, sqc_rdata;
+
+  rnic_ram #(.Width($bits(sqc_ent_t)), .Depth(NumQp)) u_sqc (
+    .clk_i, .req_i(sqc_req), .we_i(sqc_we), .addr_i(sqc_addr), .wdata_i(sqc_wdata),
+    .rdata_o(sqc_rdata));
 
   // A duplicate atomic's saved result.
   logic        atom_hit;
@@ -1018,6 +1034,7 @@ module rnic_engine
     mtt_req = 1'b0; mtt_we = 1'b0; mtt_addr = mtt_idx; mtt_wdata = '0;
     atom_req = 1'b0; atom_we = 1'b0; atom_addr = qpn_q; atom_wdata = '0;
     rqc_req = 1'b0; rqc_we = 1'b0; rqc_addr = qpn_q; rqc_wdata = '0;
+    sqc_req = 1'b0; sqc_we = 1'b0; sqc_addr = qpn_q; sqc_wdata = '0;
     pf_ci_d = pf_ci_q;
 
     cmd_start_o   = 1'b0;
@@ -1095,6 +1112,7 @@ module rnic_engine
         qpc_addr = QpW'(init_q); qpc_wdata = '0;
         atom_req = qpc_req; atom_we = 1'b1; atom_addr = QpW'(init_q);
         rqc_req = qpc_req; rqc_we = 1'b1; rqc_addr = QpW'(init_q);
+        sqc_req = qpc_req; sqc_we = 1'b1; sqc_addr = QpW'(init_q);
         cqc_req = init_q < (InitW+1)'(NumCq); cqc_we = 1'b1;
         cqc_addr = CqW'(init_q); cqc_wdata = '0;
         mrc_req = init_q < (InitW+1)'(NumMr); mrc_we = 1'b1;
@@ -1196,6 +1214,8 @@ module rnic_engine
         qpc_addr = qpn_q;
         atom_req  = 1'b1;
         atom_addr = qpn_q;
+        sqc_req   = 1'b1;
+        sqc_addr  = qpn_q;
         state_d  = StPopChk;
       end
 
@@ -1404,6 +1424,7 @@ module rnic_engine
               tmr_set = 1'b1; tmr_set_qpn = QpW'(a_cqp.qpn);
               atom_req = 1'b1; atom_we = 1'b1; atom_addr = QpW'(a_cqp.qpn);
               rqc_req  = 1'b1; rqc_we  = 1'b1; rqc_addr  = QpW'(a_cqp.qpn);
+              sqc_req  = 1'b1; sqc_we  = 1'b1; sqc_addr  = QpW'(a_cqp.qpn);
               qpc_wdata = '0;
               qpc_wdata.valid       = 1'b1;
               qpc_wdata.state       = QpStateReset;
@@ -1442,6 +1463,7 @@ module rnic_engine
               if (mq_new == QpStateReset) begin
                 atom_req = 1'b1; atom_we = 1'b1; atom_addr = QpW'(a_qp.qpn);
                 rqc_req  = 1'b1; rqc_we  = 1'b1; rqc_addr  = QpW'(a_qp.qpn);
+                sqc_req  = 1'b1; sqc_we  = 1'b1; sqc_addr  = QpW'(a_qp.qpn);
                 qpc_wdata             = '0;
                 qpc_wdata.valid       = qp_q.valid;
                 qpc_wdata.func        = qp_q.func;
@@ -1907,8 +1929,16 @@ module rnic_engine
           wqe_d[511:0] = rqc_rdata.wqe;   // read ahead by the RQ doorbell
           state_d      = StSendChk;
         end else begin
-          `CALL_WQE(rq_wqe_addr, 1, StSendChk)
+          `CALL_WQE(rq_wqe_addr, 1, StSendW)
         end
+      end
+
+      // keep the WQE just read in the read-ahead slot: the next packets of the message use it
+      StSendW: begin
+        rqc_req   = 1'b1;
+        rqc_we    = 1'b1;
+        rqc_wdata = '{v: 1'b1, idx: qp_q.rq_ci, wqe: wqe_q[511:0]};
+        state_d   = StSendChk;
       end
 
       StSendChk: begin
@@ -2028,9 +2058,16 @@ module rnic_engine
             wqe_d[511:0] = rqc_rdata.wqe;
             state_d      = StWriteImm;
           end else if (p_imm) begin
-            `CALL_WQE(rq_wqe_addr, 1, StWriteImm)
+            `CALL_WQE(rq_wqe_addr, 1, StWriteImmW)
           end
         end
+      end
+
+      StWriteImmW: begin
+        rqc_req   = 1'b1;
+        rqc_we    = 1'b1;
+        rqc_wdata = '{v: 1'b1, idx: qp_q.rq_ci, wqe: wqe_q[511:0]};
+        state_d   = StWriteImm;
       end
 
       StWriteImm: begin
@@ -2481,9 +2518,19 @@ module rnic_engine
         if (qp_q.state != QpStateRts || qp_q.rnr_wait || qp_q.sq_ci == qp_q.sq_pi ||
             (qp_q.sq_psn - qp_q.acked_psn) >= 24'(PsnWindow)) begin
           state_d = StEnd;
+        end else if (qp_q.sq_offset != 32'd0 && sqc_rdata.v && sqc_rdata.idx == qp_q.sq_ci) begin
+          wqe_d   = sqc_rdata.wqe;   // a later packet of the message: the WQE read before
+          state_d = StTx2;
         end else begin
-          `CALL_WQE(sq_wqe_addr_ci, 2, StTx2)
+          `CALL_WQE(sq_wqe_addr_ci, 2, StTxW)
         end
+      end
+
+      StTxW: begin
+        sqc_req   = 1'b1;
+        sqc_we    = 1'b1;
+        sqc_wdata = '{v: 1'b1, idx: qp_q.sq_ci, wqe: wqe_q};
+        state_d   = StTx2;
       end
 
       StTx2: begin

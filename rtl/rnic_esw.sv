@@ -11,7 +11,7 @@
 // Deadlock freedom: the engine that emits a looped frame is the only consumer of the receive
 // framer, so a looped frame must never wait for the framer to drain. It starts only when the
 // framer has room for a whole frame (rf_room_i) and no uplink frame is half way in; then it
-// streams without stalling. Without room it is dropped whole and counted (drop_o, counter
+// streams without stalling. Otherwise it is dropped whole and counted (drop_o, counter
 // ESW_DROP, reported to the lockstep checker as a choice the model cannot predict); RC
 // retransmission recovers. The responder sends at most one frame per task (section 9a), and
 // receive tasks go before transmit tasks, so the framer rarely holds more than a frame or two.
@@ -86,7 +86,11 @@ module rnic_esw #(
 
   // One assign per signal: the ready/valid paths through here must not look like a loop.
   assign loop_start = eg_q == EgIdle && eg_tvalid_i && local_dst && !up_busy_q && rf_room_i;
-  assign drop_start = eg_q == EgIdle && eg_tvalid_i && local_dst && !up_busy_q && !rf_room_i;
+  // An uplink frame half way in is waited for while it streams, but if the framer stalls it (a
+  // full buffer that only the engine can free) waiting could deadlock just like waiting for
+  // room, so that is a drop too.
+  assign drop_start = eg_q == EgIdle && eg_tvalid_i && local_dst &&
+                      (up_busy_q ? !rf_tready_i : !rf_room_i);
   assign loop_sel   = loop_start || eg_q == EgLoop;
 
   // uplink transmit
@@ -107,8 +111,8 @@ module rnic_esw #(
   always_comb begin
     unique case (eg_q)
       // (ready does not depend on valid: the framer's valid depends on its ready)
-      EgIdle:  eg_tready_o = local_dst ? (!up_busy_q && (!rf_room_i || rf_tready_i)) :
-                                         tx_tready_i;
+      EgIdle:  eg_tready_o = !local_dst ? tx_tready_i :
+                             up_busy_q ? !rf_tready_i : (!rf_room_i || rf_tready_i);
       EgUp:    eg_tready_o = tx_tready_i;
       EgLoop:  eg_tready_o = rf_tready_i;
       default: eg_tready_o = 1'b1;   // EgDrop

@@ -378,6 +378,7 @@ impl Nic {
         }
         self.atom_hist[i] = Default::default();
         self.rq_cache[i] = None;
+        self.sq_cache[i] = None;
         self.qpc[i] = Qpc {
             valid: true,
             state: qp_state::RESET,
@@ -461,6 +462,7 @@ impl Nic {
                 q.state = RESET;
                 self.atom_hist[i] = Default::default();
                 self.rq_cache[i] = None;
+                self.sq_cache[i] = None;
             }
             ERR => q.state = ERR,
             _ => {

@@ -438,6 +438,9 @@ pub struct Nic {
     /// Per QP: the receive WQE read ahead by the last RQ_PI doorbell, with its ring index
     /// (section 9: the responder uses it when it is the one at `rq_ci`).
     pub(crate) rq_cache: Vec<Option<(u16, RecvWqe)>>,
+    /// Per QP: the send WQE the requester last read, with its ring index; the later packets of
+    /// a multi-packet message use it instead of reading the WQE again (section 8).
+    pub(crate) sq_cache: Vec<Option<(u16, SendWqe)>>,
     /// Function of the last command the engine took (round-robin).
     cmd_last: u8,
     /// Function of the command running now.
@@ -474,6 +477,7 @@ impl Nic {
             funcs: vec![Function::default(); cfg.num_vf as usize + 1],
             atom_hist: vec![[None; params::ATOM_HIST as usize]; cfg.num_qp as usize],
             rq_cache: vec![None; cfg.num_qp as usize],
+            sq_cache: vec![None; cfg.num_qp as usize],
             cmd_last: 0,
             cur_func: 0,
             vf_res: (0, [0; 5]),
@@ -1040,13 +1044,18 @@ impl Nic {
         Ok(RecvWqe::decode(&b))
     }
 
-    /// The receive WQE at `rq_ci` for the responder: the one the last RQ_PI doorbell read ahead,
-    /// if it is that one, else read now (section 9).
+    /// The receive WQE at `rq_ci` for the responder: the copy in the read-ahead slot if it is
+    /// that one (read by the last RQ_PI doorbell or by an earlier packet of the message), else
+    /// read now and kept there (section 9).
     pub(crate) fn recv_wqe_at_ci(&mut self, mem: &mut dyn HostMemory, qpn: u32) -> Result<RecvWqe, MemError> {
         let ci = self.qpc[qpn as usize].rq_ci;
         match self.rq_cache[qpn as usize] {
             Some((idx, w)) if idx == ci => Ok(w),
-            _ => self.fetch_recv_wqe(mem, qpn, ci),
+            _ => {
+                let w = self.fetch_recv_wqe(mem, qpn, ci)?;
+                self.rq_cache[qpn as usize] = Some((ci, w));
+                Ok(w)
+            }
         }
     }
 

@@ -920,6 +920,20 @@ fn mixed_traffic(vfs: [u8; 2], wiring: &[((usize, u8), (usize, u8))], seed: u64,
 
 #[test]
 fn embedded_switch_drops_looped_frames_without_room_and_rc_recovers() {
+    switch_under_flood(1024, 12);
+}
+
+#[test]
+fn embedded_switch_survives_a_flood_of_4_kib_frames() {
+    // Regression (found by review): 4 KiB flood frames fill the receive buffer's words before its
+    // descriptors, so an uplink frame stalls half way in; a looped frame must then be dropped,
+    // not wait (the engine emitting it is the one that would free the buffer).
+    switch_under_flood(4096, 6);
+}
+
+/// VF 1 and VF 2 of NIC 0 through the embedded switch while the uplink floods NIC 0 with bursts
+/// of `burst` frames of `flood_len` bytes of payload.
+fn switch_under_flood(flood_len: usize, burst: u64) {
     // VF 1 of NIC 0 WRITEs to and READs from VF 2 of NIC 0 through the embedded switch while
     // the uplink floods NIC 0 with 1 KiB frames for a QP that does not exist (dropped as
     // RX_DROP_QP). Host reads take 1,000 cycles, so a task emitting a looped frame spends long
@@ -937,7 +951,7 @@ fn embedded_switch_drops_looped_frames_without_room_and_rc_recovers() {
     a.exp_wt = b.exp_wt.clone(); // a.exp_wt: the expected image of b's WRITE target
     let junk = rnic_testbench::craft::build(
         &rnic_testbench::craft::to_nic(0, rnic_regs::bth_opcode::SEND_ONLY, 0x3FF, 0),
-        &[0xA5; 1024],
+        &vec![0xA5; flood_len],
     );
     let mut rng = SplitMix64::new(7);
     let (mut posted, mut done, mut injected) = (0u64, 0u64, 0u64);
@@ -960,11 +974,11 @@ fn embedded_switch_drops_looped_frames_without_room_and_rc_recovers() {
             }
             posted += 1;
         }
-        // A burst of 12 frames every 40,000 cycles. (A burst every 4,000 cycles keeps the receive
+        // A burst every 40,000 cycles. (A burst every 4,000 cycles keeps the receive
         // buffer full nearly all the time: then lost NAKs leave recovery to the ACK timeout, and
         // 40 messages take about 6 M cycles — correct, but too slow for this suite.)
         if (f.borrow().cycle() - start) % 40_000 < 500 {
-            for _ in 0..12 {
+            for _ in 0..burst {
                 f.borrow_mut().inject(0, junk.clone());
                 injected += 1;
             }
