@@ -691,6 +691,29 @@ module rnic_engine
   assign w_len    = w_inl ? 34'(swqe.inline_len) : seg_sum(segs_send(swqe));
   assign inl_beat = wqe_q[1023:512] >> {qp_q.sq_offset[5:0], 3'd0};
 
+  // A queued response already answers a duplicate READ or atomic at pkt_i.psn (section 9a): a
+  // queued READ whose unsent packets cover it, or a queued atomic with that PSN; such a
+  // duplicate is not queued again.
+  logic dup_cov;
+  always_comb begin
+    dup_cov = 1'b0;
+    for (int unsigned k = 0; k < NumAtom; k++) begin
+      logic [3:0]  j;
+      logic [23:0] start, nend;
+      j = qp_q.rsp_rp + 4'(k);
+      start = atom_rdata[j].psn +
+              ((k == 0) ? 24'(qp_q.rsp_off >> (7 + 32'(qp_q.path_mtu))) : 24'd0);
+      nend  = atom_rdata[j].psn + ((atom_rdata[j].len == 32'd0) ? 24'd1 :
+              24'(div_mtu_ceil(34'(atom_rdata[j].len), qp_q.path_mtu)));
+      if (5'(k) < qp_q.rsp_cnt && atom_rdata[j].v) begin
+        if (p_read && atom_rdata[j].rd && !s24_neg(pkt_i.psn - start) &&
+            s24_neg(pkt_i.psn - nend))
+          dup_cov = 1'b1;
+        if (p_atomic && !atom_rdata[j].rd && atom_rdata[j].psn == pkt_i.psn) dup_cov = 1'b1;
+      end
+    end
+  end
+
   // piece geometry in the walker (mr_q holds the MR of the current segment)
   logic [63:0] pg_mask, pg_off, pg_rem;
   logic [MttW-1:0] mtt_idx;
@@ -1098,7 +1121,9 @@ module rnic_engine
         hdr_d.msn      = qp_q.msn; \
         `CALL_HDR(StEnd) \
       end else begin \
-        qp_d.ack_pend = 1'b1; qp_d.ack_syn = 8'(SYN); qp_d.ack_psn = (PSN); \
+        if (!(qp_q.ack_pend && qp_q.ack_syn[6:5] != 2'd0 && (8'(SYN) & 8'h60) == 8'd0)) begin \
+          qp_d.ack_pend = 1'b1; qp_d.ack_syn = 8'(SYN); qp_d.ack_psn = (PSN); \
+        end \
         push_d = 1'b1; state_d = StEnd; \
       end
     `define SQ_ERR(ST) begin sq_st_d = 8'(ST); state_d = StSqErr; end
@@ -1862,7 +1887,7 @@ module rnic_engine
             hdr_d.msn      = qp_q.msn;
             hdr_d.orig     = atom_orig;
             `CALL_HDR(StEnd)
-          end else if (p_atomic && atom_hit && qp_q.rsp_cnt != 5'(NumAtom)) begin
+          end else if (p_atomic && atom_hit && qp_q.rsp_cnt != 5'(NumAtom) && !dup_cov) begin
             // queued behind the responses before it
             atom_req   = 1'b1;
             atom_we    = 1'b1;
@@ -2097,7 +2122,7 @@ module rnic_engine
         state_d = StEnd;
         if (!mr_ok_q) begin
           if (!replay_q) `ERR_NAK(AethNakRemAccess)
-        end else if (!replay_q || qp_q.rsp_cnt != 5'(NumAtom)) begin
+        end else if (!replay_q || (qp_q.rsp_cnt != 5'(NumAtom) && !dup_cov)) begin
           if (!replay_q) begin
             qp_d.msn      = qp_q.msn + 24'd1;
             qp_d.rq_psn   = qp_q.rq_psn + ((pkt_i.dma_len == 32'd0) ? 24'd1 :

@@ -73,11 +73,35 @@ impl Nic {
         if q.rsp_cnt == 0 && !q.ack_pend {
             self.send_ack(qpn, syndrome, psn);
         } else {
-            q.ack_pend = true;
-            q.ack_syn = syndrome as u8;
-            q.ack_psn = psn;
+            // A pending NAK is not replaced by an ACK (it would never be sent).
+            let nak = |s: u32| (s >> 5) & 3 != aeth::TYPE_ACK;
+            if !(q.ack_pend && nak(q.ack_syn as u32) && !nak(syndrome)) {
+                q.ack_pend = true;
+                q.ack_syn = syndrome as u8;
+                q.ack_psn = psn;
+            }
             self.push_qp(qpn);
         }
+    }
+
+    /// Whether a queued response will already answer a duplicate READ (`read`) or atomic at
+    /// `psn` (section 9a): a queued READ whose unsent packets cover `psn`, or a queued atomic
+    /// with that PSN. Such a duplicate is not queued again, so the ring never holds two answers
+    /// for one PSN and stays within the requester's outstanding READs and atomics.
+    fn rsp_covers(&self, qpn: u32, psn: u32, read: bool) -> bool {
+        let q = &self.qpc[qpn as usize];
+        let mtu = mtu_bytes(q.path_mtu);
+        (0..q.rsp_cnt as usize).any(|k| {
+            let slot = (q.rsp_rp as usize + k) % params::ATOM_HIST as usize;
+            let Some(e) = self.atom_hist[qpn as usize][slot] else { return false };
+            if !read || !e.read {
+                return !read && !e.read && e.psn == psn;
+            }
+            let sent = if k == 0 { q.rsp_off / mtu } else { 0 };
+            let start = psn_add(e.psn, sent);
+            let end = psn_add(e.psn, e.len.div_ceil(mtu).max(1));
+            psn_diff(psn, start) >= 0 && psn_diff(psn, end) < 0
+        })
     }
 
     /// Error NAK: send NAK `code` for `psn` at once, drop the queued responses, QP to ERR.
@@ -300,7 +324,7 @@ impl Nic {
                 let ok = self
                     .check_rkey(r.rkey, q.pdn, r.va, r.dma_len as u64, access::REMOTE_READ)
                     .is_some();
-                if ok && (q.rsp_cnt as u64) < params::ATOM_HIST {
+                if ok && (q.rsp_cnt as u64) < params::ATOM_HIST && !self.rsp_covers(qpn, psn, true) {
                     self.rsp_push(qpn, RespRes { read: true, psn, va: r.va, rkey: r.rkey, len: r.dma_len });
                 }
             }
@@ -313,7 +337,7 @@ impl Nic {
                 if let Some(e) = saved {
                     if q.rsp_cnt == 0 && !q.ack_pend {
                         self.send_atomic_ack(qpn, psn, e.va);
-                    } else if (q.rsp_cnt as u64) < params::ATOM_HIST {
+                    } else if (q.rsp_cnt as u64) < params::ATOM_HIST && !self.rsp_covers(qpn, psn, false) {
                         self.rsp_push(qpn, e);
                     }
                 }

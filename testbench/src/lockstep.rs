@@ -286,6 +286,16 @@ impl<M: HostMemory> Checker<M> {
                     m.diff = byte_diff(&exp, bytes);
                     return Err(m);
                 }
+                // The embedded switch's decision (section 4b): looped back or to the uplink.
+                if self.model.is_local_dest(&exp) != *local {
+                    let to = |l: bool| if l { "looped back by the embedded switch" } else { "sent to the uplink" };
+                    let mut m = self.mismatch(cycle, 0, Stream::Frame, format!("{}, {}", describe_frame(&exp), to(!*local)), format!("{}, {}", describe_frame(bytes), to(*local)));
+                    if let Some((_, q, p)) = bth_summary(&exp) {
+                        m.qpn = Some(q);
+                        m.psn = Some(p);
+                    }
+                    return Err(m);
+                }
             }
             Observed::DmaWrite { func, addr, data } => {
                 self.remember(cycle, format!("DMA write fn {func} {addr:#x}+{}", data.len()));
