@@ -552,6 +552,7 @@ module rnic_engine
   state_e            cret_q, cret_d;      // return of "complete"
   logic              lastpkt_q, lastpkt_d;
   logic              inl_q, inl_d;        // the inline payload beat is offered to the framer
+  logic [511:0]      inl_data_q, inl_data_d;
 
   // Two-level scheduler of active QPs (section 5): per function a FIFO of QPNs kept as a linked
   // list (a next-pointer RAM word per QP, head/tail registers per function) and an in_ring bit per
@@ -684,35 +685,36 @@ module rnic_engine
                        swqe.opcode == WrOpcodeAtomicFetchAndAdd;
   assign w_is_sw     = swqe.opcode <= WrOpcodeSendWithImm;
   // IBV_SEND_INLINE: the payload is the WQE's inline_len bytes at offset 64 (section 8)
+  // (functions, not continuous assigns: evaluated only in the states that use them, which keeps
+  // the simulator's per-cycle work down)
   logic        w_inl;
-  logic [33:0] w_len;        // L of the WQE
-  logic [511:0] inl_beat;    // inline payload from sq_offset on
   assign w_inl    = (swqe.flags & 8'(WqeFlagInline)) != 8'd0;
-  assign w_len    = w_inl ? 34'(swqe.inline_len) : seg_sum(segs_send(swqe));
-  assign inl_beat = wqe_q[1023:512] >> {qp_q.sq_offset[5:0], 3'd0};
+  // L of a send WQE
+  function automatic logic [33:0] wqe_len(send_wqe_t w);
+    return ((w.flags & 8'(WqeFlagInline)) != 8'd0) ? 34'(w.inline_len) : seg_sum(segs_send(w));
+  endfunction
 
-  // A queued response already answers a duplicate READ or atomic at pkt_i.psn (section 9a): a
+  // A queued response already answers a duplicate READ or atomic at `psn` (section 9a): a
   // queued READ whose unsent packets cover it, or a queued atomic with that PSN; such a
   // duplicate is not queued again.
-  logic dup_cov;
-  always_comb begin
-    dup_cov = 1'b0;
+  function automatic logic dup_covered(atom_hist_t h, logic [3:0] rp, logic [4:0] cnt,
+                                       logic [31:0] off, logic [2:0] pmtu, logic [23:0] psn,
+                                       logic rd);
+    logic c;
+    c = 1'b0;
     for (int unsigned k = 0; k < NumAtom; k++) begin
       logic [3:0]  j;
       logic [23:0] start, nend;
-      j = qp_q.rsp_rp + 4'(k);
-      start = atom_rdata[j].psn +
-              ((k == 0) ? 24'(qp_q.rsp_off >> (7 + 32'(qp_q.path_mtu))) : 24'd0);
-      nend  = atom_rdata[j].psn + ((atom_rdata[j].len == 32'd0) ? 24'd1 :
-              24'(div_mtu_ceil(34'(atom_rdata[j].len), qp_q.path_mtu)));
-      if (5'(k) < qp_q.rsp_cnt && atom_rdata[j].v) begin
-        if (p_read && atom_rdata[j].rd && !s24_neg(pkt_i.psn - start) &&
-            s24_neg(pkt_i.psn - nend))
-          dup_cov = 1'b1;
-        if (p_atomic && !atom_rdata[j].rd && atom_rdata[j].psn == pkt_i.psn) dup_cov = 1'b1;
+      j = rp + 4'(k);
+      start = h[j].psn + ((k == 0) ? 24'(off >> (7 + 32'(pmtu))) : 24'd0);
+      nend  = h[j].psn + ((h[j].len == 32'd0) ? 24'd1 : 24'(div_mtu_ceil(34'(h[j].len), pmtu)));
+      if (5'(k) < cnt && h[j].v) begin
+        if (rd && h[j].rd && !s24_neg(psn - start) && s24_neg(psn - nend)) c = 1'b1;
+        if (!rd && !h[j].rd && h[j].psn == psn) c = 1'b1;
       end
     end
-  end
+    return c;
+  endfunction
 
   // piece geometry in the walker (mr_q holds the MR of the current segment)
   logic [63:0] pg_mask, pg_off, pg_rem;
@@ -1021,6 +1023,7 @@ module rnic_engine
     cret_d       = cret_q;
     lastpkt_d    = lastpkt_q;
     inl_d        = inl_q;
+    inl_data_d   = inl_data_q;
     fifo_tx_d    = fifo_tx_q;
     in_ring_d    = in_ring_q;
     fhead_d      = fhead_q;
@@ -1887,7 +1890,9 @@ module rnic_engine
             hdr_d.msn      = qp_q.msn;
             hdr_d.orig     = atom_orig;
             `CALL_HDR(StEnd)
-          end else if (p_atomic && atom_hit && qp_q.rsp_cnt != 5'(NumAtom) && !dup_cov) begin
+          end else if (p_atomic && atom_hit && qp_q.rsp_cnt != 5'(NumAtom) &&
+                       !dup_covered(atom_rdata, qp_q.rsp_rp, qp_q.rsp_cnt, qp_q.rsp_off,
+                                   qp_q.path_mtu, pkt_i.psn, 1'b0)) begin
             // queued behind the responses before it
             atom_req   = 1'b1;
             atom_we    = 1'b1;
@@ -2122,7 +2127,9 @@ module rnic_engine
         state_d = StEnd;
         if (!mr_ok_q) begin
           if (!replay_q) `ERR_NAK(AethNakRemAccess)
-        end else if (!replay_q || (qp_q.rsp_cnt != 5'(NumAtom) && !dup_cov)) begin
+        end else if (!replay_q || (qp_q.rsp_cnt != 5'(NumAtom) &&
+                                   !dup_covered(atom_rdata, qp_q.rsp_rp, qp_q.rsp_cnt,
+                                   qp_q.rsp_off, qp_q.path_mtu, pkt_i.psn, 1'b1))) begin
           if (!replay_q) begin
             qp_d.msn      = qp_q.msn + 24'd1;
             qp_d.rq_psn   = qp_q.rq_psn + ((pkt_i.dma_len == 32'd0) ? 24'd1 :
@@ -2224,7 +2231,7 @@ module rnic_engine
       StCompLoop: begin
         logic [23:0] np;
         logic [33:0] l;
-        l  = w_len;
+        l  = wqe_len(swqe);
         np = w_is_atomic ? 24'd1 :
              (l == 34'd0) ? 24'd1 : 24'(div_mtu_ceil(l, qp_q.path_mtu));
         lsum_d = l;
@@ -2559,7 +2566,7 @@ module rnic_engine
       end
 
       StTx2: begin
-        lsum_d = w_len;
+        lsum_d = wqe_len(swqe);
         segs_d = segs_send(swqe);
         i_d    = 32'd0;
         if ((w_is_rd || w_is_atomic) && qp_q.max_rd_atomic != 8'd0 &&
@@ -2689,7 +2696,8 @@ module rnic_engine
 
       StTxG4: begin
         if (hdr_q.payload_len != 13'd0 && w_inl) begin
-          inl_d   = 1'b1;
+          inl_d      = 1'b1;
+          inl_data_d = wqe_q[1023:512] >> {qp_q.sq_offset[5:0], 3'd0};
           state_d = StTxInl;
         end else if (hdr_q.payload_len != 13'd0) begin
           `CALL_WALK(WkGatherTx, qp_q.sq_offset, hdr_q.payload_len, 4'd0, StTxG5)
@@ -3158,6 +3166,7 @@ module rnic_engine
       cret_q      <= StIdle;
       lastpkt_q   <= 1'b0;
       inl_q       <= 1'b0;
+      inl_data_q  <= '0;
       fifo_tx_q   <= 1'b0;
       fifo_rp_q   <= '0;
       fifo_wp_q   <= '0;
@@ -3269,6 +3278,7 @@ module rnic_engine
       cret_q      <= cret_d;
       lastpkt_q   <= lastpkt_d;
       inl_q       <= inl_d;
+      inl_data_q  <= inl_data_d;
       fifo_tx_q   <= fifo_tx_d;
       fifo_rp_q   <= fifo_rp_d;
       fifo_wp_q   <= fifo_wp_d;
@@ -3319,7 +3329,7 @@ module rnic_engine
                     (fmac_q[f] != amac_q[f] || fip_q[f] != aip_q[f]);
   end
   assign pl_valid_o = inl_q || (fifo_tx_q && fifo_cnt_q != 7'd0);
-  assign pl_data_o  = inl_q ? inl_beat : fifo_head;
+  assign pl_data_o  = inl_q ? inl_data_q : fifo_head;
   assign pl_bytes_o = inl_q ? 7'(hdr_q.payload_len) : fifo_head_bytes;
 
   // Only one read is outstanding, so the completion tag carries no information yet.
