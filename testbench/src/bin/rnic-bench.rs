@@ -222,6 +222,12 @@ fn config(args: &Args) -> Result<BenchConfig, String> {
     if args.tx_depth == 0 || args.rx_depth == 0 || args.cq_mod == 0 {
         return Err("--tx-depth, --rx-depth and --cq-mod must be at least 1".into());
     }
+    if args.cq_mod > args.tx_depth {
+        return Err(format!(
+            "--cq-mod {} is larger than --tx-depth {}: no signaled WR would ever be in flight, so no completion could free the queue; use --cq-mod {} or less",
+            args.cq_mod, args.tx_depth, args.tx_depth
+        ));
+    }
     if args.inline_size.is_some_and(|n| n > rnic_regs::params::MAX_INLINE) {
         return Err(format!("--inline-size must be at most MAX_INLINE = {} (the WQE's inline area)", rnic_regs::params::MAX_INLINE));
     }
