@@ -65,6 +65,9 @@ pub struct FabricConfig {
     /// RTL backends: cycles from a DMA read request to its first completion beat (default 50 =
     /// 200 ns at 250 MHz; [`crate::rtl::RtlConfig::dma_read_latency`]).
     pub dma_read_latency: u64,
+    /// RTL backends: line rate of each NIC's uplink in Mb/s (default 100,000; 0 = no limit;
+    /// [`crate::rtl::RtlConfig::link_mbps`]).
+    pub link_mbps: u64,
     /// Host memory per NIC in bytes.
     pub host_mem_bytes: usize,
     /// Write every frame on the link to this pcap file.
@@ -82,6 +85,7 @@ impl Default for FabricConfig {
             nics: 2,
             link_delay: 25,
             dma_read_latency: crate::rtl::RtlConfig::default().dma_read_latency,
+            link_mbps: crate::rtl::RtlConfig::default().link_mbps,
             host_mem_bytes: 64 << 20,
             capture: std::env::var_os("RNIC_PCAP").map(PathBuf::from),
             progress_cycles: 1000,
@@ -186,7 +190,7 @@ impl Fabric {
         let mut slots = Vec::new();
         for i in 0..cfg.nics {
             let mem = || HostMem::new(cfg.host_mem_bytes).map_err(|e| SimError::Setup(e.to_string()));
-            let rtl_cfg = || crate::rtl::RtlConfig { dma_read_latency: cfg.dma_read_latency, ..Default::default() };
+            let rtl_cfg = || crate::rtl::RtlConfig { dma_read_latency: cfg.dma_read_latency, link_mbps: cfg.link_mbps, ..Default::default() };
             let slot = match cfg.backend {
                 Backend::Model => Slot::Model { nic: Box::new(Nic::new(cfg.model.clone())), mem: mem()? },
                 Backend::Rtl => Slot::Rtl { rtl: Box::new(RtlNic::with_config(mem()?, rtl_cfg()).map_err(|e| SimError::Setup(format!("NIC {i}: {e}")))?) },
@@ -484,6 +488,9 @@ impl Fabric {
                     }
                     Observed::DmaWrite { func, addr, data } => {
                         log::trace!("nic {i}: cycle {cycle}: fn {func}: dma write {addr:#x} len {}", data.len());
+                    }
+                    Observed::Task { kind, qpn, func } => {
+                        log::trace!("nic {i}: cycle {cycle}: fn {func}: task kind {kind} qp {qpn:#x}");
                     }
                     _ => {}
                 }

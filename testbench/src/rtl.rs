@@ -304,6 +304,14 @@ pub struct RtlConfig {
     /// are due, the next one is chosen by a PRNG with this seed, so different tags complete out
     /// of order (reproducibly for a given seed). Beats of one tag are always contiguous.
     pub dma_reorder_seed: Option<u64>,
+    /// Line rate of the uplink MAC in Mb/s (default 100,000 = 100 Gb/s); 0: no limit (64 bytes
+    /// per cycle, the MAC interface's width). The transmit port's ready follows a byte-credit
+    /// counter that earns `link_mbps / (8 clock_mhz)` bytes per cycle and pays every frame's
+    /// bytes, padded to the 60-byte minimum, plus 24 (FCS 4, preamble and SFD 8, inter-frame
+    /// gap 12), so frames leave at the line rate (docs/bench.md, The model of the hardware).
+    pub link_mbps: u64,
+    /// Nominal clock in MHz, for `link_mbps` (default 250).
+    pub clock_mhz: u64,
     /// Cycles of reset applied by [`RtlNic::new`].
     pub reset_cycles: u32,
     /// Cycles a blocking [`RtlNic::mmio_read`] / [`RtlNic::mmio_write`] waits at most.
@@ -318,6 +326,8 @@ impl Default for RtlConfig {
         RtlConfig {
             dma_read_latency: 50,
             dma_reorder_seed: None,
+            link_mbps: 100_000,
+            clock_mhz: 250,
             reset_cycles: 16,
             mmio_timeout: 1_000_000,
             waves: WaveConfig::from_env(),
@@ -496,6 +506,9 @@ pub struct RtlNic {
     /// Beats of the looped frame entering the receive framer (embedded switch).
     lb_buf: Vec<u8>,
     dma: DmaModel,
+    /// Uplink byte credit in units of 1/(8 clock_mhz) byte: + link_mbps per cycle; the MAC is
+    /// ready while it is not negative.
+    link_credit: i64,
     fault: Option<RtlError>,
     dead: bool,
     waves: Option<PathBuf>,
@@ -580,6 +593,7 @@ impl RtlNic {
             tx_buf: Vec::with_capacity(16 * 1024),
             lb_buf: Vec::new(),
             dma,
+            link_credit: 0,
             fault: None,
             dead: false,
             waves: None,
@@ -931,7 +945,7 @@ impl RtlNic {
         // Host side of DMA and the MAC is always ready.
         inp.dma_rd_req_ready = true;
         inp.dma_wr_ready = true;
-        inp.tx_tready = true;
+        inp.tx_tready = self.cfg.link_mbps == 0 || self.link_credit >= 0;
         // rx.
         match self.rx_q.front() {
             Some(f) => {
@@ -993,6 +1007,8 @@ impl RtlNic {
         if let Some(f) = self.fault.take() {
             return Err(f);
         }
+        // line-rate credit earned this cycle (an idle link keeps at most one cycle's worth)
+        self.link_credit = (self.link_credit + self.cfg.link_mbps as i64).min(self.cfg.link_mbps as i64);
         self.check_dead()?;
         self.drive();
         if let Err(e) = self.sim.pin_mut().tick(&self.inp, &mut self.out) {
@@ -1097,6 +1113,15 @@ impl RtlNic {
             let start = self.tx_buf.len();
             self.tx_buf.resize(start + n.min(BEAT_BYTES), 0);
             words_to_bytes(&out.tx_tdata, &mut self.tx_buf[start..]);
+            if self.cfg.link_mbps != 0 {
+                // line rate: the beat's bytes, and at the end of the frame the padding to the
+                // minimum frame, FCS, preamble and inter-frame gap
+                let mut wire = n.min(BEAT_BYTES) as i64;
+                if out.tx_tlast {
+                    wire += 60i64.saturating_sub(self.tx_buf.len() as i64).max(0) + 24;
+                }
+                self.link_credit -= wire * 8 * self.cfg.clock_mhz as i64;
+            }
             if out.tx_tlast {
                 self.stats.tx_frames += 1;
                 let bytes = std::mem::replace(&mut self.tx_buf, Vec::with_capacity(16 * 1024));

@@ -110,6 +110,8 @@ pub struct BenchConfig {
     pub dma_latency: u64,
     /// One-way wire latency in cycles.
     pub link_delay: u64,
+    /// Line rate of the link in Mb/s at the RTL's 250 MHz clock (0: no limit).
+    pub link_mbps: u64,
     /// Outstanding WQEs per QP in BW tests (perftest `-t`, 128).
     pub tx_depth: u64,
     /// Receive WQEs kept posted per QP (perftest `-r`, 512).
@@ -136,6 +138,7 @@ impl Default for BenchConfig {
             mtu: Mtu::Mtu1024,
             dma_latency: 50,
             link_delay: 25,
+            link_mbps: 100_000,
             tx_depth: 128,
             rx_depth: 512,
             cq_mod: 100,
@@ -208,6 +211,7 @@ impl Bench {
             nics: 2,
             link_delay: cfg.link_delay,
             dma_read_latency: cfg.dma_latency,
+            link_mbps: cfg.link_mbps,
             // A VF endpoint gets 1 / (VFs + 1) of the host memory as its DMA window.
             host_mem_bytes: ((4 * rbase + (32 << 20)).max(64 << 20) * (u64::from(cfg.func) + 1)) as usize,
             progress_cycles: cfg.step_cycles.max(1),

@@ -76,6 +76,10 @@ struct Args {
     /// Wire latency in cycles, each way (25 = 100 ns)
     #[arg(long, default_value_t = 25)]
     wire_latency: u64,
+    /// Line rate of the link in Gb/s: frames leave each NIC no faster (with FCS, preamble and
+    /// inter-frame gap); 0 = no limit but the 512-bit MAC interface (128 Gb/s at 250 MHz)
+    #[arg(long, default_value_t = 100.0)]
+    link_gbps: f64,
     /// Path MTU: 256, 512, 1024, 2048 or 4096
     #[arg(long, default_value_t = 1024)]
     mtu: u32,
@@ -135,7 +139,7 @@ struct Results<'a> {
     func: &'a str,
     clock_mhz: f64,
     datapath_bits: u32,
-    link_gbps_nominal: f64,
+    link_gbps: f64,
     dma_latency_cycles: u64,
     wire_latency_cycles: u64,
     mtu: u32,
@@ -237,6 +241,8 @@ fn config(args: &Args) -> Result<BenchConfig, String> {
         mtu: mtu(args.mtu)?,
         dma_latency: args.dma_latency,
         link_delay: args.wire_latency.max(1),
+        // the RTL earns link credit per cycle of its 250 MHz design clock
+        link_mbps: (args.link_gbps * 1000.0 * 250.0 / args.clock_mhz).round() as u64,
         tx_depth: args.tx_depth,
         rx_depth: args.rx_depth,
         cq_mod: args.cq_mod,
@@ -364,7 +370,7 @@ fn perftest(args: &Args) -> Result<(), String> {
             func: &all_funcs,
             clock_mhz: args.clock_mhz,
             datapath_bits: 512,
-            link_gbps_nominal: 100.0,
+            link_gbps: args.link_gbps,
             dma_latency_cycles: args.dma_latency,
             wire_latency_cycles: args.wire_latency,
             mtu: args.mtu,
