@@ -116,8 +116,10 @@ module rnic_engine
   input  rx_pkt_t               pkt_i,
   output logic                  pkt_done_o,
   output logic                  pl_rd_en_o,
-  output logic [12:0]           pl_rd_off_o,
+  output logic [15:0]           pl_rd_addr_o,
   input  logic [511:0]          pl_rd_data_i,
+  output logic                  pl_free_o,
+  output logic [6:0]            pl_free_words_o,
 
   output logic                  trace_valid_o,
   output logic [3:0]            trace_kind_o,
@@ -152,10 +154,10 @@ module rnic_engine
     StRespStart, StErrNak, StRnrNak, StAckChk,
     StSend, StSendW, StSendChk, StSendChk2, StSendDone, StSendFin,
     StWrite, StWrite2, StWrite3, StWrite4, StWrite5, StWriteImmW, StWriteImm, StWriteFin,
-    StRead, StRead2, StRsp, StRsp2, StRsp3,
+    StRead, StRead2, StRsp, StRsp2, StRsp3, StRsp4,
     StAtomic, StAtomic2, StAtomic3, StAtomic4,
     // completer
-    StCompStart, StCompFetch, StCompLoop, StCompOp, StCompRr2, StCompRr3, StCompAa2, StCompAa3,
+    StCompStart, StCompFetch, StCompW, StCompLoop, StCompOp, StCompRr2, StCompRr3, StCompAa2, StCompAa3,
     StCompl, StCompl2, StSqErr,
     // requester
     StTx, StTxW, StTx2, StTxLk, StTxLk2, StTxGo, StTxG2, StTxG3, StTxG4, StTxInl, StTxG5, StTxEnd,
@@ -166,7 +168,7 @@ module rnic_engine
     StFlrRd, StFlrChk, StFlrDRd, StFlrDChk,
     // subroutines
     StMrRd, StMrChk,
-    StWkSeg, StWkMr, StWkMtt, StWkRdIss, StWkWrRd, StWkWrCap, StWkWrBeat, StWkDrain, StWkRet,
+    StWkSeg, StWkMr, StWkMtt, StWkRdIss, StWkWr, StWkDrain, StWkRet,
     StWqeIss, StWqeWait,
     StHdr,
     StCqeRd, StCqeChk, StCqeWr,
@@ -386,6 +388,18 @@ module rnic_engine
     .clk_i, .req_i(sqc_req), .we_i(sqc_we), .addr_i(sqc_addr), .wdata_i(sqc_wdata),
     .rdata_o(sqc_rdata));
 
+  // Completer WQE copy (section 10): per QP the send WQE the completer last read and its ring
+  // index, so the responses of a long READ (and the ACKs of a long WRITE) do not read the WQE
+  // again for every packet. Read when a received frame's task starts, written after each
+  // completer WQE read, cleared with the send WQE copy.
+  logic            cmc_req, cmc_we;
+  logic [QpW-1:0]  cmc_addr;
+  sqc_ent_t        cmc_wdata, cmc_rdata;
+
+  rnic_ram #(.Width($bits(sqc_ent_t)), .Depth(NumQp)) u_cmc (
+    .clk_i, .req_i(cmc_req), .we_i(cmc_we), .addr_i(cmc_addr), .wdata_i(cmc_wdata),
+    .rdata_o(cmc_rdata));
+
   // A duplicate atomic's saved result.
   logic        atom_hit;
   logic [63:0] atom_orig;
@@ -405,22 +419,17 @@ module rnic_engine
   ///////////////////////////////////
 
   logic [511:0] fifo_data_q [FifoDepth];
-  logic [6:0]   fifo_bytes_q [FifoDepth];
   logic [5:0]   fifo_rp_q, fifo_rp_d, fifo_wp_q, fifo_wp_d;
   logic [6:0]   fifo_cnt_q, fifo_cnt_d;
   logic         fifo_push, fifo_pop;
   logic [6:0]   fifo_push_bytes;
   logic [511:0] fifo_head;
-  logic [6:0]   fifo_head_bytes;
-  logic         fifo_tx_q, fifo_tx_d;   // head beats go to the transmit framer (gather)
 
   assign fifo_head       = fifo_data_q[fifo_rp_q];
-  assign fifo_head_bytes = fifo_bytes_q[fifo_rp_q];
 
   always_ff @(posedge clk_i) begin
     if (fifo_push) begin
       fifo_data_q[fifo_wp_q]  <= dma_rd_cpl_data_i;
-      fifo_bytes_q[fifo_wp_q] <= fifo_push_bytes;
     end
   end
 
@@ -523,9 +532,16 @@ module rnic_engine
   logic [12:0]       plen_q, plen_d;      // current piece length (1..4096)
   logic [63:0]       piece_va_q, piece_va_d;
   logic [63:0]       phys_q, phys_d;
-  logic [6:0]        wk_k_q, wk_k_d;      // beat within a scatter piece
-  logic [511:0]      wbeat_q, wbeat_d;
   logic [63:0]       local_q, local_d;    // 8-byte local value (atomics)
+  logic              wq_valid, wq_ready, wq_idle;   // DMA write queue (rnic_wrq)
+  wrq_cmd_t          wq_cmd;
+  logic              txq_req, txq_ready, txq_empty;      // transmit payload queue (rnic_txq)
+  logic              txq_rd_valid, txq_pl_valid;
+  logic [7:0]        txq_rd_tag, txq_rd_func;
+  logic [63:0]       txq_rd_addr;
+  logic [12:0]       txq_rd_len;
+  logic [511:0]      txq_pl_data;
+  logic [6:0]        txq_pl_bytes;
 
   // DMA read
   logic              rd_req_q, rd_req_d;
@@ -998,8 +1014,6 @@ module rnic_engine
     plen_d       = plen_q;
     piece_va_d   = piece_va_q;
     phys_d       = phys_q;
-    wk_k_d       = wk_k_q;
-    wbeat_d      = wbeat_q;
     local_d      = local_q;
     rd_req_d     = rd_req_q;
     rd_addr_d    = rd_addr_q;
@@ -1024,7 +1038,6 @@ module rnic_engine
     lastpkt_d    = lastpkt_q;
     inl_d        = inl_q;
     inl_data_d   = inl_data_q;
-    fifo_tx_d    = fifo_tx_q;
     in_ring_d    = in_ring_q;
     fhead_d      = fhead_q;
     ftail_d      = ftail_q;
@@ -1061,6 +1074,7 @@ module rnic_engine
     atom_req = 1'b0; atom_we = 1'b0; atom_addr = qpn_q; atom_wdata = '0;
     rqc_req = 1'b0; rqc_we = 1'b0; rqc_addr = qpn_q; rqc_wdata = '0;
     sqc_req = 1'b0; sqc_we = 1'b0; sqc_addr = qpn_q; sqc_wdata = '0;
+    cmc_req = 1'b0; cmc_we = 1'b0; cmc_addr = qpn_q; cmc_wdata = '0;
     pf_ci_d = pf_ci_q;
 
     cmd_start_o   = 1'b0;
@@ -1075,40 +1089,33 @@ module rnic_engine
     trace_qpn_o   = '0;
     trace_func_o  = '0;
     hdr_valid_o   = 1'b0;
-    dma_wr_valid_o = 1'b0;
-    dma_wr_func_o  = qp_q.func;
-    dma_wr_addr_o  = phys_q;
-    dma_wr_len_o   = plen_q;
-    dma_wr_data_o  = wbeat_q;
-    dma_wr_last_o  = 1'b0;
-    msix_valid_o   = 1'b0;
-    msix_func_o    = cq_q.func;
-    msix_vector_o  = cq_q.vector;
-    pl_rd_en_o     = 1'b0;
-    pl_rd_off_o    = pl_off_q + {wk_k_q[5:0], 6'd0};
+    wq_valid       = 1'b0;
+    txq_req        = 1'b0;
+    wq_cmd         = '0;
+    wq_cmd.func    = qp_q.func;
+    wq_cmd.addr    = phys_q;
+    wq_cmd.len     = plen_q;
     cnt_inc        = '0;
 
     /////////////////////////////////////////////////
     // DMA read channel (independent of the FSM)   //
     /////////////////////////////////////////////////
-    if (rd_req_q && dma_rd_req_ready_i) rd_req_d = 1'b0;
+    if (rd_req_q && wq_idle && dma_rd_req_ready_i) rd_req_d = 1'b0;
     fifo_push       = 1'b0;
     fifo_push_bytes = (rd_rem_q >= 13'd64) ? 7'd64 : rd_rem_q[6:0];
-    if (dma_rd_cpl_valid_i && rd_busy_q) begin
+    if (dma_rd_cpl_valid_i && dma_rd_cpl_tag_i == 8'd0 && rd_busy_q) begin
       fifo_push = 1'b1;
       rd_rem_d  = rd_rem_q - 13'(fifo_push_bytes);
       if (dma_rd_cpl_last_i) rd_busy_d = 1'b0;
     end
-    // gather: forward completion beats to the transmit framer
-    if (fifo_tx_q && fifo_cnt_q != 7'd0 && pl_ready_i) fifo_pop = 1'b1;
 
     `define CALL_MR(KEY, VA, LEN, ACC, RET) \
       begin chk_key_d = (KEY); chk_va_d = (VA); chk_len_d = (LEN); chk_acc_d = (ACC); \
             mr_ret_d = (RET); state_d = StMrRd; end
     `define CALL_WALK(MODE, OFF, N, ACC, RET) \
       begin wk_mode_d = (MODE); seg_idx_d = '0; seg_off_d = (OFF); wk_rem_d = 32'(N); \
-            wk_acc_d = (ACC); wk_err_d = 1'b0; wk_k_d = '0; pl_off_d = '0; wk_ret_d = (RET); \
-            fifo_tx_d = ((MODE) == WkGatherTx); state_d = StWkSeg; end
+            wk_acc_d = (ACC); wk_err_d = 1'b0; pl_off_d = '0; wk_ret_d = (RET); \
+            state_d = StWkSeg; end
     `define CALL_WQE(ADDR, NB, RET) \
       begin rd_addr_d = (ADDR); rd_len_d = 13'((NB) * 64); rd_func_d = qp_q.func; \
             wqe_nb_d = 2'(NB); wqe_b_d = '0; ret_d = (RET); state_d = StWqeIss; end
@@ -1141,6 +1148,7 @@ module rnic_engine
         atom_req = qpc_req; atom_we = 1'b1; atom_addr = QpW'(init_q);
         rqc_req = qpc_req; rqc_we = 1'b1; rqc_addr = QpW'(init_q);
         sqc_req = qpc_req; sqc_we = 1'b1; sqc_addr = QpW'(init_q);
+        cmc_req = qpc_req; cmc_we = 1'b1; cmc_addr = QpW'(init_q);
         cqc_req = init_q < (InitW+1)'(NumCq); cqc_we = 1'b1;
         cqc_addr = CqW'(init_q); cqc_wdata = '0;
         mrc_req = init_q < (InitW+1)'(NumMr); mrc_we = 1'b1;
@@ -1453,6 +1461,7 @@ module rnic_engine
               atom_req = 1'b1; atom_we = 1'b1; atom_addr = QpW'(a_cqp.qpn);
               rqc_req  = 1'b1; rqc_we  = 1'b1; rqc_addr  = QpW'(a_cqp.qpn);
               sqc_req  = 1'b1; sqc_we  = 1'b1; sqc_addr  = QpW'(a_cqp.qpn);
+              cmc_req  = 1'b1; cmc_we  = 1'b1; cmc_addr  = QpW'(a_cqp.qpn);
               qpc_wdata = '0;
               qpc_wdata.valid       = 1'b1;
               qpc_wdata.state       = QpStateReset;
@@ -1492,6 +1501,7 @@ module rnic_engine
                 atom_req = 1'b1; atom_we = 1'b1; atom_addr = QpW'(a_qp.qpn);
                 rqc_req  = 1'b1; rqc_we  = 1'b1; rqc_addr  = QpW'(a_qp.qpn);
                 sqc_req  = 1'b1; sqc_we  = 1'b1; sqc_addr  = QpW'(a_qp.qpn);
+                cmc_req  = 1'b1; cmc_we  = 1'b1; cmc_addr  = QpW'(a_qp.qpn);
                 qpc_wdata             = '0;
                 qpc_wdata.valid       = qp_q.valid;
                 qpc_wdata.func        = qp_q.func;
@@ -1843,6 +1853,8 @@ module rnic_engine
           atom_addr = QpW'(pkt_i.dqpn);
           rqc_req   = 1'b1;
           rqc_addr  = QpW'(pkt_i.dqpn);
+          cmc_req   = 1'b1;
+          cmc_addr  = QpW'(pkt_i.dqpn);
           state_d   = StRxQp;
         end
       end
@@ -2223,9 +2235,21 @@ module rnic_engine
           // only reachable if the host rewrote WQEs in flight: nothing covers P
           cnt_inc[CounterRxGhostAck] = 1'b1;
           state_d = StEnd;
+        end else if (cmc_rdata.v && cmc_rdata.idx == qp_q.comp_ci) begin
+          // (read at the task's start: a copy written by this task has an older index, which
+          // cannot be the comp_ci it has moved on to, so the model's lookup agrees)
+          wqe_d   = cmc_rdata.wqe;
+          state_d = StCompLoop;
         end else begin
-          `CALL_WQE(sq_wqe_addr_comp, 2, StCompLoop)
+          `CALL_WQE(sq_wqe_addr_comp, 2, StCompW)
         end
+      end
+
+      StCompW: begin
+        cmc_req   = 1'b1;
+        cmc_we    = 1'b1;
+        cmc_wdata = '{v: 1'b1, idx: qp_q.comp_ci, wqe: wqe_q};
+        state_d   = StCompLoop;
       end
 
       StCompLoop: begin
@@ -2531,16 +2555,21 @@ module rnic_engine
           end else begin
             qp_d.rsp_off = qp_q.rsp_off + 32'(plen_q);
           end
-          `CALL_HDR(StRsp3)
+          state_d = StRsp3;
         end
       end
 
+      // payload reads first, then the header (as StTxG3)
       StRsp3: begin
         if (hdr_q.payload_len != 13'd0) begin
-          `CALL_WALK(WkGatherTx, w_off_q, hdr_q.payload_len, 4'(AccessRemoteRead), StEnd)
+          `CALL_WALK(WkGatherTx, w_off_q, hdr_q.payload_len, 4'(AccessRemoteRead), StRsp4)
         end else begin
-          state_d = StEnd;
+          state_d = StRsp4;
         end
+      end
+
+      StRsp4: begin
+        `CALL_HDR(StEnd)
       end
 
       //////////////////////////////////////////
@@ -2690,25 +2719,31 @@ module rnic_engine
         end
       end
 
+      // The payload's reads go out before the header is handed over, so their latency overlaps
+      // the frames still queued in the framer.
       StTxG3: begin
-        `CALL_HDR(StTxG4)
+        if (hdr_q.payload_len != 13'd0 && !w_inl) begin
+          `CALL_WALK(WkGatherTx, qp_q.sq_offset, hdr_q.payload_len, 4'd0, StTxG4)
+        end else begin
+          state_d = StTxG4;
+        end
       end
 
       StTxG4: begin
         if (hdr_q.payload_len != 13'd0 && w_inl) begin
-          inl_d      = 1'b1;
-          inl_data_d = wqe_q[1023:512] >> {qp_q.sq_offset[5:0], 3'd0};
-          state_d = StTxInl;
-        end else if (hdr_q.payload_len != 13'd0) begin
-          `CALL_WALK(WkGatherTx, qp_q.sq_offset, hdr_q.payload_len, 4'd0, StTxG5)
+          `CALL_HDR(StTxInl)
         end else begin
-          state_d = StTxG5;
+          `CALL_HDR(StTxG5)
         end
       end
 
-      // the inline payload: one beat straight from the WQE (no DMA read)
+      // the inline payload: one beat straight from the WQE (no DMA read), offered once the
+      // payload queue has given the framer every beat of the frames before this one
       StTxInl: begin
-        if (pl_ready_i) begin
+        if (!inl_q) begin
+          inl_d      = txq_empty;
+          inl_data_d = wqe_q[1023:512] >> {qp_q.sq_offset[5:0], 3'd0};
+        end else if (pl_ready_i) begin
           inl_d   = 1'b0;
           state_d = StTxG5;
         end
@@ -2821,7 +2856,7 @@ module rnic_engine
       //////////////////////////////////////////
       StWkSeg: begin
         if (wk_rem_q == 32'd0) begin
-          state_d = (wk_mode_q == WkGatherTx || wk_mode_q == WkGatherLocal) ? StWkDrain : StWkRet;
+          state_d = (wk_mode_q == WkGatherLocal) ? StWkDrain : StWkRet;
         end else if (seg_idx_q >= segs_q.nseg) begin
           wk_err_d = 1'b1;   // not reachable after the length checks
           state_d  = StWkRet;
@@ -2863,13 +2898,20 @@ module rnic_engine
 
       StWkMtt: begin
         phys_d  = mtt_rdata + pg_off;
-        wk_k_d  = '0;
-        state_d = (wk_mode_q == WkGatherTx || wk_mode_q == WkGatherLocal) ? StWkRdIss : StWkWrRd;
+        state_d = (wk_mode_q == WkGatherTx || wk_mode_q == WkGatherLocal) ? StWkRdIss : StWkWr;
       end
 
       StWkRdIss: begin
-        if (!rd_busy_q && !rd_req_q &&
-            32'(fifo_cnt_q) + ((32'(plen_q) + 32'd63) >> 6) <= 32'(FifoDepth)) begin
+        if (wk_mode_q == WkGatherTx) begin
+          // to the transmit payload queue: the read is on its way when it is accepted
+          txq_req = 1'b1;
+          if (txq_ready) begin
+            seg_off_d = seg_off_q + 32'(plen_q);
+            wk_rem_d  = wk_rem_q - 32'(plen_q);
+            state_d   = StWkSeg;
+          end
+        end else if (!rd_busy_q && !rd_req_q &&
+                     32'(fifo_cnt_q) + ((32'(plen_q) + 32'd63) >> 6) <= 32'(FifoDepth)) begin
           rd_req_d  = 1'b1;
           rd_busy_d = 1'b1;
           rd_addr_d = phys_q;
@@ -2882,35 +2924,21 @@ module rnic_engine
         end
       end
 
-      StWkWrRd: begin
+      // a piece of the scatter: queued to the DMA write queue, which copies it behind this task
+      StWkWr: begin
+        wq_valid = 1'b1;
         if (wk_mode_q == WkScatterPl) begin
-          pl_rd_en_o = 1'b1;
-          state_d    = StWkWrCap;
+          wq_cmd.kind = WrqPayload;
+          wq_cmd.src  = pkt_i.pl_base + 16'(pl_off_q);
         end else begin
-          wbeat_d = {448'd0, local_q >> {pl_off_q[2:0], 3'd0}};
-          state_d = StWkWrBeat;
+          wq_cmd.kind = WrqImm;
+          wq_cmd.data = {192'd0, local_q >> {pl_off_q[2:0], 3'd0}};
         end
-      end
-
-      StWkWrCap: begin
-        wbeat_d = pl_rd_data_i;
-        state_d = StWkWrBeat;
-      end
-
-      StWkWrBeat: begin
-        dma_wr_valid_o = 1'b1;
-        dma_wr_last_o  = 13'({wk_k_q, 6'd0}) + 13'd64 >= plen_q;
-        if (dma_wr_ready_i) begin
-          if (dma_wr_last_o) begin
-            seg_off_d = seg_off_q + 32'(plen_q);
-            wk_rem_d  = wk_rem_q - 32'(plen_q);
-            pl_off_d  = pl_off_q + plen_q;
-            wk_k_d    = '0;
-            state_d   = StWkSeg;
-          end else begin
-            wk_k_d  = wk_k_q + 7'd1;
-            state_d = StWkWrRd;
-          end
+        if (wq_ready) begin
+          seg_off_d = seg_off_q + 32'(plen_q);
+          wk_rem_d  = wk_rem_q - 32'(plen_q);
+          pl_off_d  = pl_off_q + plen_q;
+          state_d   = StWkSeg;
         end
       end
 
@@ -2927,7 +2955,6 @@ module rnic_engine
       end
 
       StWkRet: begin
-        fifo_tx_d = 1'b0;
         wk_mode_d = WkCheck;
         state_d   = wk_ret_q;
       end
@@ -2986,19 +3013,22 @@ module rnic_engine
         end
       end
 
+      // the CQE and its MSI-X go through the write queue, behind the data they complete
       StCqeWr: begin
-        dma_wr_valid_o = 1'b1;
-        dma_wr_func_o  = cq_q.func;
-        dma_wr_addr_o  = cqe_addr;
-        dma_wr_len_o   = 13'd32;
-        dma_wr_data_o  = 512'(cqe_out);
-        dma_wr_last_o  = 1'b1;
-        if (dma_wr_ready_i) begin
+        wq_valid            = 1'b1;
+        wq_cmd.kind         = WrqImm;
+        wq_cmd.func         = cq_q.func;
+        wq_cmd.addr         = cqe_addr;
+        wq_cmd.len          = 13'd32;
+        wq_cmd.data         = cqe_out;
+        wq_cmd.msix         = cq_q.armed;
+        wq_cmd.msix_func    = cq_q.func;
+        wq_cmd.msix_vector  = cq_q.vector;
+        if (wq_ready) begin
           cqc_req = 1'b1; cqc_we = 1'b1;
           cqc_wdata = cq_q;
           cqc_wdata.pi = cq_q.pi + 32'd1;
           cqc_wdata.armed = 1'b0;
-          msix_valid_o = cq_q.armed;
           state_d = ret_q;
         end
       end
@@ -3007,6 +3037,13 @@ module rnic_engine
       // End of task                          //
       //////////////////////////////////////////
       StEnd: begin
+        // a received frame's ring words are released behind the copies of its payload
+        wq_valid       = is_rx_q;
+        wq_cmd.kind    = WrqRelease;
+        wq_cmd.rel_words = pkt_i.nwords;
+        if (is_rx_q && !wq_ready) begin
+          state_d = StEnd;   // wait for room in the write queue
+        end else begin
         if (qp_ld_q) begin
           qpc_req = 1'b1; qpc_we = 1'b1; qpc_addr = qpn_q; qpc_wdata = qp_q;
           // timers (section 10a)
@@ -3040,6 +3077,7 @@ module rnic_engine
         push_d     = 1'b0;
         is_rx_d    = 1'b0;
         state_d    = StIdle;
+        end
       end
 
       default: state_d = StIdle;
@@ -3140,8 +3178,6 @@ module rnic_engine
       plen_q      <= '0;
       piece_va_q  <= '0;
       phys_q      <= '0;
-      wk_k_q      <= '0;
-      wbeat_q     <= '0;
       local_q     <= '0;
       rd_req_q    <= 1'b0;
       rd_addr_q   <= '0;
@@ -3167,7 +3203,6 @@ module rnic_engine
       lastpkt_q   <= 1'b0;
       inl_q       <= 1'b0;
       inl_data_q  <= '0;
-      fifo_tx_q   <= 1'b0;
       fifo_rp_q   <= '0;
       fifo_wp_q   <= '0;
       fifo_cnt_q  <= '0;
@@ -3252,8 +3287,6 @@ module rnic_engine
       plen_q      <= plen_d;
       piece_va_q  <= piece_va_d;
       phys_q      <= phys_d;
-      wk_k_q      <= wk_k_d;
-      wbeat_q     <= wbeat_d;
       local_q     <= local_d;
       rd_req_q    <= rd_req_d;
       rd_addr_q   <= rd_addr_d;
@@ -3279,7 +3312,6 @@ module rnic_engine
       lastpkt_q   <= lastpkt_d;
       inl_q       <= inl_d;
       inl_data_q  <= inl_data_d;
-      fifo_tx_q   <= fifo_tx_d;
       fifo_rp_q   <= fifo_rp_d;
       fifo_wp_q   <= fifo_wp_d;
       fifo_cnt_q  <= fifo_cnt_d;
@@ -3294,6 +3326,51 @@ module rnic_engine
       ftok_q      <= ftok_d;
     end
   end
+
+  //////////////////////////
+  // DMA write queue      //
+  //////////////////////////
+
+  // payload reads for the transmit framer (their tags 1..4)
+  rnic_txq u_txq (
+    .clk_i, .rst_ni,
+    .req_valid_i        (txq_req),
+    .req_ready_o        (txq_ready),
+    .req_func_i         (qp_q.func),
+    .req_addr_i         (phys_q),
+    .req_len_i          (plen_q),
+    .port_free_i        (!rd_req_q && wq_idle),
+    .empty_o            (txq_empty),
+    .dma_rd_req_valid_o (txq_rd_valid),
+    .dma_rd_req_ready_i,
+    .dma_rd_req_tag_o   (txq_rd_tag),
+    .dma_rd_req_func_o  (txq_rd_func),
+    .dma_rd_req_addr_o  (txq_rd_addr),
+    .dma_rd_req_len_o   (txq_rd_len),
+    .dma_rd_cpl_valid_i,
+    .dma_rd_cpl_tag_i,
+    .dma_rd_cpl_data_i,
+    .pl_valid_o         (txq_pl_valid),
+    .pl_ready_i         (pl_ready_i && !inl_q),
+    .pl_data_o          (txq_pl_data),
+    .pl_bytes_o         (txq_pl_bytes)
+  );
+
+  rnic_wrq u_wrq (
+    .clk_i, .rst_ni,
+    .cmd_valid_i    (wq_valid),
+    .cmd_ready_o    (wq_ready),
+    .cmd_i          (wq_cmd),
+    .idle_o         (wq_idle),
+    .pl_rd_en_o,
+    .pl_rd_addr_o,
+    .pl_rd_data_i,
+    .free_o         (pl_free_o),
+    .free_words_o   (pl_free_words_o),
+    .dma_wr_valid_o, .dma_wr_ready_i, .dma_wr_func_o, .dma_wr_addr_o, .dma_wr_len_o,
+    .dma_wr_data_o, .dma_wr_last_o,
+    .msix_valid_o, .msix_func_o, .msix_vector_o
+  );
 
   ////////////////
   // Outputs    //
@@ -3310,11 +3387,14 @@ module rnic_engine
   assign cmd_out0_o   = out0_q;
   assign cmd_out1_o   = out1_q;
 
-  assign dma_rd_req_valid_o = rd_req_q;
-  assign dma_rd_req_tag_o   = 8'd0;
-  assign dma_rd_req_func_o  = rd_func_q;
-  assign dma_rd_req_addr_o  = rd_addr_q;
-  assign dma_rd_req_len_o   = rd_len_q;
+  // a read waits for the writes queued before it (PCIe: a read does not pass a posted write)
+  // The engine's own reads (tag 0) and the payload queue's share the request port; the engine
+  // never has both pending (a gather waits for each piece's acceptance).
+  assign dma_rd_req_valid_o = (rd_req_q && wq_idle) || txq_rd_valid;
+  assign dma_rd_req_tag_o   = rd_req_q ? 8'd0 : txq_rd_tag;
+  assign dma_rd_req_func_o  = rd_req_q ? rd_func_q : txq_rd_func;
+  assign dma_rd_req_addr_o  = rd_req_q ? rd_addr_q : txq_rd_addr;
+  assign dma_rd_req_len_o   = rd_req_q ? rd_len_q : txq_rd_len;
 
   // Frames carry the address of the sending QP's function (the task's QP). With spoof-check on,
   // a VF whose address is not the one the PF assigned has its frames dropped at the egress
@@ -3328,9 +3408,9 @@ module rnic_engine
     hdr_drop_o    = qp_q.func != 8'd0 && fspoof_q[f] &&
                     (fmac_q[f] != amac_q[f] || fip_q[f] != aip_q[f]);
   end
-  assign pl_valid_o = inl_q || (fifo_tx_q && fifo_cnt_q != 7'd0);
-  assign pl_data_o  = inl_q ? inl_data_q : fifo_head;
-  assign pl_bytes_o = inl_q ? 7'(hdr_q.payload_len) : fifo_head_bytes;
+  assign pl_valid_o = inl_q || txq_pl_valid;
+  assign pl_data_o  = inl_q ? inl_data_q : txq_pl_data;
+  assign pl_bytes_o = inl_q ? 7'(hdr_q.payload_len) : txq_pl_bytes;
 
   // Only one read is outstanding, so the completion tag carries no information yet.
   logic unused_tag;

@@ -66,6 +66,9 @@ package rnic_pkg;
 
   // Parsed receive frame (valid only when status == RxOk, except status itself).
   typedef struct packed {
+    // (ring fields first: the framer's unit bench decodes the rest from the low end)
+    logic [15:0] pl_base;      // ring byte address of the first payload byte (rnic_wrq reads it)
+    logic [6:0]  nwords;       // ring words the frame holds (released by rnic_wrq after its writes)
     logic [7:0]  func;         // function whose MAC/IP the frame was addressed to
     rx_status_e  status;
     logic [7:0]  opcode;
@@ -85,6 +88,27 @@ package rnic_pkg;
     logic [63:0] orig;
     logic [12:0] payload_len;
   } rx_pkt_t;
+
+  // A command of the DMA write queue (rnic_wrq): the engine's host-memory writes, executed in
+  // order behind the task that issued them.
+  typedef enum logic [1:0] {
+    WrqPayload,   // len bytes of received payload from ring byte address src to addr
+    WrqImm,       // len (<= 32) bytes of data to addr, then the MSI-X if msix is set
+    WrqRelease    // return rel_words ring words to the receive framer
+  } wrq_kind_e;
+
+  typedef struct packed {
+    wrq_kind_e    kind;
+    logic [7:0]   func;
+    logic [63:0]  addr;
+    logic [12:0]  len;
+    logic [15:0]  src;
+    logic [255:0] data;
+    logic         msix;
+    logic [7:0]   msix_func;
+    logic [15:0]  msix_vector;
+    logic [6:0]   rel_words;
+  } wrq_cmd_t;
 
   // ---- opcode table (RC), following rxe_opcode.c
   function automatic logic op_valid(logic [7:0] op);

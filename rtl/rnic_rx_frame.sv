@@ -8,7 +8,9 @@
 // the ICRC is computed over [14, 14 + ip_total - 4) with the invariant mask, and the 4 wire ICRC
 // bytes are picked out; in the cycle after the last beat all header checks are evaluated and one
 // descriptor (parsed header, status, buffer position) is pushed into a small FIFO. The oldest
-// descriptor is offered on pkt_*; pkt_done_i frees it and its buffer words.
+// descriptor is offered on pkt_*; pkt_done_i frees it. Its buffer words are freed separately
+// (free_i, by the engine's write queue once it has copied the payload to host memory), so the
+// engine can go on to the next frame while the payload of this one is still being written.
 //
 // Only the first MaxFrameWords words of a frame are stored: any frame that passes the header checks
 // (payload <= 4096) ends within them, so the rest can only be Ethernet padding (ignored).
@@ -42,8 +44,14 @@ module rnic_rx_frame
   output rx_pkt_t       pkt_o,
   input  logic          pkt_done_i,
 
+  input  logic          free_i,       // free_words_i words at the head of the ring are free
+  input  logic [6:0]    free_words_i,
+
   input  logic          pl_rd_en_i,
-  input  logic [12:0]   pl_rd_off_i,
+  // ring byte address (pkt_o.pl_base + offset), taken modulo the ring's size (bits above unused)
+  /* verilator lint_off UNUSEDSIGNAL */
+  input  logic [15:0]   pl_rd_addr_i,
+  /* verilator lint_on UNUSEDSIGNAL */
   output logic [511:0]  pl_rd_data_o
 );
 
@@ -74,9 +82,6 @@ module rnic_rx_frame
 
   logic [DescW:0]      dwr_q, dwr_d, drd_q, drd_d;
   rx_pkt_t             desc_pkt_q [DescDepth];
-  logic [PtrW-1:0]     desc_start_q [DescDepth];
-  logic [6:0]          desc_nwords_q [DescDepth];
-  logic [6:0]          desc_ploff_q [DescDepth];
 
   logic                fire;
   logic                store;
@@ -230,6 +235,8 @@ module rnic_rx_frame
       pkt_new.imm = op_has_reth(hb[42]) ? be[70:73] : be[54:57];
     end
     pkt_new.payload_len = pl_len[12:0];
+    pkt_new.pl_base     = 16'({start_q, 6'd0}) + 16'd54 + 16'(ext_len);
+    pkt_new.nwords      = nwords_q;
   end
 
   ////////////////////////////////
@@ -288,10 +295,8 @@ module rnic_rx_frame
 
     if (fin_q) dwr_d = dwr_q + 1'b1;
 
-    if (pkt_done_i && pkt_valid_o) begin
-      drd_d    = drd_q + 1'b1;
-      used_dec = (PtrW + 1)'(desc_nwords_q[drd_q[DescW-1:0]]);
-    end
+    if (pkt_done_i && pkt_valid_o) drd_d = drd_q + 1'b1;
+    if (free_i) used_dec = (PtrW + 1)'(free_words_i);
     used_d = used_q + used_inc - used_dec;
   end
 
@@ -333,12 +338,7 @@ module rnic_rx_frame
 
   // Descriptor FIFO storage (no reset needed: entries are written before they are read).
   always_ff @(posedge clk_i) begin
-    if (fin_q) begin
-      desc_pkt_q[dwr_q[DescW-1:0]]    <= pkt_new;
-      desc_start_q[dwr_q[DescW-1:0]]  <= start_q;
-      desc_nwords_q[dwr_q[DescW-1:0]] <= nwords_q;
-      desc_ploff_q[dwr_q[DescW-1:0]]  <= 7'd54 + ext_len;
-    end
+    if (fin_q) desc_pkt_q[dwr_q[DescW-1:0]] <= pkt_new;
   end
 
   assign pkt_valid_o = (dwr_q != drd_q);
@@ -363,8 +363,7 @@ module rnic_rx_frame
   end
 
   always_comb begin
-    rd_addr = {desc_start_q[drd_q[DescW-1:0]], 6'd0} +
-              (PtrW + 6)'(desc_ploff_q[drd_q[DescW-1:0]]) + (PtrW + 6)'(pl_rd_off_i);
+    rd_addr = (PtrW + 6)'(pl_rd_addr_i);
     rd_w0   = rd_addr[PtrW+5:6];
     // The even word of the pair comes first unless the pair starts on an odd word.
     rd_idx_even = rd_w0[PtrW-1:1] + BankW'(rd_w0[0]);

@@ -124,7 +124,9 @@ module rnic_top
   logic         pkt_valid, pkt_done;
   rx_pkt_t      pkt;
   logic         pl_rd_en;
-  logic [12:0]  pl_rd_off;
+  logic [15:0]  pl_rd_addr;
+  logic         pl_free;
+  logic [6:0]   pl_free_words;
   logic [511:0] pl_rd_data;
 
   rnic_mmio #(
@@ -211,7 +213,9 @@ module rnic_top
     .pkt_i        (pkt),
     .pkt_done_o   (pkt_done),
     .pl_rd_en_o   (pl_rd_en),
-    .pl_rd_off_o  (pl_rd_off),
+    .pl_rd_addr_o (pl_rd_addr),
+    .pl_free_o    (pl_free),
+    .pl_free_words_o (pl_free_words),
     .pl_rd_data_i (pl_rd_data),
     .trace_valid_o, .trace_kind_o, .trace_qpn_o, .trace_func_o
   );
@@ -296,7 +300,9 @@ module rnic_top
     .pkt_o        (pkt),
     .pkt_done_i   (pkt_done),
     .pl_rd_en_i   (pl_rd_en),
-    .pl_rd_off_i  (pl_rd_off),
+    .pl_rd_addr_i (pl_rd_addr),
+    .free_i       (pl_free),
+    .free_words_i (pl_free_words),
     .pl_rd_data_o (pl_rd_data)
   );
 

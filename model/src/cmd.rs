@@ -379,6 +379,7 @@ impl Nic {
         self.atom_hist[i] = Default::default();
         self.rq_cache[i] = None;
         self.sq_cache[i] = None;
+        self.comp_cache[i] = None;
         self.qpc[i] = Qpc {
             valid: true,
             state: qp_state::RESET,
@@ -463,6 +464,7 @@ impl Nic {
                 self.atom_hist[i] = Default::default();
                 self.rq_cache[i] = None;
                 self.sq_cache[i] = None;
+                self.comp_cache[i] = None;
             }
             ERR => q.state = ERR,
             _ => {

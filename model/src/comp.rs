@@ -130,7 +130,14 @@ impl Nic {
                 return Ok(());
             }
             let (ci, wpsn) = (q.comp_ci, q.comp_wqe_psn);
-            let w = self.fetch_send_wqe(mem, qpn, ci)?;
+            let w = match self.comp_cache[qpn as usize] {
+                Some((i, w)) if i == ci => w,
+                _ => {
+                    let w = self.fetch_send_wqe(mem, qpn, ci)?;
+                    self.comp_cache[qpn as usize] = Some((ci, w));
+                    w
+                }
+            };
             let last = psn_add(wpsn, w.npkts(mtu) - 1);
             if psn_diff(last, pp) < 0 {
                 if w.is_read_or_atomic() {

@@ -441,6 +441,9 @@ pub struct Nic {
     /// Per QP: the send WQE the requester last read, with its ring index; the later packets of
     /// a multi-packet message use it instead of reading the WQE again (section 8).
     pub(crate) sq_cache: Vec<Option<(u16, SendWqe)>>,
+    /// Completer WQE copy per QP (section 10): the send WQE the completer last read and its
+    /// index; the responses and ACKs of later packets of the same WQE use it.
+    pub(crate) comp_cache: Vec<Option<(u16, SendWqe)>>,
     /// Function of the last command the engine took (round-robin).
     cmd_last: u8,
     /// Function of the command running now.
@@ -478,6 +481,7 @@ impl Nic {
             atom_hist: vec![[None; params::ATOM_HIST as usize]; cfg.num_qp as usize],
             rq_cache: vec![None; cfg.num_qp as usize],
             sq_cache: vec![None; cfg.num_qp as usize],
+            comp_cache: vec![None; cfg.num_qp as usize],
             cmd_last: 0,
             cur_func: 0,
             vf_res: (0, [0; 5]),

@@ -67,7 +67,9 @@ module tb_frame_top
     .clk_i, .rst_ni, .func_mac_i(port_mac_i), .func_ip_i(port_ip_i), .func_on_i(1'b1),
     .rx_tvalid_i, .rx_tready_o, .rx_tdata_i, .rx_tkeep_i, .rx_tlast_i, .room_o,
     .pkt_valid_o, .pkt_o(pkt), .pkt_done_i,
-    .pl_rd_en_i, .pl_rd_off_i, .pl_rd_data_o
+    // the bench reads at offsets in the head frame's payload and frees its words with it
+    .free_i(pkt_done_i && pkt_valid_o), .free_words_i(pkt.nwords),
+    .pl_rd_en_i, .pl_rd_addr_i(pkt.pl_base + 16'(pl_rd_off_i)), .pl_rd_data_o
   );
 
   rnic_crc32 u_crc (

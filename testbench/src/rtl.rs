@@ -370,13 +370,14 @@ struct MmioReq {
     value: u64,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct RdReq {
     tag: u8,
-    func: u8,
-    addr: u64,
     len: usize,
     due: u64,
+    /// Host memory as it was when the request was accepted: a read is served on arrival (it
+    /// sees every write accepted before it and none after); the latency is transport only.
+    data: Vec<u8>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -438,7 +439,7 @@ impl DmaModel {
     /// tag; the oldest such in deterministic mode, a random one in reorder mode.
     fn pick(&mut self, cycle: u64) -> Option<RdReq> {
         let eligible = |pending: &VecDeque<RdReq>, i: usize| {
-            let r = pending[i];
+            let r = &pending[i];
             r.due <= cycle && !pending.iter().take(i).any(|o| o.tag == r.tag)
         };
         let n = (0..self.pending.len())
@@ -966,16 +967,7 @@ impl RtlNic {
         // DMA read completions.
         if self.dma.active.is_none() {
             if let Some(r) = self.dma.pick(self.cycle) {
-                let buf = &mut self.dma.rd_buf[..r.len];
-                if let Err(source) = self.mem.read_func(r.func, r.addr, buf) {
-                    buf.fill(0);
-                    let cycle = self.cycle;
-                    self.fault.get_or_insert(RtlError::DmaFault {
-                        cycle,
-                        kind: "read",
-                        source,
-                    });
-                }
+                self.dma.rd_buf[..r.len].copy_from_slice(&r.data);
                 self.dma.active = Some(RdActive {
                     tag: r.tag,
                     len: r.len,
@@ -1243,13 +1235,16 @@ impl RtlNic {
             } else {
                 self.stats.dma_reads += 1;
                 let due = c + self.dma.latency;
-                self.dma.pending.push_back(RdReq {
-                    tag,
-                    func,
-                    addr,
-                    len,
-                    due,
-                });
+                let mut data = vec![0; len];
+                if let Err(source) = self.mem.read_func(func, addr, &mut data) {
+                    data.fill(0);
+                    self.fault.get_or_insert(RtlError::DmaFault {
+                        cycle: c,
+                        kind: "read",
+                        source,
+                    });
+                }
+                self.dma.pending.push_back(RdReq { tag, len, due, data });
             }
         }
         if let Some(a) = self.dma.active.as_mut() {
@@ -1303,10 +1298,9 @@ mod tests {
         for (i, tag) in [1u8, 2, 1, 3].into_iter().enumerate() {
             d.pending.push_back(RdReq {
                 tag,
-                func: 0,
-                addr: 0,
                 len: 64,
                 due: 10 + i as u64,
+                data: vec![0; 64],
             });
         }
         assert!(d.pick(9).is_none(), "nothing is due before the latency");
@@ -1319,14 +1313,13 @@ mod tests {
             for (i, tag) in [1u8, 2, 1, 3].into_iter().enumerate() {
                 d.pending.push_back(RdReq {
                     tag,
-                    func: 0,
-                    addr: i as u64,
                     len: 64,
                     due: 0,
+                    data: vec![i as u8; 64],
                 });
             }
             let got: Vec<(u8, u64)> =
-                std::iter::from_fn(|| d.pick(0).map(|r| (r.tag, r.addr))).collect();
+                std::iter::from_fn(|| d.pick(0).map(|r| (r.tag, u64::from(r.data[0])))).collect();
             // Same tag keeps its order.
             let ones: Vec<u64> = got.iter().filter(|g| g.0 == 1).map(|g| g.1).collect();
             assert_eq!(ones, vec![0, 2]);

@@ -641,15 +641,17 @@ fn partial_retry_of_a_16_packet_write_restarts_at_the_lost_psn() {
 
 #[test]
 fn forward_progress_restarts_the_retry_counter() {
-    // retry_cnt 1 and a 16-packet WRITE that loses the first transmissions of packets 4 and 11:
-    // each loss costs one go-back (NAK at +4, then NAK at +11). The second NAK acknowledges +4..+10
-    // (forward progress), so the retry counter starts over and the WRITE succeeds; without the
-    // restart the second loss would end in RETRY_EXC_ERR.
+    // retry_cnt 1 and a 16-packet WRITE that loses the first transmission of packet 4 and the
+    // retransmission of packet 11 (its first copy has left before the NAK for +4 comes back: the
+    // requester streams payload without waiting for each packet's DMA read): each loss costs one
+    // go-back (NAK at +4, then NAK at +11). The second NAK acknowledges +4..+10 (forward
+    // progress), so the retry counter starts over and the WRITE succeeds; without the restart
+    // the second loss would end in RETRY_EXC_ERR.
     let cfg = QpCfg { retry_cnt: 1, ..QpCfg::default() };
     let a0 = cfg.psn(0, 0);
     let m = FaultModel::scripted([
         Script::new(FaultKind::Drop, 1).from(0).with_psn(a0 + 4),
-        Script::new(FaultKind::Drop, 1).from(0).with_psn(a0 + 11),
+        Script::new(FaultKind::Drop, 2).from(0).with_psn(a0 + 11),
     ]);
     let r = rig(cfg, m);
     let src = fill(r.a(), 17);
@@ -661,6 +663,8 @@ fn forward_progress_restarts_the_retry_counter() {
     r.finish();
     let naks = r.acks_with(1, aeth::NAK_PSN_SEQ);
     assert_eq!(psns(&naks), vec![a0 + 4, a0 + 11], "one NAK per loss: {}", dump(&r.frames()));
+    let sent_11 = r.frames().iter().filter(|f| f.from == 0 && f.psn() == a0 + 11).count();
+    assert_eq!(sent_11, 3, "packet 11: sent, resent after the first NAK (dropped), resent again");
     let mut want = b0.clone();
     want[4096..8192].copy_from_slice(&src[..4096]);
     assert_mr(r.b(), &want, "NIC 1 buffer");

@@ -1,0 +1,160 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// DMA write queue (docs/architecture.md section 13, Data paths): the engine's host-memory writes,
+// executed in the order the tasks issued them while the engine goes on with the next task.
+//
+// Commands (wrq_cmd_t): copy received payload from the receive framer's ring to host memory,
+// write up to 32 bytes given in the command (a CQE, an atomic's original value) and then send
+// an MSI-X, or release a frame's ring words once the copies before it have read them. A payload
+// copy reads the ring one word ahead of the DMA write port, so it moves one 64-byte beat per
+// cycle.
+//
+// Ordering: one queue for all of it keeps writes in task order (the lockstep contract) and the
+// MSI-X behind its CQE, as PCIe orders posted writes. idle_o tells the engine that no write is
+// queued or under way: its DMA reads wait for that, because a PCIe read must not pass an earlier
+// posted write (and a read of data a queued write changes must see the new data, as the model,
+// which runs a task's writes at once, does).
+module rnic_wrq
+  import rnic_pkg::*;
+#(
+  parameter int unsigned Depth = 4   // power of two
+) (
+  input  logic          clk_i,
+  input  logic          rst_ni,
+
+  input  logic          cmd_valid_i,
+  output logic          cmd_ready_o,
+  input  wrq_cmd_t      cmd_i,
+  output logic          idle_o,
+
+  // receive framer: ring read port (registered read) and word release
+  output logic          pl_rd_en_o,
+  output logic [15:0]   pl_rd_addr_o,
+  input  logic [511:0]  pl_rd_data_i,
+  output logic          free_o,
+  output logic [6:0]    free_words_o,
+
+  output logic          dma_wr_valid_o,
+  input  logic          dma_wr_ready_i,
+  output logic [7:0]    dma_wr_func_o,
+  output logic [63:0]   dma_wr_addr_o,
+  output logic [12:0]   dma_wr_len_o,
+  output logic [511:0]  dma_wr_data_o,
+  output logic          dma_wr_last_o,
+
+  output logic          msix_valid_o,
+  output logic [7:0]    msix_func_o,
+  output logic [15:0]   msix_vector_o
+);
+
+  localparam int unsigned AW = $clog2(Depth);
+
+  typedef enum logic [1:0] {
+    StIdle,    // nothing under way: take the head command
+    StCopy,    // payload copy: the word of beat k is in the read register
+    StImm      // immediate write (one beat), then the MSI-X
+  } state_e;
+
+  wrq_cmd_t     q_mem [Depth];
+  logic [AW:0]  wp_q, wp_d, rp_q, rp_d;
+  logic         push, pop;
+  wrq_cmd_t     head;
+
+  state_e       state_q, state_d;
+  wrq_cmd_t     cur_q, cur_d;
+  logic [6:0]   k_q, k_d;          // beat of the copy being written
+
+  assign cmd_ready_o = (wp_q - rp_q) != (AW + 1)'(Depth);
+  assign push        = cmd_valid_i && cmd_ready_o;
+  assign head        = q_mem[rp_q[AW-1:0]];
+  assign idle_o      = (wp_q == rp_q) && state_q == StIdle;
+
+  always_ff @(posedge clk_i) begin
+    if (push) q_mem[wp_q[AW-1:0]] <= cmd_i;
+  end
+
+  always_comb begin
+    state_d = state_q;
+    cur_d   = cur_q;
+    k_d     = k_q;
+    pop     = 1'b0;
+
+    pl_rd_en_o    = 1'b0;
+    pl_rd_addr_o  = cur_q.src + {3'd0, k_q + 7'd1, 6'd0};
+    free_o        = 1'b0;
+    free_words_o  = head.rel_words;
+
+    dma_wr_valid_o = 1'b0;
+    dma_wr_func_o  = cur_q.func;
+    dma_wr_addr_o  = cur_q.addr;
+    dma_wr_len_o   = cur_q.len;
+    dma_wr_data_o  = (state_q == StImm) ? 512'(cur_q.data) : pl_rd_data_i;
+    dma_wr_last_o  = 1'b0;
+    msix_valid_o   = 1'b0;
+    msix_func_o    = cur_q.msix_func;
+    msix_vector_o  = cur_q.msix_vector;
+
+    unique case (state_q)
+      StIdle: begin
+        if (wp_q != rp_q) begin
+          pop   = 1'b1;
+          cur_d = head;
+          k_d   = '0;
+          unique case (head.kind)
+            WrqPayload: begin
+              pl_rd_en_o   = 1'b1;       // beat 0 into the read register
+              pl_rd_addr_o = head.src;
+              state_d      = StCopy;
+            end
+            WrqImm:     state_d = StImm;
+            default:    free_o  = 1'b1;  // WrqRelease
+          endcase
+        end
+      end
+
+      StCopy: begin
+        dma_wr_valid_o = 1'b1;
+        dma_wr_last_o  = {k_q, 6'd0} + 13'd64 >= cur_q.len;
+        if (dma_wr_ready_i) begin
+          if (dma_wr_last_o) begin
+            state_d = StIdle;
+          end else begin
+            pl_rd_en_o = 1'b1;           // the next beat, while this one is written
+            k_d        = k_q + 7'd1;
+          end
+        end
+      end
+
+      StImm: begin
+        dma_wr_valid_o = 1'b1;
+        dma_wr_last_o  = 1'b1;
+        if (dma_wr_ready_i) begin
+          msix_valid_o = cur_q.msix;
+          state_d      = StIdle;
+        end
+      end
+
+      default: state_d = StIdle;
+    endcase
+
+    wp_d = wp_q + (AW + 1)'(push);
+    rp_d = rp_q + (AW + 1)'(pop);
+  end
+
+  always_ff @(posedge clk_i) begin
+    if (!rst_ni) begin
+      state_q <= StIdle;
+      cur_q   <= '0;
+      k_q     <= '0;
+      wp_q    <= '0;
+      rp_q    <= '0;
+    end else begin
+      state_q <= state_d;
+      cur_q   <= cur_d;
+      k_q     <= k_d;
+      wp_q    <= wp_d;
+      rp_q    <= rp_d;
+    end
+  end
+
+endmodule
