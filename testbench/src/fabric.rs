@@ -68,6 +68,9 @@ pub struct FabricConfig {
     /// RTL backends: line rate of each NIC's uplink in Mb/s (default 100,000; 0 = no limit;
     /// [`crate::rtl::RtlConfig::link_mbps`]).
     pub link_mbps: u64,
+    /// RTL backends: `Some(seed)` completes DMA reads of different tags out of order
+    /// ([`crate::rtl::RtlConfig::dma_reorder_seed`]); `None` (default): in request order.
+    pub dma_reorder_seed: Option<u64>,
     /// Host memory per NIC in bytes.
     pub host_mem_bytes: usize,
     /// Write every frame on the link to this pcap file.
@@ -86,6 +89,7 @@ impl Default for FabricConfig {
             link_delay: 25,
             dma_read_latency: crate::rtl::RtlConfig::default().dma_read_latency,
             link_mbps: crate::rtl::RtlConfig::default().link_mbps,
+            dma_reorder_seed: None,
             host_mem_bytes: 64 << 20,
             capture: std::env::var_os("RNIC_PCAP").map(PathBuf::from),
             progress_cycles: 1000,
@@ -190,7 +194,13 @@ impl Fabric {
         let mut slots = Vec::new();
         for i in 0..cfg.nics {
             let mem = || HostMem::new(cfg.host_mem_bytes).map_err(|e| SimError::Setup(e.to_string()));
-            let rtl_cfg = || crate::rtl::RtlConfig { dma_read_latency: cfg.dma_read_latency, link_mbps: cfg.link_mbps, ..Default::default() };
+            let rtl_cfg = || crate::rtl::RtlConfig {
+                dma_read_latency: cfg.dma_read_latency,
+                link_mbps: cfg.link_mbps,
+                // each NIC its own sequence
+                dma_reorder_seed: cfg.dma_reorder_seed.map(|s| s.wrapping_add(i as u64)),
+                ..Default::default()
+            };
             let slot = match cfg.backend {
                 Backend::Model => Slot::Model { nic: Box::new(Nic::new(cfg.model.clone())), mem: mem()? },
                 Backend::Rtl => Slot::Rtl { rtl: Box::new(RtlNic::with_config(mem()?, rtl_cfg()).map_err(|e| SimError::Setup(format!("NIC {i}: {e}")))?) },
