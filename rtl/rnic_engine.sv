@@ -3332,7 +3332,7 @@ module rnic_engine
   //////////////////////////
 
   // payload reads for the transmit framer (their tags 1..4)
-  rnic_txq u_txq (
+  rnic_txq #(.Beats(256)) u_txq (
     .clk_i, .rst_ni,
     .req_valid_i        (txq_req),
     .req_ready_o        (txq_ready),
