@@ -147,20 +147,20 @@ module rnic_engine
     // admin commands
     StCmdRd, StCmdRd2, StCmdExec, StMttIss, StMttWait, StMttWr, StCmdDone,
     // doorbells
-    StDbRd, StDbExec, StDbPf,
+    StDbRd, StDbExec, StDbPf, StDbPf2,
     // received frames
     StRxStart, StRxQp,
     // responder
     StRespStart, StErrNak, StRnrNak, StAckChk,
-    StSend, StSendW, StSendChk, StSendChk2, StSendDone, StSendFin,
+    StSend, StSendC, StSendChk, StSendChk2, StSendDone, StSendFin,
     StWrite, StWrite2, StWrite3, StWrite4, StWrite5, StWriteImmW, StWriteImm, StWriteFin,
     StRead, StRead2, StRsp, StRsp2, StRsp3, StRsp4,
     StAtomic, StAtomic2, StAtomic3, StAtomic4,
     // completer
-    StCompStart, StCompFetch, StCompW, StCompLoop, StCompOp, StCompRr2, StCompRr3, StCompAa2, StCompAa3,
+    StCompStart, StCompFetch, StCompC, StCompLoop, StCompOp, StCompRr2, StCompRr3, StCompAa2, StCompAa3,
     StCompl, StCompl2, StSqErr,
     // requester
-    StTx, StTxW, StTx2, StTxLk, StTxLk2, StTxGo, StTxG2, StTxG3, StTxG4, StTxInl, StTxG5, StTxEnd,
+    StTx, StTxC, StTx2, StTxLk, StTxLk2, StTxGo, StTxG2, StTxG3, StTxG4, StTxInl, StTxG5, StTxEnd,
     // flushes
     StFlushSq, StFlushSq2, StFlushSq3, StFlushRq, StFlushRq2, StFlushRq3,
     StTmrLd, StTmr, StTmr2,
@@ -169,7 +169,7 @@ module rnic_engine
     // subroutines
     StMrRd, StMrChk,
     StWkSeg, StWkMr, StWkMtt, StWkRdIss, StWkWr, StWkDrain, StWkRet,
-    StWqeIss, StWqeWait,
+    StWqeIss, StWqeWait, StLnIss, StLnWait, StRlWait,
     StHdr,
     StCqeRd, StCqeChk, StCqeWr,
     StEnd
@@ -199,6 +199,28 @@ module rnic_engine
       WrOpcodeAtomicFetchAndAdd:                   return WcOpcodeFetchAdd;
       default:                                     return 8'd0;
     endcase
+  endfunction
+
+  // WQEs in a line fetched from index idx (section 8): posted ones (up to sq_pi), at most
+  // WqeLine, not past the end of the ring
+  function automatic logic [2:0] line_n(qpc_t q, logic [15:0] idx);
+    logic [15:0] posted, to_end, n;
+    posted = q.sq_pi - idx;
+    to_end = (16'd1 << q.log_sq_size) - (idx & ((16'd1 << q.log_sq_size) - 16'd1));
+    n = 16'(WqeLine);
+    if (posted < n) n = posted;
+    if (to_end < n) n = to_end;
+    return (n == 16'd0) ? 3'd1 : n[2:0];
+  endfunction
+
+  function automatic logic [2:0] rline_n(qpc_t q, logic [15:0] idx);
+    logic [15:0] posted, to_end, n;
+    posted = q.rq_pi - idx;
+    to_end = (16'd1 << q.log_rq_size) - (idx & ((16'd1 << q.log_rq_size) - 16'd1));
+    n = 16'(WqeLine);
+    if (posted < n) n = posted;
+    if (to_end < n) n = to_end;
+    return (n == 16'd0) ? 3'd1 : n[2:0];
   endfunction
 
   function automatic segs_t segs_send(send_wqe_t w);
@@ -354,51 +376,38 @@ module rnic_engine
     .clk_i, .req_i(atom_req), .we_i(atom_we), .addr_i(atom_addr), .wdata_i(atom_wdata),
     .rdata_o(atom_rdata));
 
-  // Receive WQE read ahead by an RQ_PI doorbell (section 9): per QP the WQE at the rq_ci of that
-  // moment and its ring index; an RX task that needs the WQE at rq_ci uses it instead of a DMA
-  // read when the index matches. Read with the QPC at the start of RX and DB tasks; cleared by
-  // CREATE_QP, MODIFY_QP to RESET and reset.
+  // Receive WQE copies (section 9): as the send WQE copies below, WqeCopies slots per QP (valid
+  // bits qpc.rqe_cp), filled by lines of up to WqeLine receive WQEs; an RQ_PI doorbell reads the
+  // line at rq_ci ahead when its slot misses, so a SEND finds its WQE without a DMA read.
+  localparam int unsigned NumCp = int'(WqeCopies);
+  localparam int unsigned CpW   = $clog2(NumCp);
   typedef struct packed {
-    logic         v;
     logic [15:0]  idx;
     logic [511:0] wqe;
   } rqc_ent_t;
-  logic            rqc_req, rqc_we;
-  logic [QpW-1:0]  rqc_addr;
-  rqc_ent_t        rqc_wdata, rqc_rdata;
-  logic [15:0]     pf_ci_q, pf_ci_d;      // ring index of the WQE being read ahead
+  logic                rqc_req, rqc_we;
+  logic [QpW+CpW-1:0]  rqc_addr;
+  rqc_ent_t            rqc_wdata, rqc_rdata;
 
-  rnic_ram #(.Width($bits(rqc_ent_t)), .Depth(NumQp)) u_rqc (
+  rnic_ram #(.Width($bits(rqc_ent_t)), .Depth(NumQp * NumCp)) u_rqc (
     .clk_i, .req_i(rqc_req), .we_i(rqc_we), .addr_i(rqc_addr), .wdata_i(rqc_wdata),
     .rdata_o(rqc_rdata));
 
-  // Send WQE copy (section 8): per QP the WQE the requester last read and its ring index; the
-  // later packets of a multi-packet message use it instead of a DMA read. Read at every ring
-  // pop, written after each requester WQE read, cleared by CREATE_QP, MODIFY_QP to RESET, reset.
+  // Send WQE copies (section 8): per QP WqeCopies slots (slot = ring index mod WqeCopies), each
+  // a send WQE and its ring index; valid while the slot's bit in qpc.wqe_cp is set (cleared with
+  // the QPC by CREATE_QP and MODIFY_QP to RESET). The requester and the completer look a WQE up
+  // here first; a miss reads a line of up to WqeLine posted WQEs in one DMA read and keeps all.
   typedef struct packed {
-    logic          v;
     logic [15:0]   idx;
     logic [1023:0] wqe;
   } sqc_ent_t;
-  logic            sqc_req, sqc_we;
-  logic [QpW-1:0]  sqc_addr;
-  sqc_ent_t        sqc_wdata, sqc_rdata;
+  logic                sqc_req, sqc_we;
+  logic [QpW+CpW-1:0]  sqc_addr;
+  sqc_ent_t            sqc_wdata, sqc_rdata;
 
-  rnic_ram #(.Width($bits(sqc_ent_t)), .Depth(NumQp)) u_sqc (
+  rnic_ram #(.Width($bits(sqc_ent_t)), .Depth(NumQp * NumCp)) u_sqc (
     .clk_i, .req_i(sqc_req), .we_i(sqc_we), .addr_i(sqc_addr), .wdata_i(sqc_wdata),
     .rdata_o(sqc_rdata));
-
-  // Completer WQE copy (section 10): per QP the send WQE the completer last read and its ring
-  // index, so the responses of a long READ (and the ACKs of a long WRITE) do not read the WQE
-  // again for every packet. Read when a received frame's task starts, written after each
-  // completer WQE read, cleared with the send WQE copy.
-  logic            cmc_req, cmc_we;
-  logic [QpW-1:0]  cmc_addr;
-  sqc_ent_t        cmc_wdata, cmc_rdata;
-
-  rnic_ram #(.Width($bits(sqc_ent_t)), .Depth(NumQp)) u_cmc (
-    .clk_i, .req_i(cmc_req), .we_i(cmc_we), .addr_i(cmc_addr), .wdata_i(cmc_wdata),
-    .rdata_o(cmc_rdata));
 
   // A duplicate atomic's saved result.
   logic        atom_hit;
@@ -506,6 +515,11 @@ module rnic_engine
   // WQE buffer
   logic [1023:0]     wqe_q, wqe_d;
   logic [1:0]        wqe_nb_q, wqe_nb_d, wqe_b_q, wqe_b_d;
+  logic [15:0]       ln_idx_q, ln_idx_d;  // line fetch: index of its first WQE,
+  logic [2:0]        ln_n_q, ln_n_d;      //   WQEs in it,
+  logic [2:0]        ln_k_q, ln_k_d;      //   WQEs received
+  logic [511:0]      lnb_q, lnb_d;        //   and the first beat of the one arriving
+  logic              ln_rq_q, ln_rq_d;    //   of receive WQEs
 
   // header / CQE
   tx_hdr_t           hdr_q, hdr_d;
@@ -533,7 +547,8 @@ module rnic_engine
   logic [63:0]       piece_va_q, piece_va_d;
   logic [63:0]       phys_q, phys_d;
   logic [63:0]       local_q, local_d;    // 8-byte local value (atomics)
-  logic              wq_valid, wq_ready, wq_idle;   // DMA write queue (rnic_wrq)
+  logic              wq_valid, wq_ready;   // DMA write queue (rnic_wrq)
+  logic              wq_hazard;   // the pending read overlaps a queued write: it waits
   wrq_cmd_t          wq_cmd;
   logic              txq_req, txq_ready, txq_empty;      // transmit payload queue (rnic_txq)
   logic              txq_rd_valid, txq_pl_valid;
@@ -742,9 +757,7 @@ module rnic_engine
                          (mr_q.iova >> mr_q.log_page));
 
   // send / receive WQE addresses
-  logic [63:0] sq_wqe_addr_ci, sq_wqe_addr_comp, rq_wqe_addr;
-  assign sq_wqe_addr_ci   = qp_q.sq_base +
-      {41'd0, (qp_q.sq_ci & ((16'd1 << qp_q.log_sq_size) - 16'd1)), 7'd0};
+  logic [63:0] sq_wqe_addr_comp, rq_wqe_addr;
   assign sq_wqe_addr_comp = qp_q.sq_base +
       {41'd0, (qp_q.comp_ci & ((16'd1 << qp_q.log_sq_size) - 16'd1)), 7'd0};
   assign rq_wqe_addr      = qp_q.rq_base +
@@ -993,6 +1006,11 @@ module rnic_engine
     mtt_j_d      = mtt_j_q;
     wqe_d        = wqe_q;
     wqe_nb_d     = wqe_nb_q;
+    ln_idx_d     = ln_idx_q;
+    ln_n_d       = ln_n_q;
+    ln_k_d       = ln_k_q;
+    lnb_d        = lnb_q;
+    ln_rq_d      = ln_rq_q;
     wqe_b_d      = wqe_b_q;
     hdr_d        = hdr_q;
     cqe_d        = cqe_q;
@@ -1072,10 +1090,8 @@ module rnic_engine
     pdc_req = 1'b0; pdc_we = 1'b0; pdc_addr = PdW'(a_idx); pdc_wdata = pd_q;
     mtt_req = 1'b0; mtt_we = 1'b0; mtt_addr = mtt_idx; mtt_wdata = '0;
     atom_req = 1'b0; atom_we = 1'b0; atom_addr = qpn_q; atom_wdata = '0;
-    rqc_req = 1'b0; rqc_we = 1'b0; rqc_addr = qpn_q; rqc_wdata = '0;
-    sqc_req = 1'b0; sqc_we = 1'b0; sqc_addr = qpn_q; sqc_wdata = '0;
-    cmc_req = 1'b0; cmc_we = 1'b0; cmc_addr = qpn_q; cmc_wdata = '0;
-    pf_ci_d = pf_ci_q;
+    rqc_req = 1'b0; rqc_we = 1'b0; rqc_addr = {qpn_q, CpW'(0)}; rqc_wdata = '0;
+    sqc_req = 1'b0; sqc_we = 1'b0; sqc_addr = {qpn_q, CpW'(0)}; sqc_wdata = '0;
 
     cmd_start_o   = 1'b0;
     cmd_done_o    = 1'b0;
@@ -1100,7 +1116,7 @@ module rnic_engine
     /////////////////////////////////////////////////
     // DMA read channel (independent of the FSM)   //
     /////////////////////////////////////////////////
-    if (rd_req_q && wq_idle && dma_rd_req_ready_i) rd_req_d = 1'b0;
+    if (rd_req_q && !wq_hazard && dma_rd_req_ready_i) rd_req_d = 1'b0;
     fifo_push       = 1'b0;
     fifo_push_bytes = (rd_rem_q >= 13'd64) ? 7'd64 : rd_rem_q[6:0];
     if (dma_rd_cpl_valid_i && dma_rd_cpl_tag_i == 8'd0 && rd_busy_q) begin
@@ -1119,6 +1135,18 @@ module rnic_engine
     `define CALL_WQE(ADDR, NB, RET) \
       begin rd_addr_d = (ADDR); rd_len_d = 13'((NB) * 64); rd_func_d = qp_q.func; \
             wqe_nb_d = 2'(NB); wqe_b_d = '0; ret_d = (RET); state_d = StWqeIss; end
+    // a line of send WQEs from index IDX: as many as are posted, up to WqeLine, not past the
+    // ring's end (one DMA read); each is kept in its copy slot, the first also in wqe_q
+    `define CALL_LINE(IDX, RET) \
+      begin ln_idx_d = (IDX); ln_n_d = line_n(qp_q, (IDX)); ln_k_d = '0; wqe_b_d = '0; \
+            rd_addr_d = qp_q.sq_base + {41'd0, ((IDX) & ((16'd1 << qp_q.log_sq_size) - 16'd1)), 7'd0}; \
+            rd_len_d = 13'({line_n(qp_q, (IDX)), 7'd0}); rd_func_d = qp_q.func; \
+            ln_rq_d = 1'b0; ret_d = (RET); state_d = StLnIss; end
+    `define CALL_RLINE(IDX, RET) \
+      begin ln_idx_d = (IDX); ln_n_d = rline_n(qp_q, (IDX)); ln_k_d = '0; \
+            rd_addr_d = qp_q.rq_base + {42'd0, ((IDX) & ((16'd1 << qp_q.log_rq_size) - 16'd1)), 6'd0}; \
+            rd_len_d = 13'({rline_n(qp_q, (IDX)), 6'd0}); rd_func_d = qp_q.func; \
+            ln_rq_d = 1'b1; ret_d = (RET); state_d = StLnIss; end
     `define CALL_HDR(RET) begin ret_d = (RET); state_d = StHdr; end
     `define CALL_CQE(CQN, RET) begin cqe_cqn_d = CqW'(CQN); ret_d = (RET); state_d = StCqeRd; end
     `define ERR_NAK(SYN) begin err_syn_d = 8'(SYN); err_psn_d = pkt_i.psn; state_d = StErrNak; end
@@ -1146,9 +1174,6 @@ module rnic_engine
         qpc_req = init_q < (InitW+1)'(NumQp); qpc_we = 1'b1;
         qpc_addr = QpW'(init_q); qpc_wdata = '0;
         atom_req = qpc_req; atom_we = 1'b1; atom_addr = QpW'(init_q);
-        rqc_req = qpc_req; rqc_we = 1'b1; rqc_addr = QpW'(init_q);
-        sqc_req = qpc_req; sqc_we = 1'b1; sqc_addr = QpW'(init_q);
-        cmc_req = qpc_req; cmc_we = 1'b1; cmc_addr = QpW'(init_q);
         cqc_req = init_q < (InitW+1)'(NumCq); cqc_we = 1'b1;
         cqc_addr = CqW'(init_q); cqc_wdata = '0;
         mrc_req = init_q < (InitW+1)'(NumMr); mrc_we = 1'b1;
@@ -1250,8 +1275,6 @@ module rnic_engine
         qpc_addr = qpn_q;
         atom_req  = 1'b1;
         atom_addr = qpn_q;
-        sqc_req   = 1'b1;
-        sqc_addr  = qpn_q;
         state_d  = StPopChk;
       end
 
@@ -1459,9 +1482,6 @@ module rnic_engine
               qpc_req = 1'b1; qpc_we = 1'b1; qpc_addr = QpW'(a_cqp.qpn);
               tmr_set = 1'b1; tmr_set_qpn = QpW'(a_cqp.qpn);
               atom_req = 1'b1; atom_we = 1'b1; atom_addr = QpW'(a_cqp.qpn);
-              rqc_req  = 1'b1; rqc_we  = 1'b1; rqc_addr  = QpW'(a_cqp.qpn);
-              sqc_req  = 1'b1; sqc_we  = 1'b1; sqc_addr  = QpW'(a_cqp.qpn);
-              cmc_req  = 1'b1; cmc_we  = 1'b1; cmc_addr  = QpW'(a_cqp.qpn);
               qpc_wdata = '0;
               qpc_wdata.valid       = 1'b1;
               qpc_wdata.state       = QpStateReset;
@@ -1499,9 +1519,6 @@ module rnic_engine
               qpc_wdata = qp_q;
               if (mq_new == QpStateReset) begin
                 atom_req = 1'b1; atom_we = 1'b1; atom_addr = QpW'(a_qp.qpn);
-                rqc_req  = 1'b1; rqc_we  = 1'b1; rqc_addr  = QpW'(a_qp.qpn);
-                sqc_req  = 1'b1; sqc_we  = 1'b1; sqc_addr  = QpW'(a_qp.qpn);
-                cmc_req  = 1'b1; cmc_we  = 1'b1; cmc_addr  = QpW'(a_qp.qpn);
                 qpc_wdata             = '0;
                 qpc_wdata.valid       = qp_q.valid;
                 qpc_wdata.func        = qp_q.func;
@@ -1757,7 +1774,6 @@ module rnic_engine
       //////////////////////////////////////////
       StDbRd: begin
         qpc_req  = 1'b1; qpc_addr = QpW'(db_idx_q);
-        rqc_req  = 1'b1; rqc_addr = QpW'(db_idx_q);
         cqc_req  = 1'b1; cqc_addr = CqW'(db_idx_q);
         qpn_d    = QpW'(db_idx_q);
         state_d  = StDbExec;
@@ -1768,10 +1784,21 @@ module rnic_engine
         end
       end
 
+      // RQ_PI read-ahead: the line at rq_ci, unless its slot holds it; then the QPC again with
+      // the slots' valid bits
       StDbPf: begin
-        rqc_req   = 1'b1;
-        rqc_we    = 1'b1;
-        rqc_wdata = '{v: 1'b1, idx: pf_ci_q, wqe: wqe_q[511:0]};
+        if (qp_q.rqe_cp[qp_q.rq_ci[CpW-1:0]] && rqc_rdata.idx == qp_q.rq_ci) begin
+          state_d = StEnd;
+        end else begin
+          `CALL_RLINE(qp_q.rq_ci, StDbPf2)
+        end
+      end
+
+      StDbPf2: begin
+        qpc_req   = 1'b1;
+        qpc_we    = 1'b1;
+        qpc_addr  = qpn_q;
+        qpc_wdata = qp_q;
         state_d   = StEnd;
       end
 
@@ -1798,17 +1825,14 @@ module rnic_engine
               qpc_req = 1'b1; qpc_we = 1'b1; qpc_wdata = qpc_rdata;
               qpc_wdata.rq_pi = db_val_q[15:0];
               push_d = 1'b1;
-              // read ahead the receive WQE at rq_ci for the next SEND (section 9)
+              // read ahead the receive WQEs from rq_ci for the next SEND (section 9); the task
+              // works on a copy of the QPC (not written back by StEnd: qp_ld stays 0)
               if (db_val_q[15:0] != qpc_rdata.rq_ci) begin
-                rd_addr_d = qpc_rdata.rq_base + {42'd0, (qpc_rdata.rq_ci &
-                            ((16'd1 << qpc_rdata.log_rq_size) - 16'd1)), 6'd0};
-                rd_len_d  = 13'd64;
-                rd_func_d = qpc_rdata.func;
-                wqe_nb_d  = 2'd1;
-                wqe_b_d   = '0;
-                ret_d     = StDbPf;
-                pf_ci_d   = qpc_rdata.rq_ci;
-                state_d   = StWqeIss;
+                qp_d       = qpc_rdata;
+                qp_d.rq_pi = db_val_q[15:0];
+                rqc_req    = 1'b1;
+                rqc_addr   = {QpW'(db_idx_q), qpc_rdata.rq_ci[CpW-1:0]};
+                state_d    = StDbPf;
               end
             end
           end
@@ -1851,10 +1875,6 @@ module rnic_engine
           qpc_addr  = QpW'(pkt_i.dqpn);
           atom_req  = 1'b1;
           atom_addr = QpW'(pkt_i.dqpn);
-          rqc_req   = 1'b1;
-          rqc_addr  = QpW'(pkt_i.dqpn);
-          cmc_req   = 1'b1;
-          cmc_addr  = QpW'(pkt_i.dqpn);
           state_d   = StRxQp;
         end
       end
@@ -1967,20 +1987,21 @@ module rnic_engine
       StSend: begin
         if (qp_q.rq_ci == qp_q.rq_pi) begin
           state_d = StRnrNak;
-        end else if (rqc_rdata.v && rqc_rdata.idx == qp_q.rq_ci) begin
-          wqe_d[511:0] = rqc_rdata.wqe;   // read ahead by the RQ doorbell
-          state_d      = StSendChk;
         end else begin
-          `CALL_WQE(rq_wqe_addr, 1, StSendW)
+          rqc_req  = 1'b1;
+          rqc_addr = {qpn_q, qp_q.rq_ci[CpW-1:0]};
+          state_d  = StSendC;
         end
       end
 
-      // keep the WQE just read in the read-ahead slot: the next packets of the message use it
-      StSendW: begin
-        rqc_req   = 1'b1;
-        rqc_we    = 1'b1;
-        rqc_wdata = '{v: 1'b1, idx: qp_q.rq_ci, wqe: wqe_q[511:0]};
-        state_d   = StSendChk;
+      // the receive WQE at rq_ci: its copy, or read with its line
+      StSendC: begin
+        if (qp_q.rqe_cp[qp_q.rq_ci[CpW-1:0]] && rqc_rdata.idx == qp_q.rq_ci) begin
+          wqe_d[511:0] = rqc_rdata.wqe;
+          state_d      = StSendChk;
+        end else begin
+          `CALL_RLINE(qp_q.rq_ci, StSendChk)
+        end
       end
 
       StSendChk: begin
@@ -2096,20 +2117,21 @@ module rnic_engine
         state_d = StAckChk;
         if (p_last || p_only) begin
           qp_d.msn = qp_q.msn + 24'd1;
-          if (p_imm && rqc_rdata.v && rqc_rdata.idx == qp_q.rq_ci) begin
-            wqe_d[511:0] = rqc_rdata.wqe;
-            state_d      = StWriteImm;
-          end else if (p_imm) begin
-            `CALL_WQE(rq_wqe_addr, 1, StWriteImmW)
+          if (p_imm) begin
+            rqc_req  = 1'b1;
+            rqc_addr = {qpn_q, qp_q.rq_ci[CpW-1:0]};
+            state_d  = StWriteImmW;
           end
         end
       end
 
       StWriteImmW: begin
-        rqc_req   = 1'b1;
-        rqc_we    = 1'b1;
-        rqc_wdata = '{v: 1'b1, idx: qp_q.rq_ci, wqe: wqe_q[511:0]};
-        state_d   = StWriteImm;
+        if (qp_q.rqe_cp[qp_q.rq_ci[CpW-1:0]] && rqc_rdata.idx == qp_q.rq_ci) begin
+          wqe_d[511:0] = rqc_rdata.wqe;
+          state_d      = StWriteImm;
+        end else begin
+          `CALL_RLINE(qp_q.rq_ci, StWriteImm)
+        end
       end
 
       StWriteImm: begin
@@ -2235,21 +2257,20 @@ module rnic_engine
           // only reachable if the host rewrote WQEs in flight: nothing covers P
           cnt_inc[CounterRxGhostAck] = 1'b1;
           state_d = StEnd;
-        end else if (cmc_rdata.v && cmc_rdata.idx == qp_q.comp_ci) begin
-          // (read at the task's start: a copy written by this task has an older index, which
-          // cannot be the comp_ci it has moved on to, so the model's lookup agrees)
-          wqe_d   = cmc_rdata.wqe;
-          state_d = StCompLoop;
         end else begin
-          `CALL_WQE(sq_wqe_addr_comp, 2, StCompW)
+          sqc_req  = 1'b1;
+          sqc_addr = {qpn_q, qp_q.comp_ci[CpW-1:0]};
+          state_d  = StCompC;
         end
       end
 
-      StCompW: begin
-        cmc_req   = 1'b1;
-        cmc_we    = 1'b1;
-        cmc_wdata = '{v: 1'b1, idx: qp_q.comp_ci, wqe: wqe_q};
-        state_d   = StCompLoop;
+      StCompC: begin
+        if (qp_q.wqe_cp[qp_q.comp_ci[CpW-1:0]] && sqc_rdata.idx == qp_q.comp_ci) begin
+          wqe_d   = sqc_rdata.wqe;
+          state_d = StCompLoop;
+        end else begin
+          `CALL_LINE(qp_q.comp_ci, StCompLoop)
+        end
       end
 
       StCompLoop: begin
@@ -2579,19 +2600,20 @@ module rnic_engine
         if (qp_q.state != QpStateRts || qp_q.rnr_wait || qp_q.sq_ci == qp_q.sq_pi ||
             (qp_q.sq_psn - qp_q.acked_psn) >= 24'(PsnWindow)) begin
           state_d = StEnd;
-        end else if (qp_q.sq_offset != 32'd0 && sqc_rdata.v && sqc_rdata.idx == qp_q.sq_ci) begin
-          wqe_d   = sqc_rdata.wqe;   // a later packet of the message: the WQE read before
-          state_d = StTx2;
         end else begin
-          `CALL_WQE(sq_wqe_addr_ci, 2, StTxW)
+          sqc_req  = 1'b1;
+          sqc_addr = {qpn_q, qp_q.sq_ci[CpW-1:0]};
+          state_d  = StTxC;
         end
       end
 
-      StTxW: begin
-        sqc_req   = 1'b1;
-        sqc_we    = 1'b1;
-        sqc_wdata = '{v: 1'b1, idx: qp_q.sq_ci, wqe: wqe_q};
-        state_d   = StTx2;
+      StTxC: begin
+        if (qp_q.wqe_cp[qp_q.sq_ci[CpW-1:0]] && sqc_rdata.idx == qp_q.sq_ci) begin
+          wqe_d   = sqc_rdata.wqe;
+          state_d = StTx2;
+        end else begin
+          `CALL_LINE(qp_q.sq_ci, StTx2)
+        end
       end
 
       StTx2: begin
@@ -2978,6 +3000,54 @@ module rnic_engine
         end
       end
 
+      StLnIss: begin
+        rd_req_d  = 1'b1;
+        rd_busy_d = 1'b1;
+        rd_rem_d  = rd_len_q;
+        state_d   = ln_rq_q ? StRlWait : StLnWait;
+      end
+
+      // one beat per receive WQE: each kept in its copy slot, the first also in wqe_q
+      StRlWait: begin
+        if (fifo_cnt_q != 7'd0) begin
+          logic [15:0] ix;
+          ix       = ln_idx_q + 16'(ln_k_q);
+          fifo_pop = 1'b1;
+          if (ln_k_q == '0) wqe_d[511:0] = fifo_head;
+          rqc_req   = 1'b1;
+          rqc_we    = 1'b1;
+          rqc_addr  = {qpn_q, ix[CpW-1:0]};
+          rqc_wdata = '{idx: ix, wqe: fifo_head};
+          qp_d.rqe_cp[ix[CpW-1:0]] = 1'b1;
+          ln_k_d = ln_k_q + 3'd1;
+          if (ln_k_q + 3'd1 == ln_n_q) state_d = ret_q;
+        end
+      end
+
+      // two beats per WQE: the first kept (in wqe_q for the line's first WQE), then the slot
+      // written with both
+      StLnWait: begin
+        if (fifo_cnt_q != 7'd0) begin
+          fifo_pop = 1'b1;
+          wqe_b_d  = wqe_b_q + 2'd1;
+          if (!wqe_b_q[0]) begin
+            lnb_d = fifo_head;
+            if (ln_k_q == '0) wqe_d[511:0] = fifo_head;
+          end else begin
+            logic [15:0] ix;
+            ix = ln_idx_q + 16'(ln_k_q);
+            if (ln_k_q == '0) wqe_d[1023:512] = fifo_head;
+            sqc_req   = 1'b1;
+            sqc_we    = 1'b1;
+            sqc_addr  = {qpn_q, ix[CpW-1:0]};
+            sqc_wdata = '{idx: ix, wqe: {fifo_head, lnb_q}};
+            qp_d.wqe_cp[ix[CpW-1:0]] = 1'b1;
+            ln_k_d = ln_k_q + 3'd1;
+            if (ln_k_q + 3'd1 == ln_n_q) state_d = ret_q;
+          end
+        end
+      end
+
       //////////////////////////////////////////
       // Subroutine: header to the framer     //
       //////////////////////////////////////////
@@ -3157,6 +3227,11 @@ module rnic_engine
       mtt_j_q     <= '0;
       wqe_q       <= '0;
       wqe_nb_q    <= '0;
+      ln_idx_q    <= '0;
+      ln_n_q      <= '0;
+      ln_k_q      <= '0;
+      lnb_q       <= '0;
+      ln_rq_q     <= 1'b0;
       wqe_b_q     <= '0;
       hdr_q       <= '0;
       cqe_q       <= '0;
@@ -3196,7 +3271,6 @@ module rnic_engine
       lsum_q      <= '0;
       err_syn_q   <= '0;
       err_psn_q   <= '0;
-      pf_ci_q     <= '0;
       rsp_e_q     <= '0;
       sq_st_q     <= '0;
       cret_q      <= StIdle;
@@ -3266,6 +3340,11 @@ module rnic_engine
       mtt_j_q     <= mtt_j_d;
       wqe_q       <= wqe_d;
       wqe_nb_q    <= wqe_nb_d;
+      ln_idx_q    <= ln_idx_d;
+      ln_n_q      <= ln_n_d;
+      ln_k_q      <= ln_k_d;
+      lnb_q       <= lnb_d;
+      ln_rq_q     <= ln_rq_d;
       wqe_b_q     <= wqe_b_d;
       hdr_q       <= hdr_d;
       cqe_q       <= cqe_d;
@@ -3305,7 +3384,6 @@ module rnic_engine
       lsum_q      <= lsum_d;
       err_syn_q   <= err_syn_d;
       err_psn_q   <= err_psn_d;
-      pf_ci_q     <= pf_ci_d;
       rsp_e_q     <= rsp_e_d;
       sq_st_q     <= sq_st_d;
       cret_q      <= cret_d;
@@ -3339,7 +3417,7 @@ module rnic_engine
     .req_func_i         (qp_q.func),
     .req_addr_i         (phys_q),
     .req_len_i          (plen_q),
-    .port_free_i        (!rd_req_q && wq_idle),
+    .port_free_i        (!rd_req_q && !wq_hazard),
     .empty_o            (txq_empty),
     .dma_rd_req_valid_o (txq_rd_valid),
     .dma_rd_req_ready_i,
@@ -3361,7 +3439,9 @@ module rnic_engine
     .cmd_valid_i    (wq_valid),
     .cmd_ready_o    (wq_ready),
     .cmd_i          (wq_cmd),
-    .idle_o         (wq_idle),
+    .chk_addr_i     (rd_req_q ? rd_addr_q : phys_q),
+    .chk_len_i      (rd_req_q ? rd_len_q : plen_q),
+    .hazard_o       (wq_hazard),
     .pl_rd_en_o,
     .pl_rd_addr_o,
     .pl_rd_data_i,
@@ -3387,10 +3467,10 @@ module rnic_engine
   assign cmd_out0_o   = out0_q;
   assign cmd_out1_o   = out1_q;
 
-  // a read waits for the writes queued before it (PCIe: a read does not pass a posted write)
+  // a read waits for the queued writes of the bytes it reads (rnic_wrq, hazard_o)
   // The engine's own reads (tag 0) and the payload queue's share the request port; the engine
   // never has both pending (a gather waits for each piece's acceptance).
-  assign dma_rd_req_valid_o = (rd_req_q && wq_idle) || txq_rd_valid;
+  assign dma_rd_req_valid_o = (rd_req_q && !wq_hazard) || txq_rd_valid;
   assign dma_rd_req_tag_o   = rd_req_q ? 8'd0 : txq_rd_tag;
   assign dma_rd_req_func_o  = rd_req_q ? rd_func_q : txq_rd_func;
   assign dma_rd_req_addr_o  = rd_req_q ? rd_addr_q : txq_rd_addr;

@@ -10,10 +10,10 @@
 // cycle.
 //
 // Ordering: one queue for all of it keeps writes in task order (the lockstep contract) and the
-// MSI-X behind its CQE, as PCIe orders posted writes. idle_o tells the engine that no write is
-// queued or under way: its DMA reads wait for that, because a PCIe read must not pass an earlier
-// posted write (and a read of data a queued write changes must see the new data, as the model,
-// which runs a task's writes at once, does).
+// MSI-X behind its CQE, as PCIe orders posted writes. A DMA read of the engine must see the data
+// of the writes queued before it (the model runs a task's writes at once): hazard_o tells the
+// engine whether a queued or running write overlaps the bytes it wants to read; only then does the
+// read wait. (Reads of other bytes cannot tell whether they went first, so they do not wait.)
 module rnic_wrq
   import rnic_pkg::*;
 #(
@@ -25,7 +25,9 @@ module rnic_wrq
   input  logic          cmd_valid_i,
   output logic          cmd_ready_o,
   input  wrq_cmd_t      cmd_i,
-  output logic          idle_o,
+  input  logic [63:0]   chk_addr_i,   // a read of [chk_addr_i, + chk_len_i) ...
+  input  logic [12:0]   chk_len_i,
+  output logic          hazard_o,     // ... overlaps a write queued or under way
 
   // receive framer: ring read port (registered read) and word release
   output logic          pl_rd_en_o,
@@ -67,10 +69,27 @@ module rnic_wrq
   assign cmd_ready_o = (wp_q - rp_q) != (AW + 1)'(Depth);
   assign push        = cmd_valid_i && cmd_ready_o;
   assign head        = q_mem[rp_q[AW-1:0]];
-  assign idle_o      = (wp_q == rp_q) && state_q == StIdle;
 
   always_ff @(posedge clk_i) begin
     if (push) q_mem[wp_q[AW-1:0]] <= cmd_i;
+  end
+
+  // (only the kind and the byte range of a command matter here)
+  /* verilator lint_off UNUSEDSIGNAL */
+  function automatic logic overlaps(wrq_cmd_t c, logic [63:0] a, logic [12:0] l);
+    return c.kind != WrqRelease && a < c.addr + 64'(c.len) && c.addr < a + 64'(l);
+  endfunction
+  /* verilator lint_on UNUSEDSIGNAL */
+
+  always_comb begin
+    hazard_o = state_q != StIdle && overlaps(cur_q, chk_addr_i, chk_len_i);
+    for (int unsigned i = 0; i < Depth; i++) begin
+      // entry i holds a command when it is among the wp - rp entries from rp on
+      if ((AW + 1)'(AW'(AW'(i) - rp_q[AW-1:0])) < (wp_q - rp_q) &&
+          overlaps(q_mem[i], chk_addr_i, chk_len_i)) begin
+        hazard_o = 1'b1;
+      end
+    end
   end
 
   always_comb begin

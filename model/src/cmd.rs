@@ -377,9 +377,8 @@ impl Nic {
             return Err(st::BAD_ADDR);
         }
         self.atom_hist[i] = Default::default();
-        self.rq_cache[i] = None;
-        self.sq_cache[i] = None;
-        self.comp_cache[i] = None;
+        self.rq_copies[i] = Default::default();
+        self.wqe_copies[i] = Default::default();
         self.qpc[i] = Qpc {
             valid: true,
             state: qp_state::RESET,
@@ -462,9 +461,8 @@ impl Nic {
                 *q = keep;
                 q.state = RESET;
                 self.atom_hist[i] = Default::default();
-                self.rq_cache[i] = None;
-                self.sq_cache[i] = None;
-                self.comp_cache[i] = None;
+                self.rq_copies[i] = Default::default();
+                self.wqe_copies[i] = Default::default();
             }
             ERR => q.state = ERR,
             _ => {
@@ -540,11 +538,10 @@ impl Nic {
                     q.sq_pi = new;
                 } else {
                     q.rq_pi = new;
-                    // Read ahead the receive WQE at rq_ci (section 9): a SEND arriving next
-                    // finds it without a DMA read of latency.
-                    if new != ci {
-                        let w = self.fetch_recv_wqe(mem, qpn, ci)?;
-                        self.rq_cache[qpn as usize] = Some((ci, w));
+                    // Read ahead the receive WQEs from rq_ci (section 9), unless the copy of
+                    // rq_ci is there: a SEND arriving next finds its WQE without a DMA read.
+                    if new != ci && !self.has_recv_copy(qpn, ci) {
+                        self.recv_wqe_copy(mem, qpn, ci)?;
                     }
                 }
                 self.push_qp(qpn);

@@ -130,14 +130,7 @@ impl Nic {
                 return Ok(());
             }
             let (ci, wpsn) = (q.comp_ci, q.comp_wqe_psn);
-            let w = match self.comp_cache[qpn as usize] {
-                Some((i, w)) if i == ci => w,
-                _ => {
-                    let w = self.fetch_send_wqe(mem, qpn, ci)?;
-                    self.comp_cache[qpn as usize] = Some((ci, w));
-                    w
-                }
-            };
+            let w = self.send_wqe_copy(mem, qpn, ci)?;
             let last = psn_add(wpsn, w.npkts(mtu) - 1);
             if psn_diff(last, pp) < 0 {
                 if w.is_read_or_atomic() {

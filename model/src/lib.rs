@@ -435,15 +435,12 @@ pub struct Nic {
     /// Per QP: the responder's resource ring (section 9a): accepted READ requests and executed
     /// atomics; `qpc.rsp_cnt` entries ending at `qpc.atom_wp` still wait for their responses.
     pub(crate) atom_hist: Vec<[Option<RespRes>; params::ATOM_HIST as usize]>,
-    /// Per QP: the receive WQE read ahead by the last RQ_PI doorbell, with its ring index
-    /// (section 9: the responder uses it when it is the one at `rq_ci`).
-    pub(crate) rq_cache: Vec<Option<(u16, RecvWqe)>>,
-    /// Per QP: the send WQE the requester last read, with its ring index; the later packets of
-    /// a multi-packet message use it instead of reading the WQE again (section 8).
-    pub(crate) sq_cache: Vec<Option<(u16, SendWqe)>>,
-    /// Completer WQE copy per QP (section 10): the send WQE the completer last read and its
-    /// index; the responses and ACKs of later packets of the same WQE use it.
-    pub(crate) comp_cache: Vec<Option<(u16, SendWqe)>>,
+    /// Per QP: the receive WQE copies (section 9), slot = ring index mod `WQE_COPIES`, filled
+    /// by lines read by the responder and the RQ_PI doorbell's read-ahead.
+    pub(crate) rq_copies: Vec<[Option<(u16, RecvWqe)>; params::WQE_COPIES as usize]>,
+    /// Per QP: the send WQE copies (section 8), slot = ring index mod `WQE_COPIES`, each a WQE
+    /// with its index; the requester and the completer look WQEs up here first.
+    pub(crate) wqe_copies: Vec<[Option<(u16, SendWqe)>; params::WQE_COPIES as usize]>,
     /// Function of the last command the engine took (round-robin).
     cmd_last: u8,
     /// Function of the command running now.
@@ -479,9 +476,8 @@ impl Nic {
             mtt: vec![0; cfg.num_mtt as usize],
             funcs: vec![Function::default(); cfg.num_vf as usize + 1],
             atom_hist: vec![[None; params::ATOM_HIST as usize]; cfg.num_qp as usize],
-            rq_cache: vec![None; cfg.num_qp as usize],
-            sq_cache: vec![None; cfg.num_qp as usize],
-            comp_cache: vec![None; cfg.num_qp as usize],
+            rq_copies: vec![[None; params::WQE_COPIES as usize]; cfg.num_qp as usize],
+            wqe_copies: vec![[None; params::WQE_COPIES as usize]; cfg.num_qp as usize],
             cmd_last: 0,
             cur_func: 0,
             vf_res: (0, [0; 5]),
@@ -1034,6 +1030,35 @@ impl Nic {
         Ok(SendWqe::decode(&b))
     }
 
+    /// The send WQE at ring index `idx` of QP `qpn` from its copy slot, or else read with the
+    /// line it starts (section 8): the posted WQEs from `idx` on (up to `sq_pi`), at most
+    /// `WQE_LINE`, not past the ring's end, in one read, each kept in its slot.
+    pub(crate) fn send_wqe_copy(
+        &mut self,
+        mem: &mut dyn HostMemory,
+        qpn: u32,
+        idx: u16,
+    ) -> Result<SendWqe, MemError> {
+        let k = params::WQE_COPIES as usize;
+        if let Some((i, w)) = self.wqe_copies[qpn as usize][idx as usize % k] {
+            if i == idx {
+                return Ok(w);
+            }
+        }
+        let q = &self.qpc[qpn as usize];
+        let size = 1u16 << q.log_sq_size;
+        let slot = idx & (size - 1);
+        let n = (params::WQE_LINE as u16).min(q.sq_pi.wrapping_sub(idx)).min(size - slot).max(1);
+        let mut b = vec![0u8; n as usize * send_wqe::SIZE];
+        mem.read(q.func, q.sq_base + u64::from(slot) * send_wqe::SIZE as u64, &mut b)?;
+        for j in 0..n {
+            let w = SendWqe::decode(&b[j as usize * send_wqe::SIZE..][..send_wqe::SIZE]);
+            let ix = idx.wrapping_add(j);
+            self.wqe_copies[qpn as usize][ix as usize % k] = Some((ix, w));
+        }
+        Ok(self.wqe_copies[qpn as usize][idx as usize % k].expect("just kept").1)
+    }
+
     /// Fetch the receive WQE at ring index `idx` of QP `qpn`.
     pub(crate) fn fetch_recv_wqe(
         &mut self,
@@ -1053,14 +1078,41 @@ impl Nic {
     /// read now and kept there (section 9).
     pub(crate) fn recv_wqe_at_ci(&mut self, mem: &mut dyn HostMemory, qpn: u32) -> Result<RecvWqe, MemError> {
         let ci = self.qpc[qpn as usize].rq_ci;
-        match self.rq_cache[qpn as usize] {
-            Some((idx, w)) if idx == ci => Ok(w),
-            _ => {
-                let w = self.fetch_recv_wqe(mem, qpn, ci)?;
-                self.rq_cache[qpn as usize] = Some((ci, w));
-                Ok(w)
+        self.recv_wqe_copy(mem, qpn, ci)
+    }
+
+    /// Whether the receive WQE copy of `idx` is in its slot.
+    pub(crate) fn has_recv_copy(&self, qpn: u32, idx: u16) -> bool {
+        matches!(self.rq_copies[qpn as usize][idx as usize % params::WQE_COPIES as usize], Some((i, _)) if i == idx)
+    }
+
+    /// The receive WQE at ring index `idx` of QP `qpn` from its copy slot, or else read with the
+    /// line it starts (section 9): the posted WQEs from `idx` on (up to `rq_pi`), at most
+    /// `WQE_LINE`, not past the ring's end, in one read, each kept in its slot.
+    pub(crate) fn recv_wqe_copy(
+        &mut self,
+        mem: &mut dyn HostMemory,
+        qpn: u32,
+        idx: u16,
+    ) -> Result<RecvWqe, MemError> {
+        let k = params::WQE_COPIES as usize;
+        if let Some((i, w)) = self.rq_copies[qpn as usize][idx as usize % k] {
+            if i == idx {
+                return Ok(w);
             }
         }
+        let q = &self.qpc[qpn as usize];
+        let size = 1u16 << q.log_rq_size;
+        let slot = idx & (size - 1);
+        let n = (params::WQE_LINE as u16).min(q.rq_pi.wrapping_sub(idx)).min(size - slot).max(1);
+        let mut b = vec![0u8; n as usize * recv_wqe::SIZE];
+        mem.read(q.func, q.rq_base + u64::from(slot) * recv_wqe::SIZE as u64, &mut b)?;
+        for j in 0..n {
+            let w = RecvWqe::decode(&b[j as usize * recv_wqe::SIZE..][..recv_wqe::SIZE]);
+            let ix = idx.wrapping_add(j);
+            self.rq_copies[qpn as usize][ix as usize % k] = Some((ix, w));
+        }
+        Ok(self.rq_copies[qpn as usize][idx as usize % k].expect("just kept").1)
     }
 
     /// Move QP `qpn` to ERR because of a send-queue error at `idx` with `status`.

@@ -75,15 +75,8 @@ impl Nic {
             return Ok(false);
         }
         let idx = q.sq_ci;
-        // Later packets of a message use the WQE read for an earlier one (section 8).
-        let w = match self.sq_cache[qpn as usize] {
-            Some((i, w)) if i == idx && q.sq_offset != 0 => w,
-            _ => {
-                let w = self.fetch_send_wqe(mem, qpn, idx)?;
-                self.sq_cache[qpn as usize] = Some((idx, w));
-                w
-            }
-        };
+        // From the QP's WQE copies, or read with its line (section 8).
+        let w = self.send_wqe_copy(mem, qpn, idx)?;
         let q = &self.qpc[qpn as usize];
         if w.is_read_or_atomic() && q.rd_outstanding >= q.max_rd_atomic && q.max_rd_atomic > 0 {
             return Ok(false);

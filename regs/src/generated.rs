@@ -43,6 +43,8 @@ pub mod params {
     pub const MTT_WRITE_MAX: u64 = 0x200;
     pub const MAX_RD_ATOMIC: u64 = 0x10;
     pub const ATOM_HIST: u64 = 0x10;
+    pub const WQE_COPIES: u64 = 0x8;
+    pub const WQE_LINE: u64 = 0x4;
     pub const MAX_CQ_LOG_SIZE: u64 = 0x10;
     pub const MAX_WQ_LOG_SIZE: u64 = 0xf;
     pub const MIN_LOG_PAGE: u64 = 0xc;
@@ -875,6 +877,7 @@ pub struct Qpc {
     pub sq_ci: u16,
     pub sq_psn: u32,
     pub sq_offset: u32,
+    pub wqe_cp: u8,
     pub comp_ci: u16,
     pub comp_wqe_psn: u32,
     pub acked_psn: u32,
@@ -886,6 +889,7 @@ pub struct Qpc {
     pub rd_resume_psn: u32,
     pub rq_pi: u16,
     pub rq_ci: u16,
+    pub rqe_cp: u8,
     pub rq_psn: u32,
     pub msn: u32,
     pub resp_offset: u32,
@@ -936,6 +940,7 @@ impl Qpc {
         ("sq_ci", 16),
         ("sq_psn", 24),
         ("sq_offset", 32),
+        ("wqe_cp", 8),
         ("comp_ci", 16),
         ("comp_wqe_psn", 24),
         ("acked_psn", 24),
@@ -947,6 +952,7 @@ impl Qpc {
         ("rd_resume_psn", 24),
         ("rq_pi", 16),
         ("rq_ci", 16),
+        ("rqe_cp", 8),
         ("rq_psn", 24),
         ("msn", 24),
         ("resp_offset", 32),

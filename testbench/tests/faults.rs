@@ -236,10 +236,12 @@ const REORDER: u64 = 300;
 
 #[test]
 fn swapped_adjacent_middle_packets_land_once() {
-    // PSN +2 is held back just past +3 (arrival +0 +1 +3 +2 +4 ...): +3 is ahead → NAK (expect
+    // PSN +2 is held back 35 cycles, a little more than the requester's time per 256-byte
+    // packet, so it arrives just past +3 (arrival +0 +1 +3 +2 +4 ...; 20 cycles is too little to
+    // swap them, 60 lets +4 pass too): +3 is ahead → NAK (expect
     // +2); +2 is in order → accepted, nak_latch cleared; +4 is ahead → second NAK (expect +3)
     // (architecture.md, responder PSN check). The go-back resend of +2 is a duplicate.
-    let m = FaultModel::scripted([Script::new(FaultKind::Reorder, 1).from(0).with_psn(SQ_PSN_A + 2).extra(200)]);
+    let m = FaultModel::scripted([Script::new(FaultKind::Reorder, 1).from(0).with_psn(SQ_PSN_A + 2).extra(35)]);
     let (d, h) = two_sends(m);
     assert_log(&h, FaultKind::Reorder, SQ_PSN_A + 2, 1);
     assert_eq!(d, [0, 2, 1, 0], "NIC 1 (RX_DROP_ICRC, RX_NAK_SENT, RX_DUP), NIC 0 ACK_TIMEOUT");
