@@ -60,6 +60,8 @@ class RnicSim {
   void enter() const;
   void check_alive() const;
   void eval_half(bool clk);
+  /// The rising half of tick() when no waveform is dumped: same result as eval_half(true).
+  void rise();
   void trace_edge();
 
   std::unique_ptr<VerilatedContext> ctx_;
