@@ -2218,13 +2218,8 @@ module rnic_crc32 #(
   logic [9:0]   shift_bits;
 
   always_comb begin
-    msg = data_i ^ W'(crc_i);
-    // Right-justify: the last message byte lands in the top lane; lanes at and above bytes_i (and
-    // the part of crc_i beyond them) are shifted out, so no separate mask is needed. (Indexing the
-    // tables by p - n instead of shifting measured 3x slower in Verilator.)
     nshift     = 7'(MaxBytes) - bytes_i;
     shift_bits = {nshift, 3'b000};
-    just       = msg << shift_bits;
     // The part of the old register that is not pushed out by fewer than 4 bytes.
     unique case (bytes_i)
       7'd0:    carry = crc_i;
@@ -2233,11 +2228,24 @@ module rnic_crc32 #(
       7'd3:    carry = {24'd0, crc_i[31:24]};
       default: carry = 32'd0;
     endcase
-    // Right-justified in a MaxBytes window = right-justified in the 64-byte window, so lane p of
-    // the window is byte p + 64 - MaxBytes of the full tables.
     crc_o = carry;
-    for (int p = 0; p < MaxBytes; p++) begin
-      crc_o = crc_o ^ CrcTab[p + 64 - MaxBytes][just[8*p +: 8]];
+    // With no bytes every lane is shifted out and every lookup below is entry 0 (= 0), so the
+    // result is crc_i. Skipping the lookups then is the same function but lets the simulator skip
+    // the 512-bit shift and the 64 lookups: callers pass bytes_i = 0 in the cycles whose result
+    // they do not use, and this logic is evaluated several times per simulated cycle.
+    msg  = '0;
+    just = '0;
+    if (bytes_i != 7'd0) begin
+      msg = data_i ^ W'(crc_i);
+      // Right-justify: the last message byte lands in the top lane; lanes at and above bytes_i
+      // (and the part of crc_i beyond them) are shifted out, so no separate mask is needed.
+      // (Indexing the tables by p - n instead of shifting measured 3x slower in Verilator.)
+      just = msg << shift_bits;
+      // Right-justified in a MaxBytes window = right-justified in the 64-byte window, so lane p
+      // of the window is byte p + 64 - MaxBytes of the full tables.
+      for (int p = 0; p < MaxBytes; p++) begin
+        crc_o = crc_o ^ CrcTab[p + 64 - MaxBytes][just[8*p +: 8]];
+      end
     end
   end
 

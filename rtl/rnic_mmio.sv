@@ -93,7 +93,11 @@ module rnic_mmio
   ////////////////
 
   // Per-function command interface.
-  logic [NumFunc-1:0][5:0][63:0] args_q, args_d;
+  logic [NumFunc-1:0][5:0][63:0] args_q;
+  // Write ports of args_q (see the always_ff that writes it).
+  logic                          args_clr;   // FLR: clear the arguments of flr_func_i
+  logic                          args_we;    // CMD_ARG write: args_q[req_f][args_idx]
+  logic [2:0]                    args_idx;
   logic [NumFunc-1:0][7:0]    op_q, op_d;
   logic [NumFunc-1:0]         pend_q, pend_d;     // command queued, not yet taken by the engine
   logic [NumFunc-1:0]         busy_q, busy_d;     // CMD_OP write .. end of the CMD task
@@ -290,7 +294,9 @@ module rnic_mmio
   logic answer;
 
   always_comb begin
-    args_d      = args_q;
+    args_clr    = 1'b0;
+    args_we     = 1'b0;
+    args_idx    = 3'((mmio_req_addr_i - RegCmdArg0) >> 3);
     op_d        = op_q;
     pend_d      = pend_q;
     busy_d      = busy_q;
@@ -327,7 +333,7 @@ module rnic_mmio
     // FLR: the function's command interface resets (no command of it can be running: tasks are
     // sequential, and none is taken in this cycle)
     if (flr_start_i && 32'(flr_func_i) < NumFunc) begin
-      args_d[FuncW'(flr_func_i)]   = '0;
+      args_clr                     = 1'b1;
       op_d[FuncW'(flr_func_i)]     = '0;
       pend_d[FuncW'(flr_func_i)]   = 1'b0;
       busy_d[FuncW'(flr_func_i)]   = 1'b0;
@@ -358,7 +364,7 @@ module rnic_mmio
         wr_bad = 1'b1;
       end else if (mmio_req_addr_i >= RegCmdArg0 && mmio_req_addr_i <= RegCmdArg5 &&
                    mmio_req_addr_i[2:0] == 3'd0) begin
-        args_d[req_f][3'((mmio_req_addr_i - RegCmdArg0) >> 3)] = mmio_req_wdata_i;
+        args_we = 1'b1;
       end else if (mmio_req_addr_i == RegCmdOp) begin
         if (busy_q[req_f]) begin
           wr_bad = 1'b1;
@@ -403,9 +409,21 @@ module rnic_mmio
     if (db_push) db_mem_q[db_wp_q] <= db_wdata;
   end
 
+  // Command arguments: written in place (at most an FLR clear and one argument per cycle, in
+  // that order, as the two assignments of the next-state logic did) rather than through a
+  // next-state copy: an args_d = args_q default cost a 432-byte copy on every evaluation of the
+  // comb logic, which the simulator runs several times per cycle.
   always_ff @(posedge clk_i) begin
     if (!rst_ni) begin
-      args_q      <= '0;
+      args_q <= '0;
+    end else begin
+      if (args_clr) args_q[FuncW'(flr_func_i)] <= '0;
+      if (args_we)  args_q[req_f][args_idx] <= mmio_req_wdata_i;
+    end
+  end
+
+  always_ff @(posedge clk_i) begin
+    if (!rst_ni) begin
       op_q        <= '0;
       pend_q      <= '0;
       busy_q      <= '0;
@@ -424,7 +442,6 @@ module rnic_mmio
       db_rp_q     <= '0;
       db_wp_q     <= '0;
     end else begin
-      args_q      <= args_d;
       op_q        <= op_d;
       pend_q      <= pend_d;
       busy_q      <= busy_d;

@@ -37,7 +37,6 @@ module rnic_timer
   logic [47:0]    now_q, now_d;
   logic [NumQp-1:0][1:0] mode_q;
   logic [47:0]    dl_q [NumQp];
-  logic [NumQp-1:0][1:0] mode_d;
   logic [QpW-1:0] scan_q, scan_d;
   logic           pend_q, pend_d;
   logic [QpW-1:0] pqpn_q, pqpn_d;
@@ -90,11 +89,6 @@ module rnic_timer
     end
   end
 
-  always_comb begin
-    mode_d = mode_q;
-    if (wr_en) mode_d[wr_qpn] = wr_mode;
-  end
-
   assign exp_valid_o = pend_q;
   assign exp_qpn_o   = pqpn_q;
 
@@ -104,13 +98,22 @@ module rnic_timer
       scan_q <= '0;
       pend_q <= 1'b0;
       pqpn_q <= '0;
-      mode_q <= '0;
     end else begin
       now_q  <= now_d;
       scan_q <= scan_d;
       pend_q <= pend_d;
       pqpn_q <= pqpn_d;
-      mode_q <= mode_d;
+    end
+  end
+
+  // Timer modes: at most one entry changes per cycle, so they are written in place (write-enable
+  // form, like the deadlines below) rather than through a full next-state copy: a 2048-bit
+  // mode_d = mode_q default cost a 256-byte copy on every evaluation of the comb logic.
+  always_ff @(posedge clk_i) begin
+    if (!rst_ni) begin
+      mode_q <= '0;
+    end else if (wr_en) begin
+      mode_q[wr_qpn] <= wr_mode;
     end
   end
 

@@ -152,19 +152,25 @@ module rnic_tx_frame
   end
 
   // ICRC over the headers: IP..BTH (40 bytes), then the extension headers.
+  // crc_h2 is used only in the cycle a header is offered (hdr_valid_i); in the other cycles the
+  // CRC instances get 0 bytes, which the simulator evaluates without the table lookups.
   logic [31:0] crc_h1, crc_h2;
+  logic [6:0]  crc_h1_bytes, crc_h2_bytes;
+
+  assign crc_h1_bytes = hdr_valid_i ? 7'd40 : 7'd0;
+  assign crc_h2_bytes = hdr_valid_i ? ext_len : 7'd0;
 
   rnic_crc32 #(.MaxBytes(40)) u_crc_hdr_base (
     .crc_i   (IcrcSeed),
     .data_i  (hb_crc[53:14]),
-    .bytes_i (7'd40),
+    .bytes_i (crc_h1_bytes),
     .crc_o   (crc_h1)
   );
 
   rnic_crc32 #(.MaxBytes(28)) u_crc_hdr_ext (
     .crc_i   (crc_h1),
     .data_i  (hb_crc[81:54]),
-    .bytes_i (ext_len),
+    .bytes_i (crc_h2_bytes),
     .crc_o   (crc_h2)
   );
 
@@ -200,6 +206,7 @@ module rnic_tx_frame
   logic [31:0]   base_crc;
   logic [511:0]  chunk;
   logic [6:0]    chunk_bytes;
+  logic [6:0]    crc_chunk_bytes;   // chunk_bytes when the chunk is taken, else 0 (CRC unused)
   logic [31:0]   crc_chunk, crc_chunk_pad;
   logic [7:0]    end_cnt;
   logic          icrc_app;          // append the ICRC this cycle ...
@@ -213,10 +220,14 @@ module rnic_tx_frame
                          ~({512{1'b1}} << {chunk_bytes, 3'b000}));
   end
 
+  // crc_chunk and crc_chunk_pad are used only when a chunk is taken; in the other cycles the
+  // instance gets 0 bytes, which the simulator evaluates without the 64 table lookups.
+  assign crc_chunk_bytes = (pl_valid_i && pl_ready_o) ? chunk_bytes : 7'd0;
+
   rnic_crc32 u_crc_chunk (
     .crc_i   (base_crc),
     .data_i  (chunk),
-    .bytes_i (chunk_bytes),
+    .bytes_i (crc_chunk_bytes),
     .crc_o   (crc_chunk)
   );
 

@@ -60,6 +60,11 @@ class RnicSim {
   void enter() const;
   void check_alive() const;
   void eval_half(bool clk);
+  /// The rising half of tick() when no waveform is dumped. It skips the comb logic that the next
+  /// eval() recomputes before anything can read it (see rnic_sim.cc and write_fast_edge in
+  /// build.rs), so between rise() and the next eval_half(false) the model's comb signals and
+  /// output ports are stale: nothing may read them there (tick() copies the outputs before it).
+  void rise();
   void trace_edge();
 
   std::unique_ptr<VerilatedContext> ctx_;
