@@ -391,22 +391,34 @@ module rnic_mmio
     end
   end
 
+  // Doorbell coalescing (section 4, Doorbells): a doorbell for the same function, kind and queue
+  // as the newest one still waiting in the FIFO (not the one the engine takes this cycle) replaces
+  // its value instead of taking a new entry, as a doorbell register would: a burst of doorbells
+  // for one queue costs one engine task.
+  logic [DbEntW-1:0] db_tail;
+  logic              db_merge;
+  assign db_tail  = db_mem_q[db_wp_q - 4'd1];
+  assign db_merge = db_push && (db_cnt_q > 5'd1 || (db_cnt_q == 5'd1 && !db_pop_i)) &&
+                    db_tail[DbEntW-1:64] == db_wdata[DbEntW-1:64];
+  logic [63:0] unused_db_tail;   // (the newest doorbell's value is replaced, not read)
+  assign unused_db_tail = db_tail[63:0];
+
   // doorbell FIFO pointers
   always_comb begin
     db_rp_d  = db_rp_q;
     db_wp_d  = db_wp_q;
     db_cnt_d = db_cnt_q;
-    if (db_push) begin
+    if (db_push && !db_merge) begin
       db_wp_d = db_wp_q + 4'd1;
     end
     if (db_pop_i && db_cnt_q != 5'd0) begin
       db_rp_d = db_rp_q + 4'd1;
     end
-    db_cnt_d = db_cnt_q + 5'(db_push) - 5'(db_pop_i && db_cnt_q != 5'd0);
+    db_cnt_d = db_cnt_q + 5'(db_push && !db_merge) - 5'(db_pop_i && db_cnt_q != 5'd0);
   end
 
   always_ff @(posedge clk_i) begin
-    if (db_push) db_mem_q[db_wp_q] <= db_wdata;
+    if (db_push) db_mem_q[db_merge ? db_wp_q - 4'd1 : db_wp_q] <= db_wdata;
   end
 
   // Command arguments: written in place (at most an FLR clear and one argument per cycle, in

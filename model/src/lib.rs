@@ -540,6 +540,21 @@ impl Nic {
         i >= first && i - first < n
     }
 
+    /// Queue a doorbell; one for the same function, kind and queue as the newest one waiting
+    /// replaces it (doorbell coalescing, section 4, Doorbells).
+    fn push_doorbell(&mut self, db: Doorbell) {
+        let key = |d: &Doorbell| match *d {
+            Doorbell::SqPi { func, qpn, .. } => (0u8, func, qpn),
+            Doorbell::RqPi { func, qpn, .. } => (1, func, qpn),
+            Doorbell::CqCi { func, cqn, .. } => (2, func, cqn),
+            Doorbell::CqArm { func, cqn } => (3, func, cqn),
+        };
+        match self.db_fifo.back_mut() {
+            Some(last) if key(last) == key(&db) => *last = db,
+            _ => self.db_fifo.push_back(db),
+        }
+    }
+
     /// A BAR0 write (section 4). Writes to a function that does not decode, to read-only or
     /// unknown offsets are ignored and counted in `MMIO_BAD`.
     pub fn mmio_write(&mut self, func: u8, offset: u64, value: u64) {
@@ -554,12 +569,8 @@ impl Nic {
             if idx < self.cfg.num_qp as u64 {
                 let qpn = idx as u32;
                 match po {
-                    params::DB_SQ_PI => {
-                        return self.db_fifo.push_back(Doorbell::SqPi { func, qpn, value })
-                    }
-                    params::DB_RQ_PI => {
-                        return self.db_fifo.push_back(Doorbell::RqPi { func, qpn, value })
-                    }
+                    params::DB_SQ_PI => return self.push_doorbell(Doorbell::SqPi { func, qpn, value }),
+                    params::DB_RQ_PI => return self.push_doorbell(Doorbell::RqPi { func, qpn, value }),
                     _ => {}
                 }
             }
@@ -572,10 +583,8 @@ impl Nic {
             if idx < self.cfg.num_cq as u64 {
                 let cqn = idx as u32;
                 match po {
-                    params::DB_CQ_CI => {
-                        return self.db_fifo.push_back(Doorbell::CqCi { func, cqn, value })
-                    }
-                    params::DB_CQ_ARM => return self.db_fifo.push_back(Doorbell::CqArm { func, cqn }),
+                    params::DB_CQ_CI => return self.push_doorbell(Doorbell::CqCi { func, cqn, value }),
+                    params::DB_CQ_ARM => return self.push_doorbell(Doorbell::CqArm { func, cqn }),
                     _ => {}
                 }
             }

@@ -792,9 +792,22 @@ fn doorbells_and_mmio_errors() {
     bring_up(&mut h, 2, 3, MAC_B, IP_B, 3, FULL_ACCESS, 0, 0, 3, 3);
     // Beyond the ring size (8) from comp_ci: DB_BAD; exactly 8 is fine.
     h.nic.mmio_write(0, db(2, params::DB_RQ_PI), 9);
+    h.run();
     h.nic.mmio_write(0, db(2, params::DB_RQ_PI), 8);
     h.run();
     assert_eq!(h.counter(counter::DB_BAD), 4);
+    assert_eq!(h.nic.qpc(2).rq_pi, 8);
+    // Coalescing: a doorbell for the queue of the newest waiting one replaces it, so the bad 9
+    // is never seen; one for another queue in between keeps both.
+    h.nic.mmio_write(0, db(2, params::DB_RQ_PI), 9);
+    h.nic.mmio_write(0, db(2, params::DB_RQ_PI), 8);
+    h.run();
+    assert_eq!(h.counter(counter::DB_BAD), 4, "coalesced: only the last value counts");
+    h.nic.mmio_write(0, db(2, params::DB_RQ_PI), 9);
+    h.nic.mmio_write(0, db(2, params::DB_SQ_PI), 0);
+    h.nic.mmio_write(0, db(2, params::DB_RQ_PI), 8);
+    h.run();
+    assert_eq!(h.counter(counter::DB_BAD), 5, "not the newest: the bad 9 stays queued");
     assert_eq!(h.nic.qpc(2).rq_pi, 8);
     // MMIO_BAD: bad offset in a doorbell page, QP index out of range, func != 0, RO write,
     // unknown read, unaligned.

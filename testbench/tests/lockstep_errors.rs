@@ -232,6 +232,29 @@ fn doorbell_past_ring_capacity_counts_db_bad() {
     settle(&p);
 }
 
+/// Doorbell coalescing (contract 4, Doorbells): a doorbell for the queue of the newest one still
+/// waiting replaces it. Eight back-to-back SQ doorbells alternating between a bad value and a good
+/// one: only the values that were not replaced count as bad (the model coalesces the same ones:
+/// lockstep), and the last, good one takes effect.
+#[test]
+fn back_to_back_doorbells_for_one_queue_coalesce() {
+    let p = pair();
+    let a = &p.a;
+    let qa = &a.qps[0];
+    let sq = qa.send_queue_depth() as u64;
+    let bad0 = a.ctx.counter(counter::DB_BAD);
+    for k in 0..8u64 {
+        let v = if k % 2 == 0 { sq + 1 } else { 0 };
+        a.ctx.raw_mmio_write(Context::qp_doorbell(qa.qpn()) + params::DB_SQ_PI, v);
+    }
+    quiesce(&p);
+    let bad = a.ctx.counter(counter::DB_BAD) - bad0;
+    assert!((1..4).contains(&bad), "bad doorbells replaced before the engine took them: {bad} of 4 counted");
+    let info = qa.query().expect("query");
+    assert_eq!((info.state, info.sq_pi), (QpState::Rts, 0), "{info:?}");
+    settle(&p);
+}
+
 #[test]
 fn mmio_to_bad_offsets_counts_mmio_bad() {
     let p = pair();
