@@ -217,8 +217,9 @@ fn write_json(path: &PathBuf, value: &impl Serialize) -> Result<(), String> {
 }
 
 fn config(args: &Args) -> Result<BenchConfig, String> {
-    if args.qps == 0 || args.qps > 512 {
-        return Err(format!("--qps {}: use 1..=512", args.qps));
+    let max_qps = rnic_regs::params::NUM_QP as usize;
+    if args.qps == 0 || args.qps > max_qps {
+        return Err(format!("--qps {}: use 1..={max_qps} (the QPs of one NIC)", args.qps));
     }
     if args.clock_mhz <= 0.0 {
         return Err("--clock-mhz must be positive".into());
