@@ -203,24 +203,24 @@ module rnic_engine
 
   // WQEs in a line fetched from index idx (section 8): posted ones (up to sq_pi), at most
   // WqeLine, not past the end of the ring
-  function automatic logic [2:0] line_n(qpc_t q, logic [15:0] idx);
+  function automatic logic [3:0] line_n(qpc_t q, logic [15:0] idx);
     logic [15:0] posted, to_end, n;
     posted = q.sq_pi - idx;
     to_end = (16'd1 << q.log_sq_size) - (idx & ((16'd1 << q.log_sq_size) - 16'd1));
     n = 16'(WqeLine);
     if (posted < n) n = posted;
     if (to_end < n) n = to_end;
-    return (n == 16'd0) ? 3'd1 : n[2:0];
+    return (n == 16'd0) ? 4'd1 : n[3:0];
   endfunction
 
-  function automatic logic [2:0] rline_n(qpc_t q, logic [15:0] idx);
+  function automatic logic [3:0] rline_n(qpc_t q, logic [15:0] idx);
     logic [15:0] posted, to_end, n;
     posted = q.rq_pi - idx;
     to_end = (16'd1 << q.log_rq_size) - (idx & ((16'd1 << q.log_rq_size) - 16'd1));
     n = 16'(WqeLine);
     if (posted < n) n = posted;
     if (to_end < n) n = to_end;
-    return (n == 16'd0) ? 3'd1 : n[2:0];
+    return (n == 16'd0) ? 4'd1 : n[3:0];
   endfunction
 
   function automatic segs_t segs_send(send_wqe_t w);
@@ -409,6 +409,17 @@ module rnic_engine
     .clk_i, .req_i(sqc_req), .we_i(sqc_we), .addr_i(sqc_addr), .wdata_i(sqc_wdata),
     .rdata_o(sqc_rdata));
 
+  // The completer's own copies of send WQEs (section 10), valid bits qpc.cmp_cp: with one set
+  // shared, a requester more than WqeCopies WQEs ahead of the completer would evict the copies
+  // the completer is about to use and the other way round.
+  logic                cpc_req, cpc_we;
+  logic [QpW+CpW-1:0]  cpc_addr;
+  sqc_ent_t            cpc_wdata, cpc_rdata;
+
+  rnic_ram #(.Width($bits(sqc_ent_t)), .Depth(NumQp * NumCp)) u_cpc (
+    .clk_i, .req_i(cpc_req), .we_i(cpc_we), .addr_i(cpc_addr), .wdata_i(cpc_wdata),
+    .rdata_o(cpc_rdata));
+
   // A duplicate atomic's saved result.
   logic        atom_hit;
   logic [63:0] atom_orig;
@@ -516,8 +527,9 @@ module rnic_engine
   logic [1023:0]     wqe_q, wqe_d;
   logic [1:0]        wqe_nb_q, wqe_nb_d, wqe_b_q, wqe_b_d;
   logic [15:0]       ln_idx_q, ln_idx_d;  // line fetch: index of its first WQE,
-  logic [2:0]        ln_n_q, ln_n_d;      //   WQEs in it,
-  logic [2:0]        ln_k_q, ln_k_d;      //   WQEs received
+  logic [3:0]        ln_n_q, ln_n_d;      //   WQEs in it,
+  logic [3:0]        ln_k_q, ln_k_d;      //   WQEs received
+  logic              ln_cmp_q, ln_cmp_d;  //   for the completer's copies
   logic [511:0]      lnb_q, lnb_d;        //   and the first beat of the one arriving
   logic              ln_rq_q, ln_rq_d;    //   of receive WQEs
 
@@ -1011,6 +1023,7 @@ module rnic_engine
     ln_k_d       = ln_k_q;
     lnb_d        = lnb_q;
     ln_rq_d      = ln_rq_q;
+    ln_cmp_d     = ln_cmp_q;
     wqe_b_d      = wqe_b_q;
     hdr_d        = hdr_q;
     cqe_d        = cqe_q;
@@ -1092,6 +1105,7 @@ module rnic_engine
     atom_req = 1'b0; atom_we = 1'b0; atom_addr = qpn_q; atom_wdata = '0;
     rqc_req = 1'b0; rqc_we = 1'b0; rqc_addr = {qpn_q, CpW'(0)}; rqc_wdata = '0;
     sqc_req = 1'b0; sqc_we = 1'b0; sqc_addr = {qpn_q, CpW'(0)}; sqc_wdata = '0;
+    cpc_req = 1'b0; cpc_we = 1'b0; cpc_addr = {qpn_q, CpW'(0)}; cpc_wdata = '0;
 
     cmd_start_o   = 1'b0;
     cmd_done_o    = 1'b0;
@@ -1137,8 +1151,9 @@ module rnic_engine
             wqe_nb_d = 2'(NB); wqe_b_d = '0; ret_d = (RET); state_d = StWqeIss; end
     // a line of send WQEs from index IDX: as many as are posted, up to WqeLine, not past the
     // ring's end (one DMA read); each is kept in its copy slot, the first also in wqe_q
-    `define CALL_LINE(IDX, RET) \
+    `define CALL_LINE(IDX, CMP, RET) \
       begin ln_idx_d = (IDX); ln_n_d = line_n(qp_q, (IDX)); ln_k_d = '0; wqe_b_d = '0; \
+            ln_cmp_d = (CMP); \
             rd_addr_d = qp_q.sq_base + {41'd0, ((IDX) & ((16'd1 << qp_q.log_sq_size) - 16'd1)), 7'd0}; \
             rd_len_d = 13'({line_n(qp_q, (IDX)), 7'd0}); rd_func_d = qp_q.func; \
             ln_rq_d = 1'b0; ret_d = (RET); state_d = StLnIss; end
@@ -2258,18 +2273,18 @@ module rnic_engine
           cnt_inc[CounterRxGhostAck] = 1'b1;
           state_d = StEnd;
         end else begin
-          sqc_req  = 1'b1;
-          sqc_addr = {qpn_q, qp_q.comp_ci[CpW-1:0]};
+          cpc_req  = 1'b1;
+          cpc_addr = {qpn_q, qp_q.comp_ci[CpW-1:0]};
           state_d  = StCompC;
         end
       end
 
       StCompC: begin
-        if (qp_q.wqe_cp[qp_q.comp_ci[CpW-1:0]] && sqc_rdata.idx == qp_q.comp_ci) begin
-          wqe_d   = sqc_rdata.wqe;
+        if (qp_q.cmp_cp[qp_q.comp_ci[CpW-1:0]] && cpc_rdata.idx == qp_q.comp_ci) begin
+          wqe_d   = cpc_rdata.wqe;
           state_d = StCompLoop;
         end else begin
-          `CALL_LINE(qp_q.comp_ci, StCompLoop)
+          `CALL_LINE(qp_q.comp_ci, 1'b1, StCompLoop)
         end
       end
 
@@ -2612,7 +2627,7 @@ module rnic_engine
           wqe_d   = sqc_rdata.wqe;
           state_d = StTx2;
         end else begin
-          `CALL_LINE(qp_q.sq_ci, StTx2)
+          `CALL_LINE(qp_q.sq_ci, 1'b0, StTx2)
         end
       end
 
@@ -3019,8 +3034,8 @@ module rnic_engine
           rqc_addr  = {qpn_q, ix[CpW-1:0]};
           rqc_wdata = '{idx: ix, wqe: fifo_head};
           qp_d.rqe_cp[ix[CpW-1:0]] = 1'b1;
-          ln_k_d = ln_k_q + 3'd1;
-          if (ln_k_q + 3'd1 == ln_n_q) state_d = ret_q;
+          ln_k_d = ln_k_q + 4'd1;
+          if (ln_k_q + 4'd1 == ln_n_q) state_d = ret_q;
         end
       end
 
@@ -3037,13 +3052,21 @@ module rnic_engine
             logic [15:0] ix;
             ix = ln_idx_q + 16'(ln_k_q);
             if (ln_k_q == '0) wqe_d[1023:512] = fifo_head;
-            sqc_req   = 1'b1;
-            sqc_we    = 1'b1;
-            sqc_addr  = {qpn_q, ix[CpW-1:0]};
-            sqc_wdata = '{idx: ix, wqe: {fifo_head, lnb_q}};
-            qp_d.wqe_cp[ix[CpW-1:0]] = 1'b1;
-            ln_k_d = ln_k_q + 3'd1;
-            if (ln_k_q + 3'd1 == ln_n_q) state_d = ret_q;
+            if (ln_cmp_q) begin
+              cpc_req   = 1'b1;
+              cpc_we    = 1'b1;
+              cpc_addr  = {qpn_q, ix[CpW-1:0]};
+              cpc_wdata = '{idx: ix, wqe: {fifo_head, lnb_q}};
+              qp_d.cmp_cp[ix[CpW-1:0]] = 1'b1;
+            end else begin
+              sqc_req   = 1'b1;
+              sqc_we    = 1'b1;
+              sqc_addr  = {qpn_q, ix[CpW-1:0]};
+              sqc_wdata = '{idx: ix, wqe: {fifo_head, lnb_q}};
+              qp_d.wqe_cp[ix[CpW-1:0]] = 1'b1;
+            end
+            ln_k_d = ln_k_q + 4'd1;
+            if (ln_k_q + 4'd1 == ln_n_q) state_d = ret_q;
           end
         end
       end
@@ -3232,6 +3255,7 @@ module rnic_engine
       ln_k_q      <= '0;
       lnb_q       <= '0;
       ln_rq_q     <= 1'b0;
+      ln_cmp_q    <= 1'b0;
       wqe_b_q     <= '0;
       hdr_q       <= '0;
       cqe_q       <= '0;
@@ -3345,6 +3369,7 @@ module rnic_engine
       ln_k_q      <= ln_k_d;
       lnb_q       <= lnb_d;
       ln_rq_q     <= ln_rq_d;
+      ln_cmp_q    <= ln_cmp_d;
       wqe_b_q     <= wqe_b_d;
       hdr_q       <= hdr_d;
       cqe_q       <= cqe_d;

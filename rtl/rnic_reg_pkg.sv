@@ -42,7 +42,7 @@ package rnic_reg_pkg;
   localparam longint unsigned MaxRdAtomic = 64'h10;
   localparam longint unsigned AtomHist = 64'h10;
   localparam longint unsigned WqeCopies = 64'h8;
-  localparam longint unsigned WqeLine = 64'h4;
+  localparam longint unsigned WqeLine = 64'h8;
   localparam longint unsigned MaxCqLogSize = 64'h10;
   localparam longint unsigned MaxWqLogSize = 64'hF;
   localparam longint unsigned MinLogPage = 64'hC;
@@ -594,6 +594,7 @@ package rnic_reg_pkg;
     logic [23:0] acked_psn;
     logic [23:0] comp_wqe_psn;
     logic [15:0] comp_ci;
+    logic [7:0] cmp_cp;
     logic [7:0] wqe_cp;
     logic [31:0] sq_offset;
     logic [23:0] sq_psn;
@@ -621,7 +622,7 @@ package rnic_reg_pkg;
     logic [2:0] state;
     logic [0:0] valid;
   } qpc_t;
-  localparam int unsigned QpcBits = 944;
+  localparam int unsigned QpcBits = 952;
 
   // ---- cqc: Completion queue context
   typedef struct packed {

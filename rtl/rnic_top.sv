@@ -220,11 +220,26 @@ module rnic_top
     .trace_valid_o, .trace_kind_o, .trace_qpn_o, .trace_func_o
   );
 
+  // Headers queue up in front of the framer (with their spoof-drop bits), so the engine can
+  // hand over a packet's header and go on while earlier frames still wait for their payload.
+  tx_hdr_t      fh;
+  logic         fh_drop, fh_valid, fh_ready;
+
+  rnic_fifo #(.Width($bits(tx_hdr_t) + 1), .Depth(4)) u_hdr_fifo (
+    .clk_i, .rst_ni,
+    .in_valid_i  (hdr_valid),
+    .in_ready_o  (hdr_ready),
+    .in_data_i   ({hdr_drop, hdr}),
+    .out_valid_o (fh_valid),
+    .out_ready_i (fh_ready),
+    .out_data_o  ({fh_drop, fh})
+  );
+
   rnic_tx_frame u_tx_frame (
     .clk_i, .rst_ni,
-    .hdr_valid_i (hdr_valid),
-    .hdr_ready_o (hdr_ready),
-    .hdr_i       (hdr),
+    .hdr_valid_i (fh_valid),
+    .hdr_ready_o (fh_ready),
+    .hdr_i       (fh),
     .pl_valid_i  (pl_valid),
     .pl_ready_o  (pl_ready),
     .pl_data_i   (pl_data),
@@ -239,8 +254,8 @@ module rnic_top
 
   rnic_spoof_filter #(.DataW(DataW)) u_spoof (
     .clk_i, .rst_ni,
-    .hdr_fire_i  (hdr_valid && hdr_ready),
-    .hdr_drop_i  (hdr_drop),
+    .hdr_fire_i  (fh_valid && fh_ready),
+    .hdr_drop_i  (fh_drop),
     .in_tvalid_i (fr_tvalid),
     .in_tready_o (fr_tready),
     .in_tdata_i  (fr_tdata),

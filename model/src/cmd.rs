@@ -379,6 +379,7 @@ impl Nic {
         self.atom_hist[i] = Default::default();
         self.rq_copies[i] = Default::default();
         self.wqe_copies[i] = Default::default();
+        self.comp_copies[i] = Default::default();
         self.qpc[i] = Qpc {
             valid: true,
             state: qp_state::RESET,
@@ -463,6 +464,7 @@ impl Nic {
                 self.atom_hist[i] = Default::default();
                 self.rq_copies[i] = Default::default();
                 self.wqe_copies[i] = Default::default();
+        self.comp_copies[i] = Default::default();
             }
             ERR => q.state = ERR,
             _ => {

@@ -130,7 +130,7 @@ impl Nic {
                 return Ok(());
             }
             let (ci, wpsn) = (q.comp_ci, q.comp_wqe_psn);
-            let w = self.send_wqe_copy(mem, qpn, ci)?;
+            let w = self.send_wqe_copy(mem, qpn, ci, true)?;
             let last = psn_add(wpsn, w.npkts(mtu) - 1);
             if psn_diff(last, pp) < 0 {
                 if w.is_read_or_atomic() {

@@ -441,6 +441,8 @@ pub struct Nic {
     /// Per QP: the send WQE copies (section 8), slot = ring index mod `WQE_COPIES`, each a WQE
     /// with its index; the requester and the completer look WQEs up here first.
     pub(crate) wqe_copies: Vec<[Option<(u16, SendWqe)>; params::WQE_COPIES as usize]>,
+    /// Per QP: the completer's own copies of send WQEs (section 10), filled the same way.
+    pub(crate) comp_copies: Vec<[Option<(u16, SendWqe)>; params::WQE_COPIES as usize]>,
     /// Function of the last command the engine took (round-robin).
     cmd_last: u8,
     /// Function of the command running now.
@@ -478,6 +480,7 @@ impl Nic {
             atom_hist: vec![[None; params::ATOM_HIST as usize]; cfg.num_qp as usize],
             rq_copies: vec![[None; params::WQE_COPIES as usize]; cfg.num_qp as usize],
             wqe_copies: vec![[None; params::WQE_COPIES as usize]; cfg.num_qp as usize],
+            comp_copies: vec![[None; params::WQE_COPIES as usize]; cfg.num_qp as usize],
             cmd_last: 0,
             cur_func: 0,
             vf_res: (0, [0; 5]),
@@ -1042,14 +1045,17 @@ impl Nic {
     /// The send WQE at ring index `idx` of QP `qpn` from its copy slot, or else read with the
     /// line it starts (section 8): the posted WQEs from `idx` on (up to `sq_pi`), at most
     /// `WQE_LINE`, not past the ring's end, in one read, each kept in its slot.
+    /// `completer`: the completer's set of copies, else the requester's.
     pub(crate) fn send_wqe_copy(
         &mut self,
         mem: &mut dyn HostMemory,
         qpn: u32,
         idx: u16,
+        completer: bool,
     ) -> Result<SendWqe, MemError> {
         let k = params::WQE_COPIES as usize;
-        if let Some((i, w)) = self.wqe_copies[qpn as usize][idx as usize % k] {
+        let set = if completer { &self.comp_copies } else { &self.wqe_copies };
+        if let Some((i, w)) = set[qpn as usize][idx as usize % k] {
             if i == idx {
                 return Ok(w);
             }
@@ -1060,12 +1066,13 @@ impl Nic {
         let n = (params::WQE_LINE as u16).min(q.sq_pi.wrapping_sub(idx)).min(size - slot).max(1);
         let mut b = vec![0u8; n as usize * send_wqe::SIZE];
         mem.read(q.func, q.sq_base + u64::from(slot) * send_wqe::SIZE as u64, &mut b)?;
+        let set = if completer { &mut self.comp_copies } else { &mut self.wqe_copies };
         for j in 0..n {
             let w = SendWqe::decode(&b[j as usize * send_wqe::SIZE..][..send_wqe::SIZE]);
             let ix = idx.wrapping_add(j);
-            self.wqe_copies[qpn as usize][ix as usize % k] = Some((ix, w));
+            set[qpn as usize][ix as usize % k] = Some((ix, w));
         }
-        Ok(self.wqe_copies[qpn as usize][idx as usize % k].expect("just kept").1)
+        Ok(set[qpn as usize][idx as usize % k].expect("just kept").1)
     }
 
     /// Fetch the receive WQE at ring index `idx` of QP `qpn`.

@@ -76,7 +76,7 @@ impl Nic {
         }
         let idx = q.sq_ci;
         // From the QP's WQE copies, or read with its line (section 8).
-        let w = self.send_wqe_copy(mem, qpn, idx)?;
+        let w = self.send_wqe_copy(mem, qpn, idx, false)?;
         let q = &self.qpc[qpn as usize];
         if w.is_read_or_atomic() && q.rd_outstanding >= q.max_rd_atomic && q.max_rd_atomic > 0 {
             return Ok(false);

@@ -44,7 +44,7 @@ pub mod params {
     pub const MAX_RD_ATOMIC: u64 = 0x10;
     pub const ATOM_HIST: u64 = 0x10;
     pub const WQE_COPIES: u64 = 0x8;
-    pub const WQE_LINE: u64 = 0x4;
+    pub const WQE_LINE: u64 = 0x8;
     pub const MAX_CQ_LOG_SIZE: u64 = 0x10;
     pub const MAX_WQ_LOG_SIZE: u64 = 0xf;
     pub const MIN_LOG_PAGE: u64 = 0xc;
@@ -878,6 +878,7 @@ pub struct Qpc {
     pub sq_psn: u32,
     pub sq_offset: u32,
     pub wqe_cp: u8,
+    pub cmp_cp: u8,
     pub comp_ci: u16,
     pub comp_wqe_psn: u32,
     pub acked_psn: u32,
@@ -941,6 +942,7 @@ impl Qpc {
         ("sq_psn", 24),
         ("sq_offset", 32),
         ("wqe_cp", 8),
+        ("cmp_cp", 8),
         ("comp_ci", 16),
         ("comp_wqe_psn", 24),
         ("acked_psn", 24),

@@ -375,17 +375,18 @@ struct RdReq {
     tag: u8,
     len: usize,
     due: u64,
+    /// Arrival order (requests of one tag complete in this order).
+    seq: u64,
+    /// Bytes already returned.
+    sent: usize,
     /// Host memory as it was when the request was accepted: a read is served on arrival (it
     /// sees every write accepted before it and none after); the latency is transport only.
     data: Vec<u8>,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct RdActive {
-    tag: u8,
-    len: usize,
-    beat: usize,
-}
+/// Beats the host returns for one read before it may switch to another due read: 256 bytes, a
+/// common PCIe Max Payload Size, so a short read (a WQE) is not stuck behind long ones.
+const DMA_CPL_BEATS: usize = 4;
 
 #[derive(Clone, Copy, Debug)]
 struct WrBurst {
@@ -400,8 +401,10 @@ struct DmaModel {
     latency: u64,
     rng: Option<u64>,
     pending: VecDeque<RdReq>,
-    active: Option<RdActive>,
-    rd_buf: Vec<u8>,
+    /// The read being answered, and the beats of its current completion.
+    active: Option<RdReq>,
+    burst: usize,
+    seq: u64,
     wr: Option<WrBurst>,
     wr_buf: Vec<u8>,
 }
@@ -414,7 +417,8 @@ impl DmaModel {
             rng: seed.map(|s| s ^ 0x9E37_79B9_7F4A_7C15 | 1),
             pending: VecDeque::with_capacity(256),
             active: None,
-            rd_buf: vec![0; DMA_MAX_LEN],
+            burst: 0,
+            seq: 0,
             wr: None,
             wr_buf: Vec::with_capacity(DMA_MAX_LEN),
         }
@@ -435,12 +439,15 @@ impl DmaModel {
         *x
     }
 
-    /// Picks the next completion when none is streaming: a due request that is the oldest of its
-    /// tag; the oldest such in deterministic mode, a random one in reorder mode.
+    /// Picks the read to answer next when no completion is streaming: a due request that is the
+    /// oldest of its tag; the first such in the queue in deterministic mode (a read interrupted
+    /// after `DMA_CPL_BEATS` beats goes to the back, so due reads share the completion channel
+    /// round-robin, as PCIe completions of different requests interleave), a random one in
+    /// reorder mode.
     fn pick(&mut self, cycle: u64) -> Option<RdReq> {
         let eligible = |pending: &VecDeque<RdReq>, i: usize| {
             let r = &pending[i];
-            r.due <= cycle && !pending.iter().take(i).any(|o| o.tag == r.tag)
+            r.due <= cycle && !pending.iter().any(|o| o.tag == r.tag && o.seq < r.seq)
         };
         let n = (0..self.pending.len())
             .filter(|&i| eligible(&self.pending, i))
@@ -966,23 +973,17 @@ impl RtlNic {
         }
         // DMA read completions.
         if self.dma.active.is_none() {
-            if let Some(r) = self.dma.pick(self.cycle) {
-                self.dma.rd_buf[..r.len].copy_from_slice(&r.data);
-                self.dma.active = Some(RdActive {
-                    tag: r.tag,
-                    len: r.len,
-                    beat: 0,
-                });
-            }
+            self.dma.active = self.dma.pick(self.cycle);
+            self.dma.burst = 0;
         }
         let inp = &mut self.inp;
-        match self.dma.active {
+        match &self.dma.active {
             Some(a) => {
-                let lo = a.beat * BEAT_BYTES;
+                let lo = a.sent;
                 let hi = (lo + BEAT_BYTES).min(a.len);
                 inp.dma_rd_cpl_valid = true;
                 inp.dma_rd_cpl_tag = a.tag;
-                bytes_to_words(&self.dma.rd_buf[lo..hi], &mut inp.dma_rd_cpl_data);
+                bytes_to_words(&a.data[lo..hi], &mut inp.dma_rd_cpl_data);
                 inp.dma_rd_cpl_last = hi == a.len;
             }
             None => {
@@ -1244,13 +1245,19 @@ impl RtlNic {
                         source,
                     });
                 }
-                self.dma.pending.push_back(RdReq { tag, len, due, data });
+                let seq = self.dma.seq;
+                self.dma.seq += 1;
+                self.dma.pending.push_back(RdReq { tag, len, due, seq, sent: 0, data });
             }
         }
         if let Some(a) = self.dma.active.as_mut() {
-            a.beat += 1;
-            if a.beat * BEAT_BYTES >= a.len {
+            a.sent += BEAT_BYTES;
+            self.dma.burst += 1;
+            if a.sent >= a.len {
                 self.dma.active = None;
+            } else if self.dma.burst == DMA_CPL_BEATS {
+                let a = self.dma.active.take().expect("checked");
+                self.dma.pending.push_back(a);
             }
         }
         self.cycle += 1;
@@ -1300,6 +1307,8 @@ mod tests {
                 tag,
                 len: 64,
                 due: 10 + i as u64,
+                seq: i as u64,
+                sent: 0,
                 data: vec![0; 64],
             });
         }
@@ -1315,6 +1324,8 @@ mod tests {
                     tag,
                     len: 64,
                     due: 0,
+                    seq: i as u64,
+                    sent: 0,
                     data: vec![i as u8; 64],
                 });
             }
