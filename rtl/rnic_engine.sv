@@ -894,18 +894,30 @@ module rnic_engine
     return f == 8'd0 || (a >= b && {1'b0, a} + n <= {1'b0, e});
   endfunction
   logic [63:0] cw_b, cw_e;
-  logic        win_cq, win_qp, win_mtt_src, win_mtt_ent;
+  logic        win_cq, win_qp, win_mtt_src, win_mtt_ent, win_mtt_rd;
   logic [63:0] mtt_ent;
-  assign cw_b        = dwb_q[FuncSelW'(cfunc_q)];
-  assign cw_e        = dwe_q[FuncSelW'(cfunc_q)];
-  assign win_cq      = in_win(cfunc_q, cw_b, cw_e, a_cq.base, 65'(CqeSize) << a_cq.log_size);
-  assign win_qp      = in_win(cfunc_q, cw_b, cw_e, a_cqp.sq_base, 65'(SendWqeSize) << a_cqp.log_sq_size) &&
-                       in_win(cfunc_q, cw_b, cw_e, a_cqp.rq_base, 65'(RecvWqeSize) << a_cqp.log_rq_size);
-  assign win_mtt_src = in_win(cfunc_q, cw_b, cw_e, a_mtt.src, 65'({a_mtt.count, 3'd0}));
-  assign mtt_ent     = fifo_head[{mtt_j_q[2:0], 6'd0} +: 64];
-  assign win_mtt_ent = in_win(cfunc_q, cw_b, cw_e, mtt_ent, 65'd1 << MinLogPage);
-  logic        win_mtt_rd;
-  assign win_mtt_rd  = in_win(cfunc_q, cw_b, cw_e, mtt_rdata, 65'd1 << MinLogPage);
+  logic        cmd_st;   // a command's states: the only ones that use the window checks below
+  assign cmd_st = state_q == StCmdExec || state_q == StMttWr || state_q == StMrScanChk;
+  assign cw_b    = dwb_q[FuncSelW'(cfunc_q)];
+  assign cw_e    = dwe_q[FuncSelW'(cfunc_q)];
+  assign mtt_ent = fifo_head[{mtt_j_q[2:0], 6'd0} +: 64];
+  // Evaluated only in those states (wide adds and compares the simulator would otherwise do
+  // every cycle; the values are don't-care elsewhere).
+  always_comb begin
+    win_cq      = 1'b0;
+    win_qp      = 1'b0;
+    win_mtt_src = 1'b0;
+    win_mtt_ent = 1'b0;
+    win_mtt_rd  = 1'b0;
+    if (cmd_st) begin
+      win_cq      = in_win(cfunc_q, cw_b, cw_e, a_cq.base, 65'(CqeSize) << a_cq.log_size);
+      win_qp      = in_win(cfunc_q, cw_b, cw_e, a_cqp.sq_base, 65'(SendWqeSize) << a_cqp.log_sq_size) &&
+                    in_win(cfunc_q, cw_b, cw_e, a_cqp.rq_base, 65'(RecvWqeSize) << a_cqp.log_rq_size);
+      win_mtt_src = in_win(cfunc_q, cw_b, cw_e, a_mtt.src, 65'({a_mtt.count, 3'd0}));
+      win_mtt_ent = in_win(cfunc_q, cw_b, cw_e, mtt_ent, 65'd1 << MinLogPage);
+      win_mtt_rd  = in_win(cfunc_q, cw_b, cw_e, mtt_rdata, 65'd1 << MinLogPage);
+    end
+  end
 
   // REG_MR: the context it writes
   mrc_t mr_new;
@@ -923,11 +935,17 @@ module rnic_engine
     mr_new.log_page = a_mr.log_page;
   end
 
-  // REG_MR page count
+  // REG_MR page count (only in the command's states, as the window checks)
   logic [64:0] mr_end;
   logic [64:0] mr_npages;
-  assign mr_end    = {1'b0, a_mr.iova} + {1'b0, a_mr.length} - 65'd1;
-  assign mr_npages = (mr_end >> a_mr.log_page) - ({1'b0, a_mr.iova} >> a_mr.log_page) + 65'd1;
+  always_comb begin
+    mr_end    = '0;
+    mr_npages = '0;
+    if (cmd_st) begin
+      mr_end    = {1'b0, a_mr.iova} + {1'b0, a_mr.length} - 65'd1;
+      mr_npages = (mr_end >> a_mr.log_page) - ({1'b0, a_mr.iova} >> a_mr.log_page) + 65'd1;
+    end
+  end
 
   // responder checks
   logic [23:0] r_d;        // psn - rq_psn
@@ -3464,6 +3482,7 @@ module rnic_engine
     .cmd_valid_i    (wq_valid),
     .cmd_ready_o    (wq_ready),
     .cmd_i          (wq_cmd),
+    .chk_i          (rd_req_q || txq_req),
     .chk_addr_i     (rd_req_q ? rd_addr_q : phys_q),
     .chk_len_i      (rd_req_q ? rd_len_q : plen_q),
     .hazard_o       (wq_hazard),

@@ -25,7 +25,8 @@ module rnic_wrq
   input  logic          cmd_valid_i,
   output logic          cmd_ready_o,
   input  wrq_cmd_t      cmd_i,
-  input  logic [63:0]   chk_addr_i,   // a read of [chk_addr_i, + chk_len_i) ...
+  input  logic          chk_i,        // a read of [chk_addr_i, + chk_len_i) waits to go ...
+  input  logic [63:0]   chk_addr_i,
   input  logic [12:0]   chk_len_i,
   output logic          hazard_o,     // ... overlaps a write queued or under way
 
@@ -82,8 +83,8 @@ module rnic_wrq
   /* verilator lint_on UNUSEDSIGNAL */
 
   always_comb begin
-    hazard_o = state_q != StIdle && overlaps(cur_q, chk_addr_i, chk_len_i);
-    for (int unsigned i = 0; i < Depth; i++) begin
+    hazard_o = chk_i && state_q != StIdle && overlaps(cur_q, chk_addr_i, chk_len_i);
+    for (int unsigned i = 0; i < Depth && chk_i; i++) begin
       // entry i holds a command when it is among the wp - rp entries from rp on
       if ((AW + 1)'(AW'(AW'(i) - rp_q[AW-1:0])) < (wp_q - rp_q) &&
           overlaps(q_mem[i], chk_addr_i, chk_len_i)) begin
