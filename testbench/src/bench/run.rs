@@ -135,7 +135,7 @@ impl Default for BenchConfig {
         BenchConfig {
             backend: Backend::Rtl,
             qps: 1,
-            mtu: Mtu::Mtu1024,
+            mtu: Mtu::Mtu4096,
             dma_latency: 50,
             link_delay: 25,
             link_mbps: 100_000,
@@ -309,6 +309,7 @@ impl Bench {
         let mut posted = vec![0u64; nq];
         let mut done = vec![0u64; nq];
         let mut rx_posted = vec![0u64; nq];
+        let mut received = 0u64;
         let mut raw = Raw { posted: Vec::with_capacity((iters as usize) * nq), completed: Vec::with_capacity((iters as usize) * nq), ..Raw::default() };
         if test == Test::SendBw {
             for q in 0..nq {
@@ -351,6 +352,7 @@ impl Bench {
                         return Err(format!("receiver: unexpected completion {wc:?}"));
                     }
                     let q = self.pair.b.qps.iter().position(|qp| qp.qpn() == wc.qpn).ok_or("receive on an unknown QP")?;
+                    received += 1;
                     if rx_posted[q] < iters {
                         self.pair.b.qps[q].post_recv(&RecvWr { wr_id: rx_posted[q], sgl: vec![recv_sge] }).map_err(de("post_recv"))?;
                         rx_posted[q] += 1;
@@ -358,7 +360,8 @@ impl Bench {
                     moved = true;
                 }
             }
-            if done.iter().all(|&d| d == iters) {
+            // (SEND: the receiver's completions too, so the next point starts with an empty RQ)
+            if done.iter().all(|&d| d == iters) && (test != Test::SendBw || received == iters * nq as u64) {
                 break;
             }
             idle = if moved { 0 } else { idle + 1 };
