@@ -561,6 +561,7 @@ module rnic_engine
   logic [63:0]       local_q, local_d;    // 8-byte local value (atomics)
   logic              wq_valid, wq_ready;   // DMA write queue (rnic_wrq)
   logic              wq_hazard;   // the pending read overlaps a queued write: it waits
+  logic              wq_empty;    // every write of the tasks so far has been issued
   wrq_cmd_t          wq_cmd;
   logic              txq_req, txq_ready, txq_empty;      // transmit payload queue (rnic_txq)
   logic              txq_rd_valid, txq_pl_valid;
@@ -851,7 +852,9 @@ module rnic_engine
         flr_go   = 1'b1;
         flr_go_f = 8'(f);
       end
-      if (flr_on_q[f] && flr_cnt_q[f] == '0) begin
+      // (FLR_DONE, which ends the function's reset, also waits for the writes queued before
+      // it, the flush CQEs among them)
+      if (flr_on_q[f] && flr_cnt_q[f] == '0 && wq_empty) begin
         flr_fin   = 1'b1;
         flr_fin_f = 8'(f);
       end
@@ -1797,9 +1800,14 @@ module rnic_engine
         end
       end
 
+      // A command completes only when the writes of earlier tasks have gone out: a host that
+      // frees or reuses memory after DESTROY_CQ / DEREG_MR / MODIFY_QP must not see a queued
+      // write land after it.
       StCmdDone: begin
-        cmd_done_o = 1'b1;
-        state_d    = StEnd;
+        if (wq_empty) begin
+          cmd_done_o = 1'b1;
+          state_d    = StEnd;
+        end
       end
 
       //////////////////////////////////////////
@@ -3486,6 +3494,7 @@ module rnic_engine
     .chk_addr_i     (rd_req_q ? rd_addr_q : phys_q),
     .chk_len_i      (rd_req_q ? rd_len_q : plen_q),
     .hazard_o       (wq_hazard),
+    .empty_o        (wq_empty),
     .pl_rd_en_o,
     .pl_rd_addr_o,
     .pl_rd_data_i,
@@ -3500,8 +3509,10 @@ module rnic_engine
   // Outputs    //
   ////////////////
 
-  assign idle_o       = state_q == StIdle || state_q == StPopQ || state_q == StPopChk ||
-                        state_q == StTmrLd || state_q == StInit;
+  // (and no write queued: an MMIO read is answered after the device's earlier writes, as a PCIe
+  // read completion pushes the posted writes ahead of it)
+  assign idle_o       = (state_q == StIdle || state_q == StPopQ || state_q == StPopChk ||
+                         state_q == StTmrLd || state_q == StInit) && wq_empty;
   assign cnt_inc_o    = cnt_inc;
   assign func_mac_o   = fmac_q;
   assign func_ip_o    = fip_q;

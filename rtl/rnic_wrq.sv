@@ -29,6 +29,7 @@ module rnic_wrq
   input  logic [63:0]   chk_addr_i,
   input  logic [12:0]   chk_len_i,
   output logic          hazard_o,     // ... overlaps a write queued or under way
+  output logic          empty_o,      // no write queued or under way
 
   // receive framer: ring read port (registered read) and word release
   output logic          pl_rd_en_o,
@@ -70,6 +71,7 @@ module rnic_wrq
   assign cmd_ready_o = (wp_q - rp_q) != (AW + 1)'(Depth);
   assign push        = cmd_valid_i && cmd_ready_o;
   assign head        = q_mem[rp_q[AW-1:0]];
+  assign empty_o     = wp_q == rp_q && state_q == StIdle;
 
   always_ff @(posedge clk_i) begin
     if (push) q_mem[wp_q[AW-1:0]] <= cmd_i;

@@ -5,7 +5,7 @@
 //! frame is compared with the reference model, and the data is checked against values the test
 //! computes itself.
 
-use rnic_driver::{Mtu, SendWr, WcOpcode, WcStatus, WrOpcode};
+use rnic_driver::{AccessFlags, Mtu, RecvWr, SendWr, WcOpcode, WcStatus, WrOpcode};
 use rnic_testbench::fabric::Backend;
 use rnic_testbench::harness::{Pair, PairOptions};
 use rnic_testbench::scenarios::{every_verb, pattern};
@@ -104,4 +104,88 @@ fn frames_leave_at_the_line_rate() {
     assert!(c100 >= wire(100_000), "100 Gb/s: {c100} cycles, the wire needs {}", wire(100_000));
     assert!(c25 >= wire(25_000), "25 Gb/s: {c25} cycles, the wire needs {}", wire(25_000));
     assert!(c100 <= wire(100_000) * 11 / 10 + 400, "100 Gb/s: {c100} cycles for {} on the wire", wire(100_000));
+}
+
+/// A command completes only after the writes queued before it (architecture section 13): B's host
+/// deregisters the target of a 64 KiB WRITE at 31 moments while the write queue may still hold
+/// its payload copies, then reuses the buffer; the model ran those copies before the DEREG task,
+/// so the host's data must win (the lockstep memory comparison of `settle` fails otherwise).
+/// Found by review: before `StCmdDone` waited for the write queue, 6 of the 31 moments failed.
+#[test]
+fn a_command_completes_after_the_writes_queued_before_it() {
+    let len = 1usize << 16;
+    let mut fails = Vec::new();
+    for delay in (0..3000u64).step_by(97) {
+        let p = pair(Backend::Lockstep, Mtu::Mtu4096, false, None);
+        let (a, b) = (&p.a, &p.b);
+        let acc = AccessFlags::LOCAL_WRITE | AccessFlags::REMOTE_WRITE;
+        let mr2 = b.pd.reg_mr(len as u64, acc).unwrap();
+        let addr = mr2.addr();
+        a.mr.write(0, &pattern(3, len)).unwrap();
+        let wr = WrOpcode::Write { remote_addr: addr, rkey: mr2.rkey() };
+        a.qps[0].post_send(&SendWr::new(1, wr, vec![a.mr.sge(0, len as u32).unwrap()])).unwrap();
+        p.fabric.borrow_mut().run_cycles(delay).unwrap();
+        mr2.deregister().unwrap();
+        p.fabric.borrow_mut().dma_write(1, addr, &vec![0xEE; len]).unwrap();
+        let _ = Pair::wait(a, 1);
+        if let Err(e) = p.settle() {
+            fails.push(format!("delay {delay}: {}", e.lines().next().unwrap_or("")));
+        }
+    }
+    assert!(fails.is_empty(), "{} failures:\n{}", fails.len(), fails.join("\n"));
+}
+
+/// Inline and gathered WRITEs/SENDs posted back to back (header FIFO, payload queue, inline beat
+/// waiting for the queue to empty), also with an unlimited link and with reordered completions.
+#[test]
+fn inline_and_gathered_payloads_interleaved() {
+    for (mtu, link, reorder) in [(Mtu::Mtu1024, 100_000u64, None), (Mtu::Mtu256, 0, Some(5u64)), (Mtu::Mtu4096, 0, None), (Mtu::Mtu512, 25_000, Some(9))] {
+        let mut o = PairOptions::on(Backend::Lockstep);
+        o.mtu = mtu;
+        o.mr_len = 1 << 18;
+        o.scrambled = true;
+        o.fabric.link_mbps = link;
+        o.fabric.dma_reorder_seed = reorder;
+        let p = Pair::new(&o).unwrap();
+        let (a, b) = (&p.a, &p.b);
+        let il = rnic_regs::params::MAX_INLINE as usize;
+        let mut want = b.mr.read_vec(0, 1 << 18).unwrap();
+        let mut nsend = 0;
+        let n = 30u64;
+        for k in 0..n {
+            let qa = &a.qps[0];
+            match k % 3 {
+                0 => {
+                    let len = 3000 + 37 * k as usize;
+                    let (src, dst) = (1000 + 5000 * k, 100_000 + 5000 * k + 3);
+                    let data = pattern(k, len);
+                    a.mr.write(src, &data).unwrap();
+                    want[dst as usize..dst as usize + len].copy_from_slice(&data);
+                    let wr = WrOpcode::Write { remote_addr: b.mr.addr() + dst, rkey: b.mr.rkey() };
+                    qa.post_send(&SendWr::new(k, wr, vec![a.mr.sge(src, len as u32).unwrap()])).unwrap();
+                }
+                1 => {
+                    let dst = 250_000 + 64 * k + 1;
+                    let data = pattern(100 + k, il - (k as usize % 5));
+                    want[dst as usize..dst as usize + data.len()].copy_from_slice(&data);
+                    let wr = WrOpcode::Write { remote_addr: b.mr.addr() + dst, rkey: b.mr.rkey() };
+                    qa.post_send(&SendWr::inline(k, wr, &data)).unwrap();
+                }
+                _ => {
+                    let dst = 200_000 + 128 * k;
+                    let data = pattern(200 + k, il);
+                    b.qps[0].post_recv(&RecvWr { wr_id: k, sgl: vec![b.mr.sge(dst, il as u32).unwrap()] }).unwrap();
+                    want[dst as usize..dst as usize + il].copy_from_slice(&data);
+                    qa.post_send(&SendWr::inline(k, WrOpcode::Send, &data)).unwrap();
+                    nsend += 1;
+                }
+            }
+        }
+        let wcs = Pair::wait(a, n as usize).unwrap();
+        assert!(wcs.iter().all(|w| w.status == WcStatus::Success), "{mtu:?}: {wcs:?}");
+        let wb = Pair::wait(b, nsend).unwrap();
+        assert!(wb.iter().all(|w| w.status == WcStatus::Success), "{mtu:?}: {wb:?}");
+        assert!(b.mr.read_vec(0, 1 << 18).unwrap() == want, "{mtu:?}: B's buffer");
+        p.settle().unwrap();
+    }
 }
